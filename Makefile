@@ -1,0 +1,43 @@
+# Two commands on a fresh machine (Python 3.11 + pip only): `make demo` and `make test`.
+SHELL := /bin/bash
+UV := $(shell scripts/ensure-uv)
+export DAGSTER_HOME ?= $(CURDIR)/.tradai/dagster
+REPLAY_PORT ?= 8765
+
+.PHONY: setup demo test test-all lint validate ui replay bench clean
+
+setup:  ## install the locked environment into .venv
+	$(UV) sync --frozen
+	mkdir -p "$(DAGSTER_HOME)"
+	ln -sf "$(CURDIR)/dagster.yaml" "$(DAGSTER_HOME)/dagster.yaml"
+
+demo: setup  ## materialize the graph offline from the bundled recorded candles
+	$(UV) run --frozen python -m tradai.demo
+
+test: setup  ## the fast suite (excludes tests marked slow)
+	$(UV) run --frozen pytest
+
+test-all: setup lint validate  ## everything CI runs: lint, definitions, all tests including slow ones
+	$(UV) run --frozen pytest -m "slow or not slow"
+
+lint: setup
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+
+validate: setup  ## `dagster definitions validate` on the code location
+	set -a && source offline.env && set +a && $(UV) run --frozen dagster definitions validate -w workspace.yaml
+
+replay: setup  ## serve the bundled candles as a Binance REST replay on 127.0.0.1:$(REPLAY_PORT)
+	$(UV) run --frozen python -m tradai_replay --candles-dir demo_data/binance_spot_1h --port $(REPLAY_PORT)
+
+ui: setup  ## the Dagster UI on http://127.0.0.1:3000, offline against the replay server
+	set -a && source offline.env && set +a && \
+	$(UV) run --frozen python -m tradai_replay --candles-dir demo_data/binance_spot_1h --port $(REPLAY_PORT) & \
+	replay=$$!; trap "kill $$replay" EXIT; \
+	set -a && source offline.env && set +a && $(UV) run --frozen dagster dev -w workspace.yaml
+
+bench: setup  ## benchmarks, printed as ratios against same-run baselines
+	$(UV) run --frozen python -m bench
+
+clean:  ## remove all local state (candles, runs, experiments) but keep the environment
+	rm -rf .tradai/arcticdb .tradai/dagster .tradai/mlflow.db .tradai/mlartifacts .tradai/data

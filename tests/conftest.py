@@ -1,0 +1,35 @@
+"""Shared fixtures: the recorded real candles, and where they live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tradai_core.candles import normalize_candles
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEMO_DATA = PROJECT_ROOT / "demo_data"
+DEMO_CANDLES = DEMO_DATA / "binance_spot_1h"
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+SHARED_CANDLES = SHARED_DATA / "binance_spot_1h"
+
+
+@pytest.fixture(scope="session")
+def shared_candles_dir() -> Path:
+    """`../shared/data/binance_spot_1h` (12 pairs, 2017–2022); tests needing it skip on a bare clone."""
+    if not SHARED_CANDLES.is_dir():
+        pytest.skip("../shared/data is not beside this clone")
+    return SHARED_CANDLES
+
+
+@pytest.fixture(scope="session")
+def demo_candles_dir() -> Path:
+    """The project's own recorded candles (6 pairs, 2020-10-12 → 2022-10-11)."""
+    return DEMO_CANDLES
+
+
+def load_recorded(folder: Path, pair: str, timeframe: str = "1h") -> pd.DataFrame:
+    """A recorded parquet file as a canonical candle frame."""
+    return normalize_candles(pd.read_parquet(folder / f"{pair.replace('/', '_')}-{timeframe}.parquet"))

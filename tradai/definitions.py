@@ -1,0 +1,42 @@
+"""The one Dagster code location: every asset, check, job, schedule, sensor and resource of TradAI."""
+
+from __future__ import annotations
+
+import os
+
+from dagster import Definitions, EnvVar
+
+from jobs.market_data import build_market_data_job, build_market_data_schedule
+from tradai_assets.market_data import build_market_data_assets
+from tradai_core.settings import TradAISettings
+from tradai_resources.arcticdb_store import ArcticDBResource
+from tradai_resources.ccxt_exchange import ExchangeResource
+
+
+def _secret(name: str) -> EnvVar | None:
+    """An environment-sourced secret when set: Dagster shows the variable's name, never its value."""
+    return EnvVar(name) if os.environ.get(name) else None
+
+
+def build_definitions(settings: TradAISettings | None = None) -> Definitions:
+    """Definitions for `settings` (default: from `TRADAI_*` environment variables)."""
+    settings = settings or TradAISettings()
+    resources = {
+        "exchange": ExchangeResource(
+            exchange_id=settings.exchange_id,
+            trading_mode=settings.trading_mode,
+            base_url=settings.exchange_base_url,
+            api_key=_secret("TRADAI_EXCHANGE_API_KEY"),
+            api_secret=_secret("TRADAI_EXCHANGE_API_SECRET"),
+        ),
+        "candle_store": ArcticDBResource(uri=settings.resolved_arcticdb_uri),
+    }
+    return Definitions(
+        assets=build_market_data_assets(settings),
+        jobs=[build_market_data_job(settings)],
+        schedules=[build_market_data_schedule(settings)],
+        resources=resources,
+    )
+
+
+defs = build_definitions()

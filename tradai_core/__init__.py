@@ -1,0 +1,1 @@
+"""Plain-Python core of TradAI: settings, errors and data logic with no Dagster or I/O in it."""

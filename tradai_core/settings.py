@@ -1,0 +1,91 @@
+"""Platform settings: one pydantic-settings model read from `TRADAI_*` environment variables.
+
+Defaults keep everything (candles, experiments, the Dagster instance) under one git-ignored folder
+inside the project, so a fresh clone writes nothing elsewhere unless told to.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from tradai_core.timeframes import timeframe_seconds
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_HOME = PROJECT_ROOT / ".tradai"
+DEFAULT_PAIRS = ("BTC/USDT", "ETH/USDT", "ADA/USDT", "LTC/USDT", "XRP/USDT", "DOGE/USDT")
+
+
+class TradAISettings(BaseSettings):
+    """Everything a deployment may change; every field can be set as `TRADAI_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix="TRADAI_", frozen=True, extra="ignore")
+
+    home: Path = Field(default=DEFAULT_HOME, description="Folder holding all local state by default.")
+    exchange_id: str = Field(default="binance", description="Any ccxt exchange id.")
+    exchange_base_url: str | None = Field(
+        default=None, description="Override of the exchange's REST base URL, e.g. the replay server."
+    )
+    trading_mode: Literal["spot", "futures"] = "spot"
+    pairs: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=DEFAULT_PAIRS, description="The pair universe, comma-separated in the environment."
+    )
+    timeframe: str = "1h"
+    history_start: date = Field(default=date(2020, 10, 12), description="First day of market data.")
+    history_end: date | None = Field(
+        default=None,
+        description="Last day (exclusive) of market data; None means up to today. The offline demo sets "
+        "it to the end of the recorded candles.",
+    )
+    arcticdb_uri: str | None = Field(default=None, description="Default: lmdb://<home>/arcticdb.")
+    mlflow_uri: str | None = Field(default=None, description="Default: sqlite:///<home>/mlflow.db.")
+    data_dir: Path | None = Field(default=None, description="Default: <home>/data (scratch files).")
+
+    @field_validator("pairs", mode="before")
+    @classmethod
+    def _split_pairs(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(p.strip() for p in value.split(",") if p.strip())
+        return value
+
+    @field_validator("pairs")
+    @classmethod
+    def _check_pairs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pair in value:
+            base, sep, quote = pair.partition("/")
+            if not (sep and base and quote):
+                raise ValueError(f"pair {pair!r} must look like BASE/QUOTE, e.g. BTC/USDT")
+        if len(set(value)) != len(value):
+            raise ValueError("pairs must not repeat")
+        return value
+
+    @field_validator("timeframe")
+    @classmethod
+    def _check_timeframe(cls, value: str) -> str:
+        timeframe_seconds(value)
+        return value
+
+    @cached_property
+    def resolved_arcticdb_uri(self) -> str:
+        """ArcticDB URI in force: the configured one, else LMDB under `home`."""
+        return self.arcticdb_uri or f"lmdb://{self.home / 'arcticdb'}"
+
+    @cached_property
+    def resolved_mlflow_uri(self) -> str:
+        """MLflow tracking URI in force: the configured one, else SQLite under `home`."""
+        return self.mlflow_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @cached_property
+    def resolved_data_dir(self) -> Path:
+        """Scratch folder in force: the configured one, else `<home>/data`."""
+        return self.data_dir or self.home / "data"
+
+
+def pair_slug(pair: str) -> str:
+    """File- and key-safe name of a pair: `BTC/USDT` → `BTC_USDT`."""
+    return pair.replace("/", "_").replace(":", "_")
