@@ -1,0 +1,371 @@
+"""Champion vs challenger: should the challenger model replace the champion?
+
+Both models are backtested on the SAME out-of-sample window. The decision rests on one test: a paired
+circular block bootstrap of the difference in annualised Sharpe ratio between the two per-bar return
+series (same bars, resampled together). Trade-level tests (Welch's t, Mann-Whitney U on per-trade
+returns) are reported beside it as secondary evidence only. `docs/comparison.md` says why.
+
+Rules, from the reference platform:
+
+- both sides need at least `min_trades` trades, otherwise the result is `inconclusive` and says who fell
+  short;
+- `promote` when the challenger's Sharpe is higher and the bootstrap p-value is below `alpha`;
+- `keep` when the challenger's Sharpe is significantly lower;
+- `inconclusive` otherwise (the champion stays, but nothing was learnt).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from enum import StrEnum
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import stats
+
+from tradai_core.errors import ValidationError
+from tradai_core.timeframes import timeframe_seconds
+
+logger = logging.getLogger(__name__)
+
+SECONDS_PER_YEAR = 365 * 86400
+"""Crypto markets trade every day, so a year is 365 days of bars."""
+_BOOTSTRAP_CHUNK = 512
+
+ArrayLike = Sequence[float] | np.ndarray | pd.Series
+
+
+class Decision(StrEnum):
+    """Outcome of a champion/challenger comparison."""
+
+    PROMOTE = "promote"
+    KEEP = "keep"
+    INCONCLUSIVE = "inconclusive"
+
+
+class ComparisonConfig(BaseModel):
+    """Knobs of the comparison; the defaults are the platform's policy."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    alpha: float = Field(default=0.05, gt=0, lt=1, description="two-sided significance level")
+    min_trades: int = Field(default=30, ge=0, description="trades each side needs for a decision")
+    n_iterations: int = Field(default=2000, ge=100, description="bootstrap resamples")
+    block_length: int | None = Field(
+        default=None, ge=1, description="bars per bootstrap block; None → ceil(n^(1/3))"
+    )
+    seed: int = Field(default=0, description="seed of the bootstrap's random generator")
+
+
+class StrategyMetrics(BaseModel):
+    """One side's headline numbers over the comparison window."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    total_profit: float = Field(description="compounded return over the window, fraction (0.12 = +12%)")
+    win_rate: float | None = Field(description="share of trades with a positive return; None without trades")
+    sharpe: float = Field(description="annualised Sharpe ratio of the per-bar returns")
+    trade_count: int
+    mean_trade_return: float | None
+
+
+class ComparisonResult(BaseModel):
+    """Every number behind a promotion decision, and the decision in words."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    decision: Decision
+    reason: str
+    champion: StrategyMetrics
+    challenger: StrategyMetrics
+    sharpe_diff: float = Field(description="challenger Sharpe − champion Sharpe, annualised")
+    p_value: float = Field(description="two-sided bootstrap p-value of the Sharpe difference")
+    ci_low: float
+    ci_high: float
+    confidence: float = Field(description="coverage of [ci_low, ci_high], 1 − alpha")
+    alpha: float
+    min_trades: int
+    n_bars: int
+    periods_per_year: float
+    block_length: int
+    n_iterations: int
+    seed: int
+    welch_t: float | None = Field(description="Welch's t of per-trade returns (challenger − champion)")
+    welch_p_value: float | None
+    mann_whitney_u: float | None
+    mann_whitney_p_value: float | None
+
+
+class SharpeDiffBootstrap(BaseModel):
+    """Result of the paired block bootstrap of a Sharpe-ratio difference."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sharpe_diff: float
+    p_value: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    block_length: int
+    n_iterations: int
+
+
+def returns_from_equity(equity: pd.Series) -> pd.Series:
+    """Per-bar simple returns of an equity curve (the first bar, which has no previous value, is dropped)."""
+    values = equity.astype(float)
+    if (values <= 0).any():
+        raise ValidationError("equity curve has non-positive values", "pass account equity, not profit")
+    return values.pct_change().iloc[1:]
+
+
+def periods_per_year_for(timeframe: str) -> float:
+    """Bars per year for a candle timeframe such as `1h` (crypto: 365 days a year)."""
+    return SECONDS_PER_YEAR / timeframe_seconds(timeframe)
+
+
+def default_block_length(n_bars: int) -> int:
+    """ceil(n^(1/3)): the usual rate for block bootstraps of smooth statistics (Hall, Horowitz, Jing 1995)."""
+    return max(1, math.ceil(n_bars ** (1 / 3)))
+
+
+def annualized_sharpe(returns: np.ndarray, periods_per_year: float) -> float:
+    """Mean over standard deviation (ddof=1) of per-bar returns, times √(bars per year); 0 when flat."""
+    if returns.size < 2:
+        return 0.0
+    std = float(np.std(returns, ddof=1))
+    if std == 0.0:
+        return 0.0
+    return float(np.mean(returns) / std * math.sqrt(periods_per_year))
+
+
+def _circular_block_sums(x: np.ndarray, length: int) -> np.ndarray:
+    """Sum of x over the circular block of `length` bars that starts at each bar."""
+    n = x.size
+    extended = np.concatenate([x, x[: length - 1]]) if length > 1 else x
+    cumulative = np.concatenate([[0.0], np.cumsum(extended)])
+    return cumulative[length : length + n] - cumulative[:n]
+
+
+def bootstrap_sharpe_difference(
+    champion: np.ndarray,
+    challenger: np.ndarray,
+    *,
+    periods_per_year: float = 1.0,
+    n_iterations: int = 2000,
+    block_length: int | None = None,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> SharpeDiffBootstrap:
+    """Paired circular block bootstrap of Sharpe(challenger) − Sharpe(champion) on aligned bar returns.
+
+    Each resample draws the same blocks of bars for both series, so their common market exposure and the
+    autocorrelation within blocks are kept. The p-value tests "no difference" against the bootstrap
+    distribution of the centred statistic, |Δ* − Δ̂| ≥ |Δ̂|, with the usual +1 correction; the interval is
+    the matching symmetric one, Δ̂ ± the (1 − alpha) quantile of |Δ* − Δ̂|, so 0 lies outside it exactly
+    when p < alpha (up to the +1).
+    """
+    a = np.asarray(champion, dtype=float)
+    b = np.asarray(challenger, dtype=float)
+    n = a.size
+    if b.size != n or n < 3:
+        raise ValidationError(
+            f"need two aligned return series of ≥ 3 bars, got {a.size} and {b.size}",
+            "backtest both models on the same out-of-sample bars",
+        )
+    length = min(block_length or default_block_length(n), n)
+    n_blocks = math.ceil(n / length)
+    tail = n - (n_blocks - 1) * length  # bars taken from the last block
+
+    # A resample is n_blocks circular blocks; its sums are sums of precomputed block sums.
+    full = np.stack([_circular_block_sums(s, length) for s in (a, a * a, b, b * b)])
+    last = np.stack([_circular_block_sums(s, tail) for s in (a, a * a, b, b * b)])
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(n_iterations)
+    scale = math.sqrt(periods_per_year)
+    for start in range(0, n_iterations, _BOOTSTRAP_CHUNK):
+        m = min(_BOOTSTRAP_CHUNK, n_iterations - start)
+        starts = rng.integers(0, n, size=(m, n_blocks))
+        sums = full[:, starts[:, :-1]].sum(axis=2) + last[:, starts[:, -1]]
+        sharpes = []
+        for s, ss in ((sums[0], sums[1]), (sums[2], sums[3])):
+            mean = s / n
+            var = np.maximum(ss - s * mean, 0.0) / (n - 1)
+            std = np.sqrt(var)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                sharpes.append(np.where(std > 0, mean / std, 0.0) * scale)
+        diffs[start : start + m] = sharpes[1] - sharpes[0]
+
+    observed = annualized_sharpe(b, periods_per_year) - annualized_sharpe(a, periods_per_year)
+    deviation = np.abs(diffs - observed)
+    # Tolerance so that exact ties (identical series: every deviation and the observed value are 0) count.
+    tol = 1e-12 * max(1.0, abs(observed))
+    p_value = float((1 + np.count_nonzero(deviation >= abs(observed) - tol)) / (n_iterations + 1))
+    half_width = float(np.quantile(deviation, 1 - alpha))
+    return SharpeDiffBootstrap(
+        sharpe_diff=float(observed),
+        p_value=min(p_value, 1.0),
+        ci_low=float(observed - half_width),
+        ci_high=float(observed + half_width),
+        confidence=1 - alpha,
+        block_length=length,
+        n_iterations=n_iterations,
+    )
+
+
+def _aligned(champion: ArrayLike, challenger: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    if (
+        isinstance(champion, pd.Series)
+        and isinstance(challenger, pd.Series)
+        and not champion.index.equals(challenger.index)
+    ):
+        only_one = champion.index.symmetric_difference(challenger.index)
+        raise ValidationError(
+            f"champion and challenger bar returns are not on the same timestamps "
+            f"({len(only_one)} timestamps appear in only one of them)",
+            "backtest both on the same out-of-sample window and reindex to the same bars "
+            "(a bar without a position has return 0)",
+        )
+    a = np.asarray(champion, dtype=float).ravel()
+    b = np.asarray(challenger, dtype=float).ravel()
+    if a.size != b.size:
+        raise ValidationError(
+            f"champion has {a.size} bars and challenger {b.size}",
+            "backtest both on the same out-of-sample window",
+        )
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValidationError(
+            "bar returns contain NaN or infinite values", "fill bars without a position with 0"
+        )
+    return a, b
+
+
+def _infer_periods_per_year(returns: ArrayLike) -> float | None:
+    if isinstance(returns, pd.Series) and isinstance(returns.index, pd.DatetimeIndex) and len(returns) > 1:
+        step = pd.Series(returns.index).diff().median()
+        if pd.notna(step) and step.total_seconds() > 0:
+            return SECONDS_PER_YEAR / step.total_seconds()
+    return None
+
+
+def _metrics(bar_returns: np.ndarray, trades: np.ndarray, periods_per_year: float) -> StrategyMetrics:
+    return StrategyMetrics(
+        total_profit=float(np.prod(1.0 + bar_returns) - 1.0),
+        win_rate=float(np.mean(trades > 0)) if trades.size else None,
+        sharpe=annualized_sharpe(bar_returns, periods_per_year),
+        trade_count=int(trades.size),
+        mean_trade_return=float(np.mean(trades)) if trades.size else None,
+    )
+
+
+def _trade_tests(
+    champion: np.ndarray, challenger: np.ndarray
+) -> tuple[float | None, float | None, float | None, float | None]:
+    if champion.size < 2 or challenger.size < 2:
+        return None, None, None, None
+    if np.ptp(champion) == 0 and np.ptp(challenger) == 0:
+        welch_t, welch_p = (0.0, 1.0) if champion[0] == challenger[0] else (None, None)
+    else:
+        welch = stats.ttest_ind(challenger, champion, equal_var=False)
+        welch_t, welch_p = float(welch.statistic), float(welch.pvalue)
+    mwu = stats.mannwhitneyu(challenger, champion, alternative="two-sided")
+    return welch_t, welch_p, float(mwu.statistic), float(mwu.pvalue)
+
+
+def compare_champion_challenger(
+    champion_returns: ArrayLike,
+    challenger_returns: ArrayLike,
+    champion_trades: ArrayLike,
+    challenger_trades: ArrayLike,
+    *,
+    timeframe: str | None = None,
+    periods_per_year: float | None = None,
+    config: ComparisonConfig | None = None,
+) -> ComparisonResult:
+    """Decide promote / keep / inconclusive from two backtests of the same out-of-sample window.
+
+    `*_returns` are per-bar returns on the same bars (pandas Series on the same timestamps, or arrays of
+    equal length); `*_trades` are per-trade returns. The annualisation comes from `timeframe` (e.g. `1h`),
+    else `periods_per_year`, else the spacing of a DatetimeIndex.
+    """
+    cfg = config or ComparisonConfig()
+    a, b = _aligned(champion_returns, challenger_returns)
+    if timeframe is not None:
+        ppy = periods_per_year_for(timeframe)
+    elif periods_per_year is not None:
+        ppy = float(periods_per_year)
+    else:
+        inferred = _infer_periods_per_year(champion_returns)
+        if inferred is None:
+            raise ValidationError(
+                "cannot tell the bar frequency to annualise the Sharpe ratio",
+                "pass timeframe (e.g. '1h'), periods_per_year, or Series with a DatetimeIndex",
+            )
+        ppy = inferred
+    if ppy <= 0:
+        raise ValidationError(f"periods_per_year must be positive, got {ppy}", "use e.g. 8760 for 1h bars")
+    trades_a = np.asarray(champion_trades, dtype=float).ravel()
+    trades_b = np.asarray(challenger_trades, dtype=float).ravel()
+    if not (np.isfinite(trades_a).all() and np.isfinite(trades_b).all()):
+        raise ValidationError("trade returns contain NaN or infinite values", "pass closed trades only")
+
+    boot = bootstrap_sharpe_difference(
+        a,
+        b,
+        periods_per_year=ppy,
+        n_iterations=cfg.n_iterations,
+        block_length=cfg.block_length,
+        alpha=cfg.alpha,
+        seed=cfg.seed,
+    )
+    champ = _metrics(a, trades_a, ppy)
+    chall = _metrics(b, trades_b, ppy)
+    welch_t, welch_p, mwu_u, mwu_p = _trade_tests(trades_a, trades_b)
+
+    evidence = (
+        f"Sharpe {chall.sharpe:.3f} vs {champ.sharpe:.3f} (Δ {boot.sharpe_diff:+.3f}, "
+        f"{boot.confidence:.0%} CI [{boot.ci_low:+.3f}, {boot.ci_high:+.3f}], bootstrap p={boot.p_value:.4f})"
+    )
+    short = [
+        f"{side} has {count} trades"
+        for side, count in (("champion", champ.trade_count), ("challenger", chall.trade_count))
+        if count < cfg.min_trades
+    ]
+    if short:
+        decision = Decision.INCONCLUSIVE
+        reason = f"too few trades: {' and '.join(short)}, below the minimum of {cfg.min_trades}; {evidence}"
+    elif boot.p_value < cfg.alpha and boot.sharpe_diff > 0:
+        decision = Decision.PROMOTE
+        reason = f"challenger is significantly better at alpha={cfg.alpha}: {evidence}"
+    elif boot.p_value < cfg.alpha and boot.sharpe_diff < 0:
+        decision = Decision.KEEP
+        reason = f"challenger is significantly worse at alpha={cfg.alpha}: {evidence}"
+    else:
+        decision = Decision.INCONCLUSIVE
+        reason = f"no significant difference at alpha={cfg.alpha}: {evidence}"
+    logger.info("champion/challenger: %s — %s", decision.value, reason)
+
+    return ComparisonResult(
+        decision=decision,
+        reason=reason,
+        champion=champ,
+        challenger=chall,
+        sharpe_diff=boot.sharpe_diff,
+        p_value=boot.p_value,
+        ci_low=boot.ci_low,
+        ci_high=boot.ci_high,
+        confidence=boot.confidence,
+        alpha=cfg.alpha,
+        min_trades=cfg.min_trades,
+        n_bars=int(a.size),
+        periods_per_year=ppy,
+        block_length=boot.block_length,
+        n_iterations=boot.n_iterations,
+        seed=cfg.seed,
+        welch_t=welch_t,
+        welch_p_value=welch_p,
+        mann_whitney_u=mwu_u,
+        mann_whitney_p_value=mwu_p,
+    )
