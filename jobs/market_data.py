@@ -53,7 +53,7 @@ def build_market_data_schedule(settings: TradAISettings) -> ScheduleDefinition:
     def _market_data_hourly(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
         tick = context.scheduled_execution_time
         today = tick.strftime("%Y-%m-%d")
-        if not partitions.has_partition_key(today, current_time=tick):
+        if not partitions.has_partition_key(today):
             return SkipReason(f"no market-data partition for {today}: history ends before it")
         return RunRequest(run_key=f"market_data:{tick.isoformat()}", partition_key=today)
 

@@ -9,6 +9,8 @@ import pytest
 
 from tradai_core.candles import normalize_candles
 
+pytest_plugins = ["tests.replay_fixtures"]  # replay_server, replay_client, make_binance_client
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEMO_DATA = PROJECT_ROOT / "demo_data"
 DEMO_CANDLES = DEMO_DATA / "binance_spot_1h"

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import load_recorded
-from tradai_core.errors import NotFoundError, ValidationError
+from tradai_core.errors import DataLossRefusedError, NotFoundError, ValidationError
 from tradai_resources.arcticdb_store import ArcticDBResource
 
 PAIR = "BTC/USDT"
@@ -63,7 +63,9 @@ def test_rewriting_a_window_replaces_exactly_that_window(store: ArcticDBResource
     write(store, btc, "2021-01-01", "2021-01-04")
     corrected = window(btc, "2021-01-02", "2021-01-03").iloc[:20] * 1.0
     corrected["volume"] = 1.0
-    store.write_window("binance", "1h", PAIR, corrected, day("2021-01-02"), day("2021-01-03"))
+    store.write_window(
+        "binance", "1h", PAIR, corrected, day("2021-01-02"), day("2021-01-03"), allow_removal=True
+    )
     stored = store.read("binance", "1h", PAIR).candles
     pd.testing.assert_frame_equal(
         window(stored, "2021-01-01", "2021-01-02"), window(btc, "2021-01-01", "2021-01-02")
@@ -74,9 +76,26 @@ def test_rewriting_a_window_replaces_exactly_that_window(store: ArcticDBResource
     )
 
 
-def test_an_empty_window_empties_only_that_window(store: ArcticDBResource, btc: pd.DataFrame) -> None:
+def test_fewer_candles_than_stored_are_refused_and_lose_nothing(
+    store: ArcticDBResource, btc: pd.DataFrame
+) -> None:
+    version = write(store, btc, "2021-01-01", "2021-01-04")
+    for fewer in (btc.iloc[:0], window(btc, "2021-01-02", "2021-01-03").iloc[:-1]):
+        with pytest.raises(DataLossRefusedError, match="would remove") as caught:
+            store.write_window("binance", "1h", PAIR, fewer, day("2021-01-02"), day("2021-01-03"))
+        assert "allow_removing_candles" in str(caught.value)
+    after = store.read("binance", "1h", PAIR)
+    assert after.version == version
+    pd.testing.assert_frame_equal(after.candles, window(btc, "2021-01-01", "2021-01-04"), check_freq=False)
+
+
+def test_an_empty_window_empties_only_that_window_when_allowed(
+    store: ArcticDBResource, btc: pd.DataFrame
+) -> None:
     write(store, btc, "2021-01-01", "2021-01-04")
-    store.write_window("binance", "1h", PAIR, btc.iloc[:0], day("2021-01-02"), day("2021-01-03"))
+    store.write_window(
+        "binance", "1h", PAIR, btc.iloc[:0], day("2021-01-02"), day("2021-01-03"), allow_removal=True
+    )
     stored = store.read("binance", "1h", PAIR).candles
     assert len(stored) == 48
     assert window(stored, "2021-01-02", "2021-01-03").empty

@@ -19,6 +19,7 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     BackfillPolicy,
+    Config,
     FreshnessPolicy,
     MaterializeResult,
     MetadataValue,
@@ -42,6 +43,14 @@ CHECK_DESCRIPTIONS = {
     "timeframe_grid": "Every open time sits on the timeframe grid.",
     "gaps": "Missing candles in the window, listed as ranges (real exchange outages are warnings).",
 }
+
+
+class MarketDataConfig(Config):
+    """Run config of a market-data materialization."""
+
+    allow_removing_candles: bool = False
+    """Let a re-fetch remove candles already stored in its window (off: exchanges never delete history,
+    so an answer with fewer candles than before is refused and nothing is written)."""
 
 
 def ohlcv_key(pair: str) -> AssetKey:
@@ -114,7 +123,10 @@ def build_ohlcv_asset(pair: str, settings: TradAISettings) -> AssetsDefinition:
         metadata={"pair": pair, "timeframe": tf, "exchange": settings.exchange_id},
     )
     def _ohlcv(
-        context: AssetExecutionContext, exchange: ExchangeResource, candle_store: ArcticDBResource
+        context: AssetExecutionContext,
+        config: MarketDataConfig,
+        exchange: ExchangeResource,
+        candle_store: ArcticDBResource,
     ) -> MaterializeResult:
         window = context.partition_time_window
         fetched = exchange.fetch_candles(pair, tf, window.start, window.end)
@@ -126,6 +138,7 @@ def build_ohlcv_asset(pair: str, settings: TradAISettings) -> AssetsDefinition:
             window.start,
             window.end,
             metadata={"dagster_run_id": context.run.run_id, "window": [str(window.start), str(window.end)]},
+            allow_removal=config.allow_removing_candles,
         )
         stored = candle_store.read(exchange.exchange_id, tf, pair, window.start, window.end)
         checks = run_quality_checks(stored.candles, window.start, window.end, tf_ms)

@@ -59,6 +59,10 @@ class StorageError(TradAIError):
     """The candle store refused a read or a write."""
 
 
+class DataLossRefusedError(StorageError):
+    """A write would have removed stored data (e.g. an exchange answering with fewer candles than before)."""
+
+
 class StrategyValidationError(ValidationError):
     """A strategy does not import, is not a TradAIStrategy, or breaks a rule of its metadata or config."""
 

@@ -61,7 +61,7 @@ def fetch_range(
         page = fetch_page(since, page_limit)
         pages += 1
         last_seen = rows[-1][0] if rows else since - timeframe_ms
-        fresh = [list(map(float, row[:6])) for row in page if last_seen < row[0] < end_ms]
+        fresh = [_as_floats(row) for row in page if last_seen < row[0] < end_ms]
         if any(row[0] >= closed_before for row in fresh):
             dropped_open = True
             fresh = [row for row in fresh if row[0] < closed_before]
@@ -71,3 +71,9 @@ def fetch_range(
         since = int(rows[-1][0]) + timeframe_ms
     logger.debug("fetched %d candles in %d pages", len(rows), pages)
     return PagedCandles(rows=rows, pages=pages, dropped_open_candle=dropped_open)
+
+
+def _as_floats(row: Sequence[float | None]) -> list[float]:
+    """A candle row as six floats; a missing value becomes NaN so validation names it."""
+    values = [float("nan") if value is None else float(value) for value in row[:6]]
+    return values + [float("nan")] * (6 - len(values))

@@ -20,7 +20,7 @@ from dagster import ConfigurableResource
 from pydantic import BaseModel, ConfigDict, Field
 
 from tradai_core.candles import OHLCV_COLUMNS, empty_candles, normalize_candles, utc_timestamp
-from tradai_core.errors import NotFoundError, StorageError, ValidationError
+from tradai_core.errors import DataLossRefusedError, NotFoundError, StorageError, ValidationError
 from tradai_core.settings import pair_slug
 
 logger = logging.getLogger(__name__)
@@ -103,11 +103,13 @@ class ArcticDBResource(ConfigurableResource):
         start: datetime,
         end: datetime,
         metadata: dict[str, Any] | None = None,
+        allow_removal: bool = False,
     ) -> CandleWrite:
         """Make the stored candles of `[start, end)` exactly `candles`, leaving every other candle as it was.
 
-        `candles` must be validated already and lie inside the window. An empty frame empties the
-        window (the exchange has nothing there, e.g. an outage or a day before the listing).
+        `candles` must be validated already and lie inside the window. Exchanges never delete history, so
+        a write that would drop candles already stored in the window (an exchange answering with less
+        than it did before) is refused with `DataLossRefusedError` unless `allow_removal` is set.
         """
         lo, hi = utc_timestamp(start), utc_timestamp(end)
         candles = normalize_candles(candles) if len(candles) else empty_candles()
@@ -120,6 +122,15 @@ class ArcticDBResource(ConfigurableResource):
         lib = self.library(exchange_id, timeframe)
         symbol = pair_slug(pair)
         last_ns = hi - pd.Timedelta(1, "ns")
+        if not allow_removal and lib.has_symbol(symbol):
+            stored = lib.read(symbol, date_range=(lo, last_ns), columns=["close"]).data.index
+            if len(dropped := stored.difference(candles.index)):
+                raise DataLossRefusedError(
+                    f"{pair}: the new candles for [{lo}, {hi}) would remove {len(dropped)} stored candles "
+                    f"(first {dropped[0]}); nothing was written",
+                    "the exchange answered with less than it did before: re-run later; if the removal is "
+                    "intended, materialize with config allow_removing_candles: true",
+                )
         try:
             if not lib.has_symbol(symbol):
                 if candles.empty:

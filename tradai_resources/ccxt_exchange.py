@@ -31,7 +31,12 @@ T = TypeVar("T")
 PAGE_CAPS: dict[str, int] = {"binance": 1000, "binanceus": 1000, "bybit": 1000, "okx": 300, "kraken": 720}
 DEFAULT_PAGE_CAP = 500
 _RATE_LIMITED = (ccxt.DDoSProtection, ccxt.RateLimitExceeded)
-_RETRIABLE = (ccxt.NetworkError, ccxt.BadResponse, ccxt.NullResponse)
+_RETRIABLE = (ccxt.OperationFailed,)  # ccxt's "may succeed on retry": network, 5xx, bad responses
+
+
+class UnreadablePayload(ccxt.BadResponse):
+    """The body was not the JSON list it should be (e.g. truncated in transit): retried like a network
+    fault, because ccxt would otherwise read it as an empty page and the window would look empty."""
 
 
 class FetchedCandles(BaseModel):
@@ -68,6 +73,8 @@ class ExchangeResource(ConfigurableResource):
     def __repr__(self) -> str:  # keys must never reach a log, even through a repr
         return f"ExchangeResource(exchange_id={self.exchange_id!r}, base_url={self.base_url!r})"
 
+    __str__ = __repr__
+
     def client(self) -> ccxt.Exchange:
         """The ccxt client, created on first use and reused (ccxt keeps its rate limiter on it)."""
         if self._client is None:
@@ -78,13 +85,22 @@ class ExchangeResource(ConfigurableResource):
                 )
             config: dict[str, Any] = {
                 "enableRateLimit": True,
+                "enableLastJsonResponse": True,
                 "timeout": self.timeout_ms,
-                "options": {"defaultType": self.trading_mode, "fetchMarkets": {"types": [self.trading_mode]}},
+                "options": {
+                    "defaultType": self.trading_mode,
+                    "fetchMarkets": {"types": [self.trading_mode]},
+                    # Signed wallet and margin calls ccxt makes on load_markets when keys are set; market
+                    # data needs neither.
+                    "fetchCurrencies": False,
+                    "fetchMargins": False,
+                },
             }
             if self.api_key:
                 config["apiKey"] = self.api_key
                 config["secret"] = self.api_secret or ""
             client = getattr(ccxt, self.exchange_id)(config)
+            _redact_secrets_in_ccxt_logs([s for s in (self.api_key, self.api_secret) if s])
             if self.base_url:
                 client.urls["api"] = rebase_urls(client.urls["api"], self.base_url)
             self._client = client
@@ -119,11 +135,16 @@ class ExchangeResource(ConfigurableResource):
             )
         end_ms = int(utc_timestamp(end).value // 1_000_000)
 
+        def request(since_ms: int, limit: int) -> list[list[float]]:
+            until = {"until": end_ms - 1}
+            rows = client.fetch_ohlcv(pair, timeframe, since=since_ms, limit=limit, params=until)
+            if not isinstance(client.last_json_response, list):
+                raise UnreadablePayload(f"{self.exchange_id} candle page for {pair} is not a JSON list")
+            return rows
+
         def page(since_ms: int, limit: int) -> Sequence[Sequence[float]]:
             rows = call(
-                lambda: client.fetch_ohlcv(
-                    pair, timeframe, since=since_ms, limit=limit, params={"until": end_ms - 1}
-                ),
+                lambda: request(since_ms, limit),
                 f"fetch {pair} {timeframe} candles from {pd.Timestamp(since_ms, unit='ms', tz='UTC')}",
             )
             if not isinstance(rows, list) or any(not isinstance(r, list) or len(r) < 6 for r in rows):
@@ -211,6 +232,33 @@ class ExchangeResource(ConfigurableResource):
             return min(float(value), self.backoff_max_s) if value is not None else 0.0
         except ValueError:
             return 0.0
+
+
+class _RedactSecrets(logging.Filter):
+    """Replaces credential values in ccxt's log records (ccxt logs request headers at DEBUG)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(secret in message for secret in self.secrets):
+            for secret in self.secrets:
+                message = message.replace(secret, "***")
+            record.msg, record.args = message, None
+        return True
+
+
+_REDACTOR = _RedactSecrets()
+
+
+def _redact_secrets_in_ccxt_logs(secrets: list[str]) -> None:
+    _REDACTOR.secrets.update(secrets)
+    for name in ("ccxt.base.exchange", "urllib3.connectionpool"):
+        log = logging.getLogger(name)
+        if _REDACTOR not in log.filters:
+            log.addFilter(_REDACTOR)
 
 
 def _short(error: BaseException, limit: int = 200) -> str:

@@ -1,0 +1,143 @@
+"""ExchangeResource over real ccxt and HTTP against the loopback replay server, with every fault injected.
+
+Retriable faults (timeouts, 429/418 with Retry-After, 5xx, truncated bodies) are retried and recovered;
+a malformed candle fails at once with a message naming pair, timestamp and rule.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import load_recorded
+from tradai_core.errors import CandleValidationError, ExchangeError, ExchangeUnavailableError
+from tradai_replay.faults import Fault
+from tradai_replay.server import ReplayServer
+from tradai_resources.ccxt_exchange import ExchangeResource
+
+KLINES = "/api/v3/klines"
+DAY0, DAY1 = pd.Timestamp("2021-05-01", tz="UTC"), pd.Timestamp("2021-05-02", tz="UTC")
+
+
+@pytest.fixture(scope="module")
+def server(shared_candles_dir: Path) -> Iterator[ReplayServer]:
+    with ReplayServer(shared_candles_dir) as replay:
+        yield replay
+
+
+@pytest.fixture(autouse=True)
+def no_faults_left(server: ReplayServer) -> Iterator[None]:
+    server.clear_faults()
+    yield
+    server.clear_faults()
+
+
+def exchange(server: ReplayServer, **overrides: object) -> ExchangeResource:
+    settings = {"base_url": server.base_url, "backoff_base_s": 0.01, "timeout_ms": 1_000, **overrides}
+    return ExchangeResource(**settings)  # type: ignore[arg-type]
+
+
+def kline_requests(server: ReplayServer) -> int:
+    return sum(1 for r in server.requests if r.path == KLINES)
+
+
+@pytest.mark.parametrize("pair", ["BTC/USDT", "SOL/USDT"])  # SOL is not in the exchangeInfo snapshot
+def test_a_long_range_arrives_candle_for_candle(
+    server: ReplayServer, shared_candles_dir: Path, pair: str
+) -> None:
+    start, end = pd.Timestamp("2020-09-01", tz="UTC"), pd.Timestamp("2021-03-01", tz="UTC")
+    fetched = exchange(server).fetch_candles(pair, "1h", start, end)
+    source = load_recorded(shared_candles_dir, pair)
+    expected = source[(source.index >= start) & (source.index < end)]
+    pd.testing.assert_frame_equal(fetched.candles, expected, check_freq=False)
+    assert fetched.requests == -(-len(expected) // 1000)  # pages of the 1000-candle cap, no extra request
+    assert fetched.retries == 0
+
+
+def test_an_outage_is_returned_as_a_gap_never_filled(server: ReplayServer, shared_candles_dir: Path) -> None:
+    start, end = pd.Timestamp("2018-02-07", tz="UTC"), pd.Timestamp("2018-02-11", tz="UTC")
+    fetched = exchange(server).fetch_candles("BTC/USDT", "1h", start, end)
+    assert len(fetched.candles) == 4 * 24 - 33
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(kind="http_429", count=2, retry_after_s=0.3, path_prefix=KLINES),
+        Fault(kind="http_418", count=1, retry_after_s=0.3, path_prefix=KLINES),
+        Fault(kind="http_5xx", count=2, status=503, path_prefix=KLINES),
+        Fault(kind="http_5xx", count=1, status=500, variant="json", path_prefix=KLINES),
+        Fault(kind="timeout", count=1, delay_s=1.5, path_prefix=KLINES),
+        Fault(kind="truncated", count=2, path_prefix=KLINES),
+        Fault(kind="truncated", count=1, variant="connection", path_prefix=KLINES),
+        Fault(kind="http_5xx", count=1, status=502, path_prefix="/api/v3/exchangeInfo"),
+    ],
+    ids=lambda f: f"{f.kind}-{f.variant or f.status}-{f.path_prefix}",
+)
+def test_retriable_faults_recover_with_the_same_candles(server: ReplayServer, fault: Fault) -> None:
+    clean = exchange(server).fetch_candles("ETH/USDT", "1h", DAY0, DAY1).candles
+    server.inject(fault)
+    started = time.perf_counter()
+    recovered = exchange(server).fetch_candles("ETH/USDT", "1h", DAY0, DAY1)
+    elapsed = time.perf_counter() - started
+    pd.testing.assert_frame_equal(recovered.candles, clean)
+    assert recovered.retries == fault.count
+    if fault.kind in ("http_429", "http_418"):
+        assert elapsed >= fault.count * fault.retry_after_s  # Retry-After honoured, not just the backoff
+
+
+def test_latency_below_the_timeout_needs_no_retry(server: ReplayServer) -> None:
+    server.inject(Fault(kind="latency", count=1, delay_s=0.3, path_prefix=KLINES))
+    fetched = exchange(server).fetch_candles("ETH/USDT", "1h", DAY0, DAY1)
+    assert fetched.retries == 0 and len(fetched.candles) == 24
+
+
+def test_a_fault_that_outlasts_the_retries_fails_clearly(server: ReplayServer) -> None:
+    server.inject(Fault(kind="http_5xx", count=10, status=503, path_prefix=KLINES))
+    before = kline_requests(server)
+    with pytest.raises(ExchangeUnavailableError) as caught:
+        exchange(server, max_retries=3).fetch_candles("ETH/USDT", "1h", DAY0, DAY1)
+    assert kline_requests(server) - before == 4  # the first try and three retries
+    message = str(caught.value)
+    assert "after 3 retries" in message and "nothing was written" in message
+
+
+@pytest.mark.parametrize("variant", ["high_below_low", "non_numeric", "null_price", "short_row"])
+def test_a_malformed_candle_fails_at_once_naming_pair_time_and_rule(
+    server: ReplayServer, variant: str
+) -> None:
+    server.inject(Fault(kind="malformed", count=1, variant=variant))
+    before = kline_requests(server)
+    with pytest.raises((CandleValidationError, ExchangeError)) as caught:
+        exchange(server).fetch_candles("ETH/USDT", "1h", DAY0, DAY1)
+    assert kline_requests(server) - before == 1  # bad data is not retried
+    if isinstance(caught.value, CandleValidationError):
+        assert caught.value.pair == "ETH/USDT" and caught.value.timestamp.startswith("2021-05-01")
+    assert "nothing was written" in str(caught.value)
+
+
+def test_the_still_open_candle_is_left_out(shared_candles_dir: Path) -> None:
+    now = pd.Timestamp("2021-05-01 10:30", tz="UTC")
+    with ReplayServer(shared_candles_dir, now_ms=int(now.value // 1_000_000)) as replay:
+        fetched = exchange(replay).fetch_candles("BTC/USDT", "1h", DAY0, DAY1)
+    assert fetched.dropped_open_candle
+    assert fetched.candles.index[-1] == pd.Timestamp("2021-05-01 09:00", tz="UTC")
+
+
+def test_an_unknown_pair_says_what_to_do(server: ReplayServer) -> None:
+    with pytest.raises(ExchangeError, match="TRADAI_PAIRS"):
+        exchange(server).fetch_candles("NOPE/USDT", "1h", DAY0, DAY1)
+
+
+def test_keys_never_reach_a_log_or_a_repr(server: ReplayServer, caplog: pytest.LogCaptureFixture) -> None:
+    secret = "sk-test-1234567890abcdef"
+    resource = exchange(server, api_key="pk-test-abc", api_secret=secret)
+    server.inject(Fault(kind="http_5xx", count=1, status=503, path_prefix=KLINES))
+    with caplog.at_level(logging.DEBUG):
+        resource.fetch_candles("ETH/USDT", "1h", DAY0, DAY1)
+    assert secret not in caplog.text and secret not in repr(resource) and secret not in str(resource)

@@ -1,0 +1,11 @@
+"""Exchange replay: Binance's public REST API served on loopback from recorded candles, with faults.
+
+`ReplayServer` lets the platform's real exchange client run offline (tests, benchmarks, the demo);
+`Fault` describes a failure to inject (rate limits, timeouts, 5xx, malformed or truncated answers).
+"""
+
+from tradai_replay.faults import Fault
+from tradai_replay.markets import default_exchange_info_path, exchange_info_for
+from tradai_replay.server import ReplayServer, ServedRequest
+
+__all__ = ["Fault", "ReplayServer", "ServedRequest", "default_exchange_info_path", "exchange_info_for"]
