@@ -1,6 +1,5 @@
 """The market-data job and the hourly schedule that keeps today's partition fresh."""
 
-
 from typing import TYPE_CHECKING
 
 from dagster import (

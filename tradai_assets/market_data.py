@@ -7,7 +7,6 @@ history length; and adding a pair is a change of `TRADAI_PAIRS`. (A pair × date
 give one asset, but single-run backfills over multi-partitions have open bugs in Dagster 1.13.)
 """
 
-
 from datetime import timedelta
 
 import pandas as pd
