@@ -1,0 +1,123 @@
+"""The `tradai` command line: `tradai strategy new|validate|list` (more command groups to come).
+
+    tradai strategy new MyBreakout --category breakout --timeframe 1h
+    tradai strategy validate                # every strategy in strategies/
+    tradai strategy validate RsiMeanReversion EmaAdxTrend
+    tradai strategy list
+
+Exit codes: 0 success, 1 a strategy is invalid, 2 bad usage or a refused action (with the reason).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tradai_core.errors import TradAIError
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+def _strategy_new(args: argparse.Namespace) -> int:
+    from strategies.base import StrategyStatus
+    from strategies.scaffold import create_strategy
+    from strategies.validation import validate_strategy
+
+    pairs = tuple(p.strip() for p in args.pairs.split(",") if p.strip()) if args.pairs else None
+    extra = {"pairs": pairs} if pairs else {}
+    result = create_strategy(
+        args.name,
+        args.category,
+        args.timeframe,
+        folder=args.folder,
+        description=args.description,
+        stake_currency=args.stake_currency,
+        status=StrategyStatus(args.status),
+        overwrite=args.force,
+        **extra,
+    )
+    print(f"created {result.module_path}")
+    print(f"created {result.config_path}")
+    report = validate_strategy(result.name, args.folder)
+    print(report.summary())
+    return EXIT_OK if report.ok else EXIT_INVALID
+
+
+def _strategy_validate(args: argparse.Namespace) -> int:
+    from strategies.validation import validate_all
+
+    reports = validate_all(args.folder, args.names or None)
+    if not reports:
+        print(f"no strategies found in {args.folder}")
+        return EXIT_OK
+    for report in reports:
+        print(report.summary())
+    invalid = [r.name for r in reports if not r.ok]
+    print(
+        f"{len(reports) - len(invalid)} valid, {len(invalid)} invalid"
+        + (f": {', '.join(invalid)}" if invalid else "")
+    )
+    return EXIT_INVALID if invalid else EXIT_OK
+
+
+def _strategy_list(args: argparse.Namespace) -> int:
+    from strategies.validation import discover_strategies, find_strategy_file
+
+    for name in discover_strategies(args.folder):
+        print(f"{name}\t{find_strategy_file(name, args.folder).name}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `tradai` argument parser; command groups add themselves as sub-parsers."""
+    from strategies.base import StrategyCategory, StrategyStatus
+    from strategies.validation import STRATEGIES_DIR
+
+    parser = argparse.ArgumentParser(prog="tradai", description="TradAI: crypto trading research on Dagster.")
+    groups = parser.add_subparsers(dest="group", required=True, metavar="GROUP")
+
+    strategy = groups.add_parser("strategy", help="create, validate and list strategies")
+    commands = strategy.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    folder_help = f"strategy folder (default: {STRATEGIES_DIR})"
+
+    new = commands.add_parser("new", help="scaffold a strategy module and its YAML config")
+    new.add_argument("name", help="class name, e.g. MyBreakout (my_breakout is accepted too)")
+    new.add_argument("--category", required=True, choices=[c.value for c in StrategyCategory])
+    new.add_argument("--timeframe", required=True, help="candle timeframe, e.g. 5m, 1h, 1d")
+    new.add_argument("--description", help="one or two sentences (default: the category's rule)")
+    new.add_argument("--pairs", help="comma-separated pairs (default: the platform's pair universe)")
+    new.add_argument("--stake-currency", default="USDT")
+    new.add_argument(
+        "--status", default=StrategyStatus.TESTING.value, choices=[s.value for s in StrategyStatus]
+    )
+    new.add_argument("--folder", type=Path, default=STRATEGIES_DIR, help=folder_help)
+    new.add_argument("--force", action="store_true", help="overwrite existing files of the same name")
+    new.set_defaults(handler=_strategy_new)
+
+    validate = commands.add_parser("validate", help="validate strategies without backtesting them")
+    validate.add_argument("names", nargs="*", help="strategy names (default: every strategy)")
+    validate.add_argument("--folder", type=Path, default=STRATEGIES_DIR, help=folder_help)
+    validate.set_defaults(handler=_strategy_validate)
+
+    listing = commands.add_parser("list", help="list the strategies found (without importing them)")
+    listing.add_argument("--folder", type=Path, default=STRATEGIES_DIR, help=folder_help)
+    listing.set_defaults(handler=_strategy_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `tradai` command; returns the exit code (also used as the process exit status)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except TradAIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
