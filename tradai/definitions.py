@@ -6,11 +6,15 @@ import os
 
 from dagster import Definitions, EnvVar
 
+from jobs.backtests import build_backtest_job
 from jobs.market_data import build_market_data_job, build_market_data_schedule
+from tradai_assets.backtests import build_backtest_assets
 from tradai_assets.market_data import build_market_data_assets
 from tradai_core.settings import TradAISettings
 from tradai_resources.arcticdb_store import ArcticDBResource
 from tradai_resources.ccxt_exchange import ExchangeResource
+from tradai_resources.freqtrade_backtester import FreqtradeResource
+from tradai_resources.mlflow_tracking import MLflowResource
 
 
 def _secret(name: str) -> EnvVar | None:
@@ -30,10 +34,12 @@ def build_definitions(settings: TradAISettings | None = None) -> Definitions:
             api_secret=_secret("TRADAI_EXCHANGE_API_SECRET"),
         ),
         "candle_store": ArcticDBResource(uri=settings.resolved_arcticdb_uri),
+        "freqtrade": FreqtradeResource(work_dir=str(settings.resolved_data_dir / "backtests")),
+        "mlflow": MLflowResource(tracking_uri=settings.resolved_mlflow_uri),
     }
     return Definitions(
-        assets=build_market_data_assets(settings),
-        jobs=[build_market_data_job(settings)],
+        assets=[*build_market_data_assets(settings), *build_backtest_assets(settings)],
+        jobs=[build_market_data_job(settings), build_backtest_job()],
         schedules=[build_market_data_schedule(settings)],
         resources=resources,
     )

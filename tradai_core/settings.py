@@ -6,7 +6,7 @@ inside the project, so a fresh clone writes nothing elsewhere unless told to.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -42,6 +42,12 @@ class TradAISettings(BaseSettings):
         description="Last day (exclusive) of market data; None means up to today. The offline demo sets "
         "it to the end of the recorded candles.",
     )
+    holdout_days: int = Field(
+        default=120,
+        ge=1,
+        description="Days at the end of the history kept out of model training; backtests default to this "
+        "window, so a model is never scored on data it was trained on.",
+    )
     arcticdb_uri: str | None = Field(default=None, description="Default: lmdb://<home>/arcticdb.")
     mlflow_uri: str | None = Field(default=None, description="Default: sqlite:///<home>/mlflow.db.")
     data_dir: Path | None = Field(default=None, description="Default: <home>/data (scratch files).")
@@ -69,6 +75,16 @@ class TradAISettings(BaseSettings):
     def _check_timeframe(cls, value: str) -> str:
         timeframe_seconds(value)
         return value
+
+    @cached_property
+    def resolved_history_end(self) -> date:
+        """Last day (exclusive) of the history in force: `history_end`, else tomorrow (today included)."""
+        return self.history_end or date.today() + timedelta(days=1)
+
+    @cached_property
+    def holdout_start(self) -> date:
+        """First day of the holdout window `[holdout_start, resolved_history_end)`."""
+        return self.resolved_history_end - timedelta(days=self.holdout_days)
 
     @cached_property
     def resolved_arcticdb_uri(self) -> str:

@@ -1,0 +1,163 @@
+"""Backtest reports as assets: gates first (strategy validates, data covers the window), then Freqtrade on
+candles from ArcticDB, the full report in MLflow, and nothing half-written when anything fails."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import mlflow
+import pytest
+from dagster import AssetKey, DagsterEventType, DagsterInstance, ExecuteInProcessResult, materialize
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from strategies.validation import STRATEGIES_DIR
+from tradai_assets.backtests import build_backtest_assets
+from tradai_assets.market_data import build_market_data_assets
+from tradai_core.settings import TradAISettings
+from tradai_replay.server import ReplayServer
+from tradai_resources.arcticdb_store import ArcticDBResource
+from tradai_resources.ccxt_exchange import ExchangeResource
+from tradai_resources.freqtrade_backtester import FreqtradeResource
+from tradai_resources.mlflow_tracking import MLflowResource
+
+WINDOW = {"start": "2022-08-01", "end": "2022-09-01"}
+BROKEN_IMPORT = """
+from strategies.base import TradAIStrategy
+import a_module_that_does_not_exist  # noqa: F401
+
+
+class BrokenImport(TradAIStrategy):
+    timeframe = "1h"
+"""
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory, demo_candles_dir: Path) -> Iterator[dict[str, object]]:
+    """Candles of the demo pairs for 2022-07-20 → 2022-08-31 materialized through the real market-data path,
+    a strategies folder with one good, one crashing and one broken strategy, and the resources."""
+    home = tmp_path_factory.mktemp("lab")
+    settings = TradAISettings(home=home, history_start=date(2022, 7, 1), history_end=date(2022, 10, 12))
+    folder = home / "strategies"
+    folder.mkdir()
+    for name in ("rsi_mean_reversion.py", "rsi_mean_reversion.yaml"):
+        shutil.copy(STRATEGIES_DIR / name, folder / name)
+    crashing = (STRATEGIES_DIR / "rsi_mean_reversion.py").read_text().replace("RsiMeanReversion", "Crashing")
+    crashing = crashing.replace(
+        '        dataframe["rsi"] = ta.RSI(dataframe, timeperiod=14)',
+        '        raise RuntimeError("engine crash on purpose")',
+    )
+    (folder / "crashing.py").write_text(crashing)
+    (folder / "crashing.yaml").write_text(
+        (STRATEGIES_DIR / "rsi_mean_reversion.yaml").read_text().replace("RsiMeanReversion", "Crashing")
+    )
+    (folder / "broken_import.py").write_text(BROKEN_IMPORT)
+    instance = DagsterInstance.ephemeral()
+    resources = {
+        "candle_store": ArcticDBResource(uri=settings.resolved_arcticdb_uri),
+        "freqtrade": FreqtradeResource(work_dir=str(home / "backtests")),
+        "mlflow": MLflowResource(tracking_uri=settings.resolved_mlflow_uri),
+    }
+    with ReplayServer(demo_candles_dir) as server:
+        done = materialize(
+            build_market_data_assets(settings),
+            resources={**resources, "exchange": ExchangeResource(base_url=server.base_url)},
+            instance=instance,
+            tags={ASSET_PARTITION_RANGE_START_TAG: "2022-07-20", ASSET_PARTITION_RANGE_END_TAG: "2022-08-31"},
+        )
+    assert done.success
+    yield {"settings": settings, "folder": folder, "instance": instance, "resources": resources, "home": home}
+
+
+def backtest(lab: dict[str, object], strategy: str, **window: str) -> ExecuteInProcessResult:
+    config = {"config": window or WINDOW}
+    return materialize(
+        build_backtest_assets(lab["settings"], lab["folder"]),  # type: ignore[arg-type]
+        resources=lab["resources"],  # type: ignore[arg-type]
+        instance=lab["instance"],  # type: ignore[arg-type]
+        partition_key=strategy,
+        run_config={"ops": {"backtest_plan": config, "backtest_report": config}},
+        raise_on_error=False,
+    )
+
+
+def check(result: ExecuteInProcessResult, name: str) -> object:
+    return next(
+        e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+        and e.asset_check_evaluation_data.check_name == name
+    )
+
+
+def reported(result: ExecuteInProcessResult) -> bool:
+    return any(
+        m.asset_key == AssetKey("backtest_report")
+        for m in result.asset_materializations_for_node("backtest_report")
+    )
+
+
+def test_every_strategy_module_is_a_partition(lab: dict[str, object]) -> None:
+    [plan, _] = build_backtest_assets(lab["settings"], lab["folder"])  # type: ignore[arg-type]
+    assert set(plan.partitions_def.get_partition_keys()) == {"RsiMeanReversion", "Crashing", "BrokenImport"}
+
+
+def test_a_valid_strategy_passes_its_gates_and_reports_to_the_ui_and_mlflow(lab: dict[str, object]) -> None:
+    result = backtest(lab, "RsiMeanReversion")
+    assert result.success
+    assert check(result, "strategy_valid").passed and check(result, "data_coverage").passed
+    [report] = result.asset_materializations_for_node("backtest_report")
+    metadata = report.metadata
+    assert "| Sharpe / Sortino / Calmar |" in metadata["metrics"].value
+    assert metadata["equity_and_drawdown"].value.startswith("![equity](data:image/png;base64,")
+    assert "| pair | trades |" in metadata["best_and_worst_pairs"].value
+    assert metadata["timerange"].value == "20220801-20220901"
+    assert set(metadata["data_versions"].value) == {
+        f"ohlcv.binance.1h/{p.replace('/', '_')}" for p in lab["settings"].pairs
+    }  # type: ignore[union-attr]
+    run = mlflow.MlflowClient(lab["settings"].resolved_mlflow_uri).get_run(metadata["mlflow_run_id"].value)  # type: ignore[union-attr]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["dagster.run_id"] == result.run_id
+    assert run.data.tags["source_sha256"] == metadata["source_sha256"].value
+    assert int(run.data.metrics["trade_count"]) == metadata["trade_count"].value
+    artifacts = {
+        a.path
+        for a in mlflow.MlflowClient(lab["settings"].resolved_mlflow_uri).list_artifacts(
+            run.info.run_id, "report"
+        )
+    }  # type: ignore[union-attr]
+    assert {"report/trades.parquet", "report/equity.parquet", "report/freqtrade_stats.json"} <= artifacts
+
+
+def test_a_window_without_data_fails_its_gate_naming_the_missing_days(lab: dict[str, object]) -> None:
+    result = backtest(lab, "RsiMeanReversion", start="2022-09-15", end="2022-09-20")
+    coverage = check(result, "data_coverage")
+    assert not coverage.passed
+    assert "BTC/USDT: 2022-09-06 → 2022-09-19" in coverage.description  # 200 startup candles before 09-15
+    assert not reported(result)
+
+
+def test_a_strategy_that_does_not_import_fails_its_own_gate_clearly(lab: dict[str, object]) -> None:
+    result = backtest(lab, "BrokenImport")
+    gate = check(result, "strategy_valid")
+    assert not gate.passed
+    assert "a_module_that_does_not_exist" in gate.metadata["issues"].value
+    assert not reported(result)
+    assert backtest(lab, "RsiMeanReversion").success  # the others still run
+
+
+def test_an_engine_crash_leaves_no_report_and_no_temp_folders(lab: dict[str, object]) -> None:
+    client = mlflow.MlflowClient(lab["settings"].resolved_mlflow_uri)  # type: ignore[union-attr]
+    before = len(client.search_experiments())
+    result = backtest(lab, "Crashing")
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
+    assert "engine crash on purpose" in failure.step_failure_data.error.to_string()
+    assert not reported(result)
+    assert not any((Path(lab["home"]) / "backtests").iterdir())  # type: ignore[arg-type]
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "tags.strategy = 'Crashing'"
+    )
+    assert runs == [] and len(client.search_experiments()) >= before

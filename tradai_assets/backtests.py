@@ -1,0 +1,346 @@
+"""Backtest reports: one partition per strategy found in `strategies/`, gated by blocking checks.
+
+`backtest_plan/<strategy>` resolves what a backtest needs and runs the reference workflow's gates as
+blocking checks (the strategy validates; the candle store covers the window, startup included), so
+`backtest_report/<strategy>` only runs when both pass. The report runs Freqtrade's own engine on candles
+read from ArcticDB, stores the full report in MLflow, and shows metrics, plots and the best and worst
+pairs in the UI. A new strategy module appears as a new partition when the code location reloads.
+"""
+
+import hashlib
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+from dagster import (
+    AllPartitionMapping,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetDep,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    StaticPartitionsDefinition,
+    asset,
+)
+
+from strategies.config import StrategyConfig
+from strategies.validation import (
+    STRATEGIES_DIR,
+    StrategyValidationReport,
+    discover_strategies,
+    validate_strategy,
+)
+from tradai_assets.market_data import ohlcv_key
+from tradai_assets.plots import equity_and_drawdown_figure, png_markdown
+from tradai_core.backtest_config import BacktestRunConfig
+from tradai_core.backtest_plan import BacktestWindow, describe_day_ranges, missing_day_ranges, plan_window
+from tradai_core.backtest_result import BacktestResult
+from tradai_core.candles import find_gaps
+from tradai_core.errors import ValidationError
+from tradai_core.settings import TradAISettings
+from tradai_core.timeframes import timeframe_ms
+from tradai_resources.arcticdb_store import ArcticDBResource
+from tradai_resources.freqtrade_backtester import FreqtradeResource
+from tradai_resources.mlflow_tracking import MLflowResource
+
+BACKTEST_GROUP = "backtests"
+PLAN_KEY = AssetKey("backtest_plan")
+REPORT_KEY = AssetKey("backtest_report")
+MLFLOW_EXPERIMENT = "backtests"
+
+
+class BacktestConfig(Config):
+    """Run config shared by the plan and the report (set the same values on both)."""
+
+    start: str | None = None
+    """First traded day, YYYY-MM-DD; default: the holdout window's first day."""
+    end: str | None = None
+    """Day after the last traded day, YYYY-MM-DD; default: the end of the history."""
+    max_open_trades: int = 3
+    starting_balance: float = 1000.0
+    fee: float = 0.001
+    """Fee ratio per side."""
+
+
+def strategy_partitions(folder: Path = STRATEGIES_DIR) -> StaticPartitionsDefinition:
+    """One partition per strategy class found in `folder` (read from source, so a broken module shows)."""
+    return StaticPartitionsDefinition(discover_strategies(folder))
+
+
+def resolve_window(
+    settings: TradAISettings, config: BacktestConfig, strategy_config: StrategyConfig, startup: int
+) -> BacktestWindow:
+    """The backtest window from run config, defaulting to the holdout (never trained on)."""
+    start = date.fromisoformat(config.start) if config.start else settings.holdout_start
+    end = date.fromisoformat(config.end) if config.end else settings.resolved_history_end
+    return plan_window(start, end, strategy_config.timeframe, startup)
+
+
+def source_hash(report: StrategyValidationReport) -> str:
+    """sha256 of the strategy's module and YAML: what code and parameters a report comes from."""
+    digest = hashlib.sha256()
+    if report.path:
+        module = Path(report.path)
+        digest.update(module.read_bytes())
+        yaml_path = module.with_suffix(".yaml")
+        if yaml_path.exists():
+            digest.update(yaml_path.read_bytes())
+    return digest.hexdigest()
+
+
+def _startup_candles(report: StrategyValidationReport) -> int:
+    from strategies.validation import load_strategy_class
+
+    return int(getattr(load_strategy_class(report.name, Path(report.path).parent), "startup_candle_count", 0))
+
+
+def metrics_markdown(result: BacktestResult) -> str:
+    """The headline metrics as a two-column markdown table."""
+    m = result.metrics
+    rows = [
+        ("total profit", f"{m.total_profit_abs:,.2f} {result.stake_currency} ({m.total_profit_pct:.2f} %)"),
+        ("CAGR", f"{m.cagr * 100:.2f} %"),
+        ("Sharpe / Sortino / Calmar", f"{m.sharpe:.2f} / {m.sortino:.2f} / {m.calmar:.2f}"),
+        ("max drawdown", f"{m.max_drawdown_ratio * 100:.2f} % ({m.max_drawdown_abs:,.2f})"),
+        ("trades (W/D/L)", f"{m.trade_count} ({m.wins}/{m.draws}/{m.losses})"),
+        ("win rate", f"{m.win_rate * 100:.1f} %"),
+        ("profit factor", f"{m.profit_factor:.2f}"),
+        ("expectancy", f"{m.expectancy:.4f} ({m.expectancy_ratio:.4f})"),
+        ("average duration", str(m.avg_duration)),
+        ("market exposure", f"{m.market_exposure * 100:.1f} %"),
+        ("buy & hold (mean of pairs)", f"{m.market_change * 100:.2f} %"),
+    ]
+    return "\n".join(["| metric | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+
+
+def pairs_markdown(result: BacktestResult, top: int = 3) -> str:
+    """Best and worst pairs by absolute profit, from Freqtrade's per-pair results."""
+    per_pair = [
+        row
+        for row in result.freqtrade_stats.get("results_per_pair", [])  # type: ignore[union-attr]
+        if isinstance(row, dict) and row.get("key") != "TOTAL"
+    ]
+    if not per_pair:
+        return "No per-pair results."
+    ranked = sorted(per_pair, key=lambda r: float(r.get("profit_total_abs") or 0.0), reverse=True)
+    chosen = ranked if len(ranked) <= 2 * top else ranked[:top] + ranked[-top:]
+    lines = ["| pair | trades | profit | win rate |", "|---|---|---|---|"]
+    for row in chosen:
+        trades = int(row.get("trades") or 0)
+        wins = int(row.get("wins") or 0)
+        lines.append(
+            f"| {row.get('key')} | {trades} | {float(row.get('profit_total_abs') or 0):,.2f} "
+            f"({float(row.get('profit_total') or 0) * 100:.2f} %) | "
+            f"{(wins / trades * 100 if trades else 0):.1f} % |"
+        )
+    return "\n".join(lines)
+
+
+def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DIR) -> list[AssetsDefinition]:
+    """The plan (with its blocking gates) and the report, partitioned by strategy."""
+    partitions = strategy_partitions(folder)
+    exchange = settings.exchange_id
+    tf = settings.timeframe
+
+    @asset(
+        key=PLAN_KEY,
+        group_name=BACKTEST_GROUP,
+        partitions_def=partitions,
+        description="What a strategy's backtest needs: its validated code and config, window and candles. "
+        "Its checks gate the report.",
+        deps=[AssetDep(ohlcv_key(pair), partition_mapping=AllPartitionMapping()) for pair in settings.pairs],
+        check_specs=[
+            AssetCheckSpec(
+                "strategy_valid",
+                asset=PLAN_KEY,
+                blocking=True,
+                description="The strategy "
+                "imports, subclasses TradAIStrategy and passes every validator rule.",
+            ),
+            AssetCheckSpec(
+                "data_coverage",
+                asset=PLAN_KEY,
+                blocking=True,
+                description="Every day of the "
+                "window (startup candles included) is materialized for every pair traded.",
+            ),
+        ],
+        kinds={"python"},
+    )
+    def backtest_plan(context: AssetExecutionContext, config: BacktestConfig) -> MaterializeResult:
+        name = context.partition_key
+        report = validate_strategy(name, folder)
+        metadata: dict[str, object] = {
+            "strategy": name,
+            "validation": MetadataValue.md("```\n" + report.summary() + "\n```"),
+        }
+        checks = [
+            AssetCheckResult(
+                check_name="strategy_valid",
+                passed=report.ok,
+                description=report.summary().splitlines()[0],
+                metadata={"issues": MetadataValue.md("```\n" + report.summary() + "\n```")},
+            )
+        ]
+        if not report.ok or report.config is None:
+            checks.append(
+                AssetCheckResult(
+                    check_name="data_coverage",
+                    passed=False,
+                    description="not checked: the strategy does not validate",
+                )
+            )
+            context.log.error(report.summary())
+            return MaterializeResult(metadata=metadata, check_results=checks)
+        strategy_config = report.config
+        window = resolve_window(settings, config, strategy_config, _startup_candles(report))
+        uncovered: dict[str, str] = {}
+        for pair in strategy_config.pairs:
+            if pair not in settings.pairs:
+                uncovered[pair] = "not in the pair universe (TRADAI_PAIRS)"
+                continue
+            have = context.instance.get_materialized_partitions(ohlcv_key(pair))
+            ranges = missing_day_ranges(have, window.data_days)
+            if ranges:
+                uncovered[pair] = describe_day_ranges(ranges)
+        coverage_text = (
+            "every day covered"
+            if not uncovered
+            else "missing: " + "; ".join(f"{pair}: {text}" for pair, text in uncovered.items())
+        )
+        checks.append(
+            AssetCheckResult(
+                check_name="data_coverage",
+                passed=not uncovered,
+                severity=AssetCheckSeverity.ERROR,
+                description=coverage_text
+                + ("" if not uncovered else " — materialize those ohlcv partitions first"),
+                metadata={
+                    "window": f"{window.start} → {window.end}",
+                    "data_from": str(window.data_start),
+                    "missing_days": MetadataValue.json(uncovered),
+                },
+            )
+        )
+        metadata.update(
+            {
+                "window": f"{window.start} → {window.end} (trading), candles from {window.data_start}",
+                "timerange": window.timerange,
+                "pairs": ", ".join(strategy_config.pairs),
+                "strategy_version": strategy_config.version,
+                "source_sha256": source_hash(report),
+            }
+        )
+        return MaterializeResult(metadata=metadata, check_results=checks)
+
+    @asset(
+        key=REPORT_KEY,
+        group_name=BACKTEST_GROUP,
+        partitions_def=partitions,
+        deps=[PLAN_KEY],
+        description="Freqtrade backtest of one strategy on candles from ArcticDB: metrics, equity, trades; "
+        "the full report is stored in MLflow.",
+        kinds={"freqtrade", "mlflow"},
+    )
+    def backtest_report(
+        context: AssetExecutionContext,
+        config: BacktestConfig,
+        candle_store: ArcticDBResource,
+        freqtrade: FreqtradeResource,
+        mlflow: MLflowResource,
+    ) -> MaterializeResult:
+        name = context.partition_key
+        report = validate_strategy(name, folder)
+        report.raise_for_errors()
+        assert report.config is not None and report.path is not None
+        strategy_config = report.config
+        window = resolve_window(settings, config, strategy_config, _startup_candles(report))
+        candles: dict[str, pd.DataFrame] = {}
+        versions: dict[str, str] = {}
+        for pair in strategy_config.pairs:
+            stored = candle_store.read(
+                exchange, tf, pair, window.data_start, pd.Timestamp(window.end, tz="UTC")
+            )
+            if stored.candles.empty:
+                raise ValidationError(
+                    f"no {pair} candles stored for {window.data_start} → {window.end}",
+                    f"materialize ohlcv/{pair.replace('/', '_')} for those days first",
+                )
+            candles[pair] = stored.candles
+            versions[f"{stored.library}/{stored.symbol}"] = str(stored.version)
+        run = BacktestRunConfig(
+            timerange=window.timerange,
+            max_open_trades=config.max_open_trades,
+            starting_balance=config.starting_balance,
+            fee=config.fee,
+        )
+        result = freqtrade.backtest(
+            name, Path(report.path).parent, candles, run, strategy_config=strategy_config
+        )
+        digest = source_hash(report)
+        equity = result.equity_frame()["equity"]
+        plot = png_markdown(equity_and_drawdown_figure(equity, f"{name} {window.timerange}"), "equity")
+        gaps = {pair: len(find_gaps(frame.index, timeframe_ms(tf))) for pair, frame in candles.items()}
+        metrics = result.metrics
+        with mlflow.start_run(
+            MLFLOW_EXPERIMENT,
+            f"{name}-{window.timerange}",
+            dagster_run_id=context.run.run_id,
+            data_versions=versions,
+            tags={"strategy": name, "strategy.version": strategy_config.version, "source_sha256": digest},
+        ) as tracked:
+            tracked.log_params(
+                {
+                    "timerange": window.timerange,
+                    "pairs": ",".join(strategy_config.pairs),
+                    **run.model_dump(exclude={"pairs", "timerange"}),
+                }
+            )
+            tracked.log_metrics(
+                {
+                    k: float(v)
+                    for k, v in metrics.model_dump().items()
+                    if isinstance(v, int | float) and not isinstance(v, bool)
+                }
+            )
+            tracked.log_dataframe(result.trades_frame(), "report/trades.parquet")
+            tracked.log_dataframe(result.equity_frame(), "report/equity.parquet")
+            tracked.log_dict(result.freqtrade_stats, "report/freqtrade_stats.json")
+            tracked.log_dict(strategy_config.model_dump(mode="json"), "report/strategy_config.json")
+            tracked.log_dict(run.model_dump(mode="json"), "report/run_config.json")
+            tracked.log_dict(versions, "report/data_versions.json")
+            tracked.log_file(report.path, "report/source")
+            run_id, experiment_id = tracked.run_id, tracked.experiment_id
+        context.log.info(
+            "%s %s: %d trades, profit %.2f %%, Sharpe %.2f, max drawdown %.2f %%",
+            name,
+            window.timerange,
+            metrics.trade_count,
+            metrics.total_profit_pct,
+            metrics.sharpe,
+            metrics.max_drawdown_ratio * 100,
+        )
+        return MaterializeResult(
+            metadata={
+                "metrics": MetadataValue.md(metrics_markdown(result)),
+                "equity_and_drawdown": MetadataValue.md(plot),
+                "best_and_worst_pairs": MetadataValue.md(pairs_markdown(result)),
+                "total_profit_pct": metrics.total_profit_pct,
+                "sharpe": metrics.sharpe,
+                "max_drawdown_pct": metrics.max_drawdown_ratio * 100,
+                "trade_count": metrics.trade_count,
+                "timerange": window.timerange,
+                "freqtrade_version": result.freqtrade_version,
+                "source_sha256": digest,
+                "data_versions": MetadataValue.json(versions),
+                "candle_gaps_in_window": MetadataValue.json(gaps),
+                **mlflow.run_metadata(run_id, experiment_id),
+            }
+        )
+
+    return [backtest_plan, backtest_report]
