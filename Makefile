@@ -6,7 +6,7 @@ UV := $(shell scripts/ensure-uv)
 export DAGSTER_HOME ?= $(CURDIR)/.tradai/dagster
 REPLAY_PORT ?= 8765
 
-.PHONY: setup demo test test-all lint validate ui replay bench clean
+.PHONY: setup demo test test-all lint validate ui mlflow-ui replay bench clean
 
 setup:  ## install the locked environment into .venv
 	$(UV) sync --frozen
@@ -37,6 +37,9 @@ ui: setup  ## the Dagster UI on http://127.0.0.1:3000, offline against the repla
 	$(UV) run --frozen python -m tradai_replay --candles-dir demo_data/binance_spot_1h --port $(REPLAY_PORT) & \
 	replay=$$!; trap "kill $$replay" EXIT; \
 	set -a && source offline.env && set +a && $(UV) run --frozen dagster dev -w workspace.yaml
+
+mlflow-ui: setup  ## the MLflow UI on http://127.0.0.1:5000 over the local store
+	$(UV) run --frozen mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.tradai/mlflow.db --port 5000
 
 bench: setup  ## benchmarks, printed as ratios against same-run baselines
 	$(UV) run --frozen python -m bench

@@ -65,6 +65,33 @@ def run_market_data(settings: TradAISettings, instance: DagsterInstance) -> None
     print(f"  run {result.run_id} succeeded in {time.perf_counter() - started:.1f}s")
 
 
+def run_backtests(settings: TradAISettings, instance: DagsterInstance) -> bool:
+    """One backtest run (plan, gates, report) per strategy partition; True when every one succeeded."""
+    from jobs.backtests import BACKTEST_JOB
+    from tradai.definitions import build_definitions
+
+    job = build_definitions(settings).resolve_job_def(BACKTEST_JOB)
+    strategies = job.partitions_def.get_partition_keys() if job.partitions_def else []
+    print(
+        f"→ backtesting {len(strategies)} strategies on the holdout {settings.holdout_start} → "
+        f"{settings.resolved_history_end}"
+    )
+    ok = True
+    for strategy in strategies:
+        result = job.execute_in_process(instance=instance, partition_key=strategy, raise_on_error=False)
+        reports = result.asset_materializations_for_node("backtest_report")
+        if not result.success or not reports:
+            ok = False
+            print(f"  {strategy:<20} FAILED (see run {result.run_id} in the UI)")
+            continue
+        meta = {key: value.value for key, value in reports[0].metadata.items()}
+        print(
+            f"  {strategy:<20} {meta['trade_count']:>4} trades, profit {meta['total_profit_pct']:6.2f} %, "
+            f"Sharpe {meta['sharpe']:5.2f}, max drawdown {meta['max_drawdown_pct']:5.2f} %"
+        )
+    return ok
+
+
 def verify_market_data(settings: TradAISettings) -> bool:
     """ArcticDB holds every source candle of the demo window: zero missing, extra or changed."""
     from tradai_resources.arcticdb_store import ArcticDBResource
@@ -101,10 +128,13 @@ def main() -> int:
         run_market_data(settings, instance)
     print("→ checking ArcticDB against the recorded source files")
     ok = verify_market_data(settings)
+    ok &= run_backtests(settings, instance)
     print(
-        f"\nCandles: {settings.resolved_arcticdb_uri}\nDagster instance: {os.environ['DAGSTER_HOME']}\n"
+        f"\nCandles: {settings.resolved_arcticdb_uri}\nExperiments: {settings.resolved_mlflow_uri}\n"
+        f"Dagster instance: {os.environ['DAGSTER_HOME']}\n"
         "Open the UI with `make ui` (http://127.0.0.1:3000): Assets → ohlcv/* shows partitions, metadata and "
-        "checks."
+        "checks; backtest_report/<strategy> shows metrics and plots.\n"
+        "Open MLflow with `make mlflow-ui` (http://127.0.0.1:5000): experiment tradai/backtests."
     )
     return 0 if ok else 1
 
