@@ -8,6 +8,7 @@ from dagster import Definitions, EnvVar
 
 from jobs.backtests import build_backtest_job
 from jobs.market_data import build_market_data_job, build_market_data_schedule
+from sensors.notifications import notify_on_run_failure
 from tradai_assets.backtests import build_backtest_assets
 from tradai_assets.market_data import build_market_data_assets
 from tradai_core.settings import TradAISettings
@@ -15,6 +16,7 @@ from tradai_resources.arcticdb_store import ArcticDBResource
 from tradai_resources.ccxt_exchange import ExchangeResource
 from tradai_resources.freqtrade_backtester import FreqtradeResource
 from tradai_resources.mlflow_tracking import MLflowResource
+from tradai_resources.notifier import NotifierResource
 
 
 def _secret(name: str) -> EnvVar | None:
@@ -36,11 +38,17 @@ def build_definitions(settings: TradAISettings | None = None) -> Definitions:
         "candle_store": ArcticDBResource(uri=settings.resolved_arcticdb_uri),
         "freqtrade": FreqtradeResource(work_dir=str(settings.resolved_data_dir / "backtests")),
         "mlflow": MLflowResource(tracking_uri=settings.resolved_mlflow_uri),
+        "notifier": NotifierResource(
+            webhook_url=_secret("TRADAI_WEBHOOK_URL"),
+            sns_topic_arn=_secret("TRADAI_SNS_TOPIC_ARN"),
+            aws_region=os.environ.get("AWS_REGION"),
+        ),
     }
     return Definitions(
         assets=[*build_market_data_assets(settings), *build_backtest_assets(settings)],
         jobs=[build_market_data_job(settings), build_backtest_job()],
         schedules=[build_market_data_schedule(settings)],
+        sensors=[notify_on_run_failure],
         resources=resources,
     )
 
