@@ -10,7 +10,9 @@ from jobs.backtests import build_backtest_job
 from jobs.market_data import build_market_data_job, build_market_data_schedule
 from sensors.notifications import notify_on_run_failure
 from tradai_assets.backtests import build_backtest_assets
+from tradai_assets.features import build_feature_assets
 from tradai_assets.market_data import build_market_data_assets
+from tradai_assets.models import build_model_assets
 from tradai_core.settings import TradAISettings
 from tradai_resources.arcticdb_store import ArcticDBResource
 from tradai_resources.ccxt_exchange import ExchangeResource
@@ -45,7 +47,12 @@ def build_definitions(settings: TradAISettings | None = None) -> Definitions:
         ),
     }
     return Definitions(
-        assets=[*build_market_data_assets(settings), *build_backtest_assets(settings)],
+        assets=[
+            *build_market_data_assets(settings),
+            *build_feature_assets(settings),
+            *build_model_assets(settings),
+            *build_backtest_assets(settings),
+        ],
         jobs=[build_market_data_job(settings), build_backtest_job()],
         schedules=[build_market_data_schedule(settings)],
         sensors=[notify_on_run_failure],

@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tradai_core import candles
 from tradai_core.errors import ValidationError
-from tradai_core.timeframes import timeframe_delta, timeframe_seconds
+from tradai_core.timeframes import timeframe_delta, timeframe_ms, timeframe_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -62,21 +63,22 @@ class LabelSpec(BaseModel):
 
 
 def find_gaps(index: pd.DatetimeIndex, timeframe: str) -> pd.DataFrame:
-    """Outages in a candle index: one row per gap with the last candle before it (`after`), the first
-    candle after it (`resumes`) and how many candles are missing (`missing`)."""
+    """Outages in a candle index as a frame: one row per gap with the last candle before it (`after`), the
+    first candle after it (`resumes`) and how many candles are missing (`missing`). The gaps themselves
+    are found by `tradai_core.candles.find_gaps`, the one rule for what counts as missing."""
     step = pd.Timedelta(timeframe_delta(timeframe))
-    if len(index) < 2:
-        return pd.DataFrame(
-            {"after": index[:0], "resumes": index[:0], "missing": np.array([], dtype="int64")}
-        )
-    deltas = index[1:] - index[:-1]
-    where = np.flatnonzero(deltas > step)
+    index = pd.DatetimeIndex(index)
+    gaps = candles.find_gaps(index.as_unit("ns"), timeframe_ms(timeframe))  # it counts in ns
+    unit, tz = index.unit, index.tz
+
+    def stamps(moments: list[pd.Timestamp]) -> pd.DatetimeIndex:
+        utc = pd.DatetimeIndex(moments, tz="UTC").as_unit(unit)
+        return utc.tz_convert(tz) if tz is not None else utc.tz_localize(None)
+
+    after = stamps([pd.Timestamp(g.first_missing) - step for g in gaps])
+    resumes = stamps([pd.Timestamp(g.last_missing) + step for g in gaps])
     return pd.DataFrame(
-        {
-            "after": index[where],
-            "resumes": index[where + 1],
-            "missing": (deltas[where] // step - 1).astype("int64"),
-        }
+        {"after": after, "resumes": resumes, "missing": np.array([g.missing for g in gaps], dtype="int64")}
     )
 
 

@@ -1,9 +1,13 @@
-"""`ArcticDBResource`: the candle store.
+"""`ArcticDBResource`: the candle store, and the store of every other time-indexed frame.
 
 One library per exchange and timeframe (`ohlcv.binance.1h`), one symbol per pair (`BTC_USDT`). A write
 covers a time window and replaces exactly that window: re-writing it never duplicates candles and never
 touches candles outside it. ArcticDB versions every write atomically, so a failed write leaves the previous
 version readable, and each write returns the version it made so downstream assets can record lineage.
+
+The same window semantics are offered for any frame indexed by UTC time (`write_frame_window`,
+`read_frame`: e.g. features in `features.binance.1h`), and whole-symbol versioned writes for frames that
+are rebuilt as a whole (`write_frame`: e.g. the training set).
 """
 
 from __future__ import annotations
@@ -39,6 +43,29 @@ class CandleWrite(BaseModel):
     symbol: str
     version: int | None
     rows: int
+
+
+class FrameWrite(BaseModel):
+    """What a frame write did: where, which version it made (None: nothing stored), how many rows it wrote."""
+
+    model_config = ConfigDict(frozen=True)
+
+    library: str
+    symbol: str
+    version: int | None
+    rows: int
+
+
+class StoredFrame(BaseModel):
+    """A frame read from the store, with the symbol version it came from and the metadata of that version."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    library: str
+    symbol: str
+    version: int
+    frame: pd.DataFrame
+    metadata: dict[str, Any] | None = None
 
 
 class StoredCandles(BaseModel):
@@ -83,12 +110,20 @@ class ArcticDBResource(ConfigurableResource):
     def library(self, exchange_id: str, timeframe: str, create: bool = True) -> Library:
         """The library for `exchange_id`/`timeframe`, created on first write."""
         name = self.library_name(exchange_id, timeframe)
+        if not create and not self.arctic().has_library(name):
+            raise NotFoundError(
+                f"no candles stored for {exchange_id} {timeframe} (library {name} missing)",
+                "materialize the market-data assets first",
+            )
+        return self.open_library(name)
+
+    def open_library(self, name: str, create: bool = True) -> Library:
+        """Any library by name (e.g. `features.binance.1h`), created on first use unless `create` is off."""
         arctic = self.arctic()
         if not arctic.has_library(name):
             if not create:
                 raise NotFoundError(
-                    f"no candles stored for {exchange_id} {timeframe} (library {name} missing)",
-                    "materialize the market-data assets first",
+                    f"ArcticDB library {name} does not exist", "materialize the asset that writes it first"
                 )
             options = arcticdb.LibraryOptions(rows_per_segment=self.rows_per_segment)
             arctic.get_library(name, create_if_missing=True, library_options=options)
@@ -131,24 +166,41 @@ class ArcticDBResource(ConfigurableResource):
                     "the exchange answered with less than it did before: re-run later; if the removal is "
                     "intended, materialize with config allow_removing_candles: true",
                 )
+        written = self._replace_window(lib, symbol, candles, lo, hi, metadata, what=f"{pair} candles")
+        return CandleWrite(library=lib.name, symbol=symbol, version=written.version, rows=written.rows)
+
+    @classmethod
+    def _replace_window(
+        cls,
+        lib: Library,
+        symbol: str,
+        frame: pd.DataFrame,
+        lo: pd.Timestamp,
+        hi: pd.Timestamp,
+        metadata: dict[str, Any] | None,
+        what: str,
+    ) -> FrameWrite:
+        """Make `[lo, hi)` of `symbol` exactly `frame` (already checked to lie inside it), as one version."""
+        last_ns = hi - pd.Timedelta(1, "ns")
         try:
             if not lib.has_symbol(symbol):
-                if candles.empty:
-                    return CandleWrite(library=lib.name, symbol=symbol, version=None, rows=0)
-                item = lib.write(symbol, candles, metadata=metadata, prune_previous_versions=False)
-            elif candles.empty:
-                if not lib.read(symbol, date_range=(lo, last_ns), columns=["close"]).data.empty:
+                if frame.empty:
+                    return FrameWrite(library=lib.name, symbol=symbol, version=None, rows=0)
+                item = lib.write(symbol, frame, metadata=metadata, prune_previous_versions=False)
+            elif frame.empty:
+                probe = list(frame.columns[:1]) or None
+                if not lib.read(symbol, date_range=(lo, last_ns), columns=probe).data.empty:
                     lib.delete_data_in_range(symbol, date_range=(lo, last_ns))
-                return CandleWrite(library=lib.name, symbol=symbol, version=self._latest(lib, symbol), rows=0)
+                return FrameWrite(library=lib.name, symbol=symbol, version=cls._latest(lib, symbol), rows=0)
             else:
-                item = lib.update(symbol, candles, date_range=(lo, last_ns), metadata=metadata, upsert=True)
+                item = lib.update(symbol, frame, date_range=(lo, last_ns), metadata=metadata, upsert=True)
         except arcticdb.exceptions.ArcticException as error:
             raise StorageError(
-                f"ArcticDB refused to write {pair} [{lo}, {hi}) to {lib.name}: {error}",
-                "the previous version is intact; check the candles' columns and dtypes",
+                f"ArcticDB refused to write {what} [{lo}, {hi}) to {lib.name}/{symbol}: {error}",
+                "the previous version is intact; check the frame's columns and dtypes",
             ) from error
-        logger.debug("wrote %d %s candles to %s v%s", len(candles), pair, lib.name, item.version)
-        return CandleWrite(library=lib.name, symbol=symbol, version=item.version, rows=len(candles))
+        logger.debug("wrote %d rows of %s to %s/%s v%s", len(frame), what, lib.name, symbol, item.version)
+        return FrameWrite(library=lib.name, symbol=symbol, version=item.version, rows=len(frame))
 
     def read(
         self,
@@ -181,3 +233,105 @@ class ArcticDBResource(ConfigurableResource):
     @staticmethod
     def _latest(lib: Library, symbol: str) -> int:
         return int(lib.read_metadata(symbol).version)
+
+    # -- any frame indexed by UTC time (features, ...) or rebuilt as a whole (training sets)
+
+    def write_frame_window(
+        self,
+        library: str,
+        symbol: str,
+        frame: pd.DataFrame,
+        start: datetime,
+        end: datetime,
+        metadata: dict[str, Any] | None = None,
+    ) -> FrameWrite:
+        """Make the stored rows of `symbol` in `[start, end)` exactly `frame`, leaving every other row as
+        it was, as one new version (rows of the window absent from `frame` are removed).
+
+        `frame` must be indexed by a sorted, unique, tz-aware DatetimeIndex inside the window; it is stored
+        in UTC. `metadata` becomes the symbol's metadata at the new version.
+        """
+        lo, hi = utc_timestamp(start), utc_timestamp(end)
+        frame = _utc_indexed(frame, f"{library}/{symbol}")
+        if len(frame) and (frame.index[0] < lo or frame.index[-1] >= hi):
+            raise ValidationError(
+                f"{library}/{symbol} rows span {frame.index[0]} → {frame.index[-1]}, outside the window "
+                f"[{lo}, {hi})",
+                "pass only the rows of the window being written",
+            )
+        lib = self.open_library(library)
+        return self._replace_window(lib, symbol, frame, lo, hi, metadata, what=f"{library}/{symbol}")
+
+    def write_frame(
+        self, library: str, symbol: str, frame: pd.DataFrame, metadata: dict[str, Any] | None = None
+    ) -> FrameWrite:
+        """Store `frame` as a new version of `symbol`, replacing its content (earlier versions stay
+        readable with `read_frame(..., as_of=version)`)."""
+        lib = self.open_library(library)
+        try:
+            item = lib.write(symbol, frame, metadata=metadata, prune_previous_versions=False)
+        except arcticdb.exceptions.ArcticException as error:
+            raise StorageError(
+                f"ArcticDB refused to write {library}/{symbol}: {error}",
+                "the previous version is intact; check the frame's columns and dtypes",
+            ) from error
+        return FrameWrite(library=lib.name, symbol=symbol, version=item.version, rows=len(frame))
+
+    def read_frame(
+        self,
+        library: str,
+        symbol: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        as_of: int | None = None,
+        columns: list[str] | None = None,
+    ) -> StoredFrame:
+        """Rows of `symbol` in `[start, end)` (time-indexed symbols; open-ended when None), at the latest
+        version or the version `as_of`, with that version's metadata. NotFoundError when nothing is stored."""
+        lib = self.open_library(library, create=False)
+        if not lib.has_symbol(symbol):
+            raise NotFoundError(
+                f"nothing stored as {symbol} in {library}", "materialize the asset that writes it first"
+            )
+        date_range = None
+        if start is not None or end is not None:
+            lo = utc_timestamp(start) if start is not None else None
+            hi = utc_timestamp(end) - pd.Timedelta(1, "ns") if end is not None else None
+            date_range = (lo, hi)
+        item = lib.read(symbol, date_range=date_range, as_of=as_of, columns=columns)
+        return StoredFrame(
+            library=lib.name,
+            symbol=symbol,
+            version=int(item.version),
+            frame=item.data,
+            metadata=dict(item.metadata) if item.metadata else None,
+        )
+
+    def frame_metadata(self, library: str, symbol: str) -> tuple[int, dict[str, Any]] | None:
+        """(latest version, its metadata) of a symbol, or None when nothing is stored."""
+        arctic = self.arctic()
+        if not arctic.has_library(library) or not arctic[library].has_symbol(symbol):
+            return None
+        item = arctic[library].read_metadata(symbol)
+        return int(item.version), dict(item.metadata or {})
+
+    def delete_symbol(self, library: str, symbol: str) -> None:
+        """Remove a symbol and all its versions (nothing when absent)."""
+        arctic = self.arctic()
+        if arctic.has_library(library) and arctic[library].has_symbol(symbol):
+            arctic[library].delete(symbol)
+
+
+def _utc_indexed(frame: pd.DataFrame, what: str) -> pd.DataFrame:
+    """`frame` with its tz-aware DatetimeIndex in UTC (ns), after checking it is sorted and unique."""
+    index = frame.index
+    if not isinstance(index, pd.DatetimeIndex) or index.tz is None:
+        raise ValidationError(
+            f"{what}: frames written by window must be indexed by a tz-aware DatetimeIndex",
+            "index the frame by its UTC timestamps",
+        )
+    if not index.is_monotonic_increasing or index.has_duplicates:
+        raise ValidationError(f"{what}: the index is not sorted and unique", "sort and de-duplicate first")
+    out = frame.copy(deep=False)
+    out.index = index.tz_convert("UTC").as_unit("ns")
+    return out
