@@ -1,8 +1,8 @@
 """Feature benchmarks (issue: features, walk-forward training, models).
 
 1. Feature throughput: `compute_features` over every pair's whole history, against the same 29 features
-   computed by raw TA-Lib calls on the same numpy arrays (TA-Lib's SMA/STDDEV/LINEARREG_SLOPE/ROCR/OBV… in
-   place of our exact trailing windows; no validation, no DataFrame). Target: overhead ≤ 1.3×.
+   computed by raw TA-Lib calls on the same numpy arrays (no validation, no DataFrame). Target: overhead
+   ≤ 1.3×.
 2. Incremental update: recomputing and rewriting every day of the history, against the feature asset's
    work for one new day of every pair (read the day plus its warm-up from ArcticDB, compute, write the
    day's window). The ratio is how many times cheaper a daily refresh is than a rebuild: a refresh should
