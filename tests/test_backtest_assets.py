@@ -8,14 +8,19 @@ from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
+import lightgbm
 import mlflow
+import numpy as np
 import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance, ExecuteInProcessResult, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from strategies.config import load_strategy_config
 from strategies.validation import STRATEGIES_DIR
-from tradai_assets.backtests import build_backtest_assets
+from tradai_assets.backtests import build_backtest_assets, model_problem
 from tradai_assets.market_data import build_market_data_assets
+from tradai_assets.models import TAG_HOLDOUT_START
+from tradai_core.backtest_plan import plan_window
 from tradai_core.settings import TradAISettings
 from tradai_replay.server import ReplayServer
 from tradai_resources.arcticdb_store import ArcticDBResource
@@ -42,7 +47,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory, demo_candles_dir: Path) -> Ite
     settings = TradAISettings(home=home, history_start=date(2022, 7, 1), history_end=date(2022, 10, 12))
     folder = home / "strategies"
     folder.mkdir()
-    for name in ("rsi_mean_reversion.py", "rsi_mean_reversion.yaml"):
+    for name in (
+        "rsi_mean_reversion.py",
+        "rsi_mean_reversion.yaml",
+        "lgbm_classifier.py",
+        "lgbm_classifier.yaml",
+    ):
         shutil.copy(STRATEGIES_DIR / name, folder / name)
     crashing = (STRATEGIES_DIR / "rsi_mean_reversion.py").read_text().replace("RsiMeanReversion", "Crashing")
     crashing = crashing.replace(
@@ -101,7 +111,12 @@ def reported(result: ExecuteInProcessResult) -> bool:
 
 def test_every_strategy_module_is_a_partition(lab: dict[str, object]) -> None:
     [plan, _] = build_backtest_assets(lab["settings"], lab["folder"])  # type: ignore[arg-type]
-    assert set(plan.partitions_def.get_partition_keys()) == {"RsiMeanReversion", "Crashing", "BrokenImport"}
+    assert set(plan.partitions_def.get_partition_keys()) == {
+        "RsiMeanReversion",
+        "Crashing",
+        "BrokenImport",
+        "LgbmClassifier",
+    }
 
 
 def test_a_valid_strategy_passes_its_gates_and_reports_to_the_ui_and_mlflow(lab: dict[str, object]) -> None:
@@ -161,3 +176,36 @@ def test_an_engine_crash_leaves_no_report_and_no_temp_folders(lab: dict[str, obj
         [e.experiment_id for e in client.search_experiments()], "tags.strategy = 'Crashing'"
     )
     assert runs == [] and len(client.search_experiments()) >= before
+
+
+def test_an_ml_strategy_without_its_model_is_stopped_by_its_gate(lab: dict[str, object]) -> None:
+    result = backtest(lab, "LgbmClassifier")
+    gate = check(result, "model_ready")
+    assert not gate.passed
+    assert "champion" in gate.description and "tradai-lgbm-1h" in gate.description
+    assert not reported(result)
+
+
+def test_an_ml_backtest_on_the_models_training_data_is_refused(tmp_path: Path) -> None:
+    store = MLflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    features = np.random.default_rng(0).normal(size=(200, 3))
+    booster = lightgbm.train(
+        {"objective": "binary", "verbose": -1, "num_threads": 1},
+        lightgbm.Dataset(features, (features[:, 0] > 0).astype(int)),
+        num_boost_round=2,
+    )
+    with store.start_run("models", "tiny", dagster_run_id="test") as run:
+        run.log_model(booster, "model")
+        run_id = run.run_id
+    version = store.register_model(run_id, "model", "tradai-lgbm-1h")
+    store.set_alias("tradai-lgbm-1h", "champion", version)
+    store.set_version_tag("tradai-lgbm-1h", version, TAG_HOLDOUT_START, "2022-06-14T00:00:00+00:00")
+    config = TradAISettings().model_copy()  # only the timeframe matters here
+    strategy_config = load_strategy_config(STRATEGIES_DIR / "lgbm_classifier.yaml")
+    assert config.timeframe == strategy_config.timeframe
+    inside = plan_window(date(2022, 5, 1), date(2022, 6, 1), "1h", 0)
+    problem, lineage = model_problem(store, strategy_config, inside)
+    assert problem is not None and "trained on data up to 2022-06-14T00:00:00+00:00" in problem
+    assert lineage == {"model": "tradai-lgbm-1h", "model_alias": "champion", "model_version": str(version)}
+    after = plan_window(date(2022, 6, 14), date(2022, 7, 1), "1h", 0)
+    assert model_problem(store, strategy_config, after)[0] is None

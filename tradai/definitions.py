@@ -8,6 +8,7 @@ from dagster import Definitions, EnvVar
 
 from jobs.backtests import build_backtest_job
 from jobs.market_data import build_market_data_job, build_market_data_schedule
+from jobs.ml import build_features_job, build_training_job
 from sensors.notifications import notify_on_run_failure
 from tradai_assets.backtests import build_backtest_assets
 from tradai_assets.features import build_feature_assets
@@ -53,7 +54,12 @@ def build_definitions(settings: TradAISettings | None = None) -> Definitions:
             *build_model_assets(settings),
             *build_backtest_assets(settings),
         ],
-        jobs=[build_market_data_job(settings), build_backtest_job()],
+        jobs=[
+            build_market_data_job(settings),
+            build_features_job(settings),
+            build_training_job(),
+            build_backtest_job(),
+        ],
         schedules=[build_market_data_schedule(settings)],
         sensors=[notify_on_run_failure],
         resources=resources,

@@ -17,6 +17,8 @@ import pandas as pd
 from dagster import DagsterInstance
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from jobs.market_data import MARKET_DATA_JOB
+from jobs.ml import FEATURES_JOB
 from tradai_core.candles import diff_candles, normalize_candles
 from tradai_core.settings import PROJECT_ROOT, TradAISettings, pair_slug
 
@@ -45,17 +47,14 @@ def prepare_environment() -> None:
         link.symlink_to(PROJECT_ROOT / "dagster.yaml")
 
 
-def run_market_data(settings: TradAISettings, instance: DagsterInstance) -> None:
-    """Every pair × every day as one single-run backfill of the market-data job."""
-    from jobs.market_data import MARKET_DATA_JOB
+def run_daily_job(settings: TradAISettings, instance: DagsterInstance, job_name: str, what: str) -> None:
+    """Every pair × every day of a daily-partitioned job as one single-run backfill."""
     from tradai.definitions import build_definitions
     from tradai_assets.partitions import daily_partitions
 
     keys = daily_partitions(settings).get_partition_keys()
-    job = build_definitions(settings).resolve_job_def(MARKET_DATA_JOB)
-    print(
-        f"→ materializing {len(settings.pairs)} pairs × {len(keys)} days ({keys[0]} … {keys[-1]}) in one run"
-    )
+    job = build_definitions(settings).resolve_job_def(job_name)
+    print(f"→ {what}: {len(settings.pairs)} pairs × {len(keys)} days ({keys[0]} … {keys[-1]}), one run")
     started = time.perf_counter()
     result = job.execute_in_process(
         instance=instance,
@@ -63,6 +62,23 @@ def run_market_data(settings: TradAISettings, instance: DagsterInstance) -> None
         raise_on_error=True,
     )
     print(f"  run {result.run_id} succeeded in {time.perf_counter() - started:.1f}s")
+
+
+def run_training(settings: TradAISettings, instance: DagsterInstance) -> None:
+    """The training set and a model (registered in MLflow; champion by bootstrap when none exists)."""
+    from jobs.ml import TRAINING_JOB
+    from tradai.definitions import build_definitions
+
+    print(f"→ training a model on {settings.history_start} → {settings.holdout_start} (holdout kept out)")
+    job = build_definitions(settings).resolve_job_def(TRAINING_JOB)
+    result = job.execute_in_process(instance=instance, raise_on_error=True)
+    [model] = result.asset_materializations_for_node("model")
+    meta = {key: value.value for key, value in model.metadata.items()}
+    auc, accuracy = meta.get("oos_auc", float("nan")), meta.get("oos_accuracy", float("nan"))
+    print(
+        f"  {meta.get('model_name')} v{meta.get('model_version')} (aliases: {meta.get('aliases')}): "
+        f"out-of-sample AUC {auc:.3f}, accuracy {accuracy:.3f}"
+    )
 
 
 def run_backtests(settings: TradAISettings, instance: DagsterInstance) -> bool:
@@ -125,9 +141,11 @@ def main() -> int:
         settings = TradAISettings()
         print(f"→ replay server for {len(server.pairs)} recorded pairs on {server.base_url}")
         instance = DagsterInstance.get()
-        run_market_data(settings, instance)
+        run_daily_job(settings, instance, MARKET_DATA_JOB, "materializing candles")
     print("→ checking ArcticDB against the recorded source files")
     ok = verify_market_data(settings)
+    run_daily_job(settings, instance, FEATURES_JOB, "computing features")
+    run_training(settings, instance)
     ok &= run_backtests(settings, instance)
     print(
         f"\nCandles: {settings.resolved_arcticdb_uri}\nExperiments: {settings.resolved_mlflow_uri}\n"

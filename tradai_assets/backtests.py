@@ -8,6 +8,9 @@ pairs in the UI. A new strategy module appears as a new partition when the code 
 """
 
 import hashlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from dagster import (
     asset,
 )
 
+from strategies.base import StrategyCategory
 from strategies.config import StrategyConfig
 from strategies.validation import (
     STRATEGIES_DIR,
@@ -36,12 +40,13 @@ from strategies.validation import (
     validate_strategy,
 )
 from tradai_assets.market_data import ohlcv_key
+from tradai_assets.models import CHAMPION, TAG_HOLDOUT_START, default_model_name
 from tradai_assets.plots import equity_and_drawdown_figure, png_markdown
 from tradai_core.backtest_config import BacktestRunConfig
 from tradai_core.backtest_plan import BacktestWindow, describe_day_ranges, missing_day_ranges, plan_window
 from tradai_core.backtest_result import BacktestResult
 from tradai_core.candles import find_gaps
-from tradai_core.errors import ValidationError
+from tradai_core.errors import NotFoundError, ValidationError
 from tradai_core.settings import TradAISettings
 from tradai_core.timeframes import timeframe_ms
 from tradai_resources.arcticdb_store import ArcticDBResource
@@ -52,6 +57,12 @@ BACKTEST_GROUP = "backtests"
 PLAN_KEY = AssetKey("backtest_plan")
 REPORT_KEY = AssetKey("backtest_report")
 MLFLOW_EXPERIMENT = "backtests"
+PLAN_CHECKS = {
+    "strategy_valid": "The strategy imports, subclasses TradAIStrategy and passes every validator rule.",
+    "data_coverage": "Every day of the window (startup candles included) is materialized for every pair.",
+    "model_ready": "A machine-learning strategy's model alias exists and the window lies after the "
+    "model's training data.",
+}
 
 
 class BacktestConfig(Config):
@@ -65,6 +76,8 @@ class BacktestConfig(Config):
     starting_balance: float = 1000.0
     fee: float = 0.001
     """Fee ratio per side."""
+    model_alias: str | None = None
+    """For machine-learning strategies: the model alias to trade with (default: the strategy config's)."""
 
 
 def strategy_partitions(folder: Path = STRATEGIES_DIR) -> StaticPartitionsDefinition:
@@ -81,6 +94,43 @@ def resolve_window(
     return plan_window(start, end, strategy_config.timeframe, startup)
 
 
+def effective_config(report: StrategyValidationReport, config: BacktestConfig) -> StrategyConfig:
+    """The strategy config a run uses: the YAML's, with the run's model alias for an ML strategy."""
+    assert report.config is not None
+    if config.model_alias and is_machine_learning(report):
+        buy_params = {**report.config.buy_params, "model_alias": config.model_alias}
+        return report.config.model_copy(update={"buy_params": buy_params})
+    return report.config
+
+
+def is_machine_learning(report: StrategyValidationReport) -> bool:
+    """Whether the strategy trades on a registered model (its metadata says machine learning)."""
+    return report.metadata is not None and report.metadata.category == StrategyCategory.MACHINE_LEARNING
+
+
+def model_problem(
+    mlflow: MLflowResource, strategy_config: StrategyConfig, window: BacktestWindow
+) -> tuple[str | None, dict[str, str]]:
+    """Why an ML strategy's backtest must not run (no model behind its alias, or a window overlapping the
+    model's training data), or None; plus the model lineage to record."""
+    name = default_model_name(strategy_config.timeframe)
+    alias = str(strategy_config.buy_params.get("model_alias", CHAMPION))
+    try:
+        version = mlflow.get_version_by_alias(name, alias)
+    except NotFoundError as error:
+        return str(error), {}
+    lineage = {"model": name, "model_alias": alias, "model_version": str(version.version)}
+    holdout_start = version.tags.get(TAG_HOLDOUT_START)
+    if holdout_start and window.start < pd.Timestamp(holdout_start).date():
+        return (
+            f"{name} v{version.version} ({alias}) was trained on data up to {holdout_start}; a backtest from "
+            f"{window.start} would score it on data it was trained on — start the window on or after "
+            f"{holdout_start}",
+            lineage,
+        )
+    return None, lineage
+
+
 def source_hash(report: StrategyValidationReport) -> str:
     """sha256 of the strategy's module and YAML: what code and parameters a report comes from."""
     digest = hashlib.sha256()
@@ -91,6 +141,21 @@ def source_hash(report: StrategyValidationReport) -> str:
         if yaml_path.exists():
             digest.update(yaml_path.read_bytes())
     return digest.hexdigest()
+
+
+@contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """Set environment variables for the duration of a block (the backtest child inherits them)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _startup_candles(report: StrategyValidationReport) -> int:
@@ -155,24 +220,14 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
         "Its checks gate the report.",
         deps=[AssetDep(ohlcv_key(pair), partition_mapping=AllPartitionMapping()) for pair in settings.pairs],
         check_specs=[
-            AssetCheckSpec(
-                "strategy_valid",
-                asset=PLAN_KEY,
-                blocking=True,
-                description="The strategy "
-                "imports, subclasses TradAIStrategy and passes every validator rule.",
-            ),
-            AssetCheckSpec(
-                "data_coverage",
-                asset=PLAN_KEY,
-                blocking=True,
-                description="Every day of the "
-                "window (startup candles included) is materialized for every pair traded.",
-            ),
+            AssetCheckSpec(name, asset=PLAN_KEY, blocking=True, description=text)
+            for name, text in PLAN_CHECKS.items()
         ],
         kinds={"python"},
     )
-    def backtest_plan(context: AssetExecutionContext, config: BacktestConfig) -> MaterializeResult:
+    def backtest_plan(
+        context: AssetExecutionContext, config: BacktestConfig, mlflow: MLflowResource
+    ) -> MaterializeResult:
         name = context.partition_key
         report = validate_strategy(name, folder)
         metadata: dict[str, object] = {
@@ -188,16 +243,15 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
             )
         ]
         if not report.ok or report.config is None:
-            checks.append(
+            checks += [
                 AssetCheckResult(
-                    check_name="data_coverage",
-                    passed=False,
-                    description="not checked: the strategy does not validate",
+                    check_name=name, passed=False, description="not checked: the strategy does not validate"
                 )
-            )
+                for name in ("data_coverage", "model_ready")
+            ]
             context.log.error(report.summary())
             return MaterializeResult(metadata=metadata, check_results=checks)
-        strategy_config = report.config
+        strategy_config = effective_config(report, config)
         window = resolve_window(settings, config, strategy_config, _startup_candles(report))
         uncovered: dict[str, str] = {}
         for pair in strategy_config.pairs:
@@ -227,8 +281,25 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
                 },
             )
         )
+        problem, lineage = (
+            model_problem(mlflow, strategy_config, window) if is_machine_learning(report) else (None, {})
+        )
+        checks.append(
+            AssetCheckResult(
+                check_name="model_ready",
+                passed=problem is None,
+                description=problem
+                or (
+                    f"{lineage['model']} v{lineage['model_version']} ({lineage['model_alias']})"
+                    if lineage
+                    else "no model needed"
+                ),
+                metadata=lineage,
+            )
+        )
         metadata.update(
             {
+                **lineage,
                 "window": f"{window.start} → {window.end} (trading), candles from {window.data_start}",
                 "timerange": window.timerange,
                 "pairs": ", ".join(strategy_config.pairs),
@@ -258,7 +329,7 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
         report = validate_strategy(name, folder)
         report.raise_for_errors()
         assert report.config is not None and report.path is not None
-        strategy_config = report.config
+        strategy_config = effective_config(report, config)
         window = resolve_window(settings, config, strategy_config, _startup_candles(report))
         candles: dict[str, pd.DataFrame] = {}
         versions: dict[str, str] = {}
@@ -279,9 +350,15 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
             starting_balance=config.starting_balance,
             fee=config.fee,
         )
-        result = freqtrade.backtest(
-            name, Path(report.path).parent, candles, run, strategy_config=strategy_config
-        )
+        lineage: dict[str, str] = {}
+        if is_machine_learning(report):
+            problem, lineage = model_problem(mlflow, strategy_config, window)
+            if problem:
+                raise ValidationError(problem, "see the backtest_plan check model_ready")
+        with environment(TRADAI_MLFLOW_URI=mlflow.tracking_uri):  # the strategy loads its model in the child
+            result = freqtrade.backtest(
+                name, Path(report.path).parent, candles, run, strategy_config=strategy_config
+            )
         digest = source_hash(report)
         equity = result.equity_frame()["equity"]
         plot = png_markdown(equity_and_drawdown_figure(equity, f"{name} {window.timerange}"), "equity")
@@ -292,7 +369,12 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
             f"{name}-{window.timerange}",
             dagster_run_id=context.run.run_id,
             data_versions=versions,
-            tags={"strategy": name, "strategy.version": strategy_config.version, "source_sha256": digest},
+            tags={
+                "strategy": name,
+                "strategy.version": strategy_config.version,
+                "source_sha256": digest,
+                **{f"tradai.{key}": value for key, value in lineage.items()},
+            },
         ) as tracked:
             tracked.log_params(
                 {
@@ -338,6 +420,7 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
                 "freqtrade_version": result.freqtrade_version,
                 "source_sha256": digest,
                 "data_versions": MetadataValue.json(versions),
+                **lineage,
                 "candle_gaps_in_window": MetadataValue.json(gaps),
                 **mlflow.run_metadata(run_id, experiment_id),
             }
