@@ -12,12 +12,14 @@ from jobs.ml import build_features_job, build_training_job
 from sensors.notifications import notify_on_run_failure
 from tradai_assets.backtests import build_backtest_assets
 from tradai_assets.features import build_feature_assets
+from tradai_assets.hyperopt import build_hyperopt_assets
 from tradai_assets.market_data import build_market_data_assets
 from tradai_assets.models import build_model_assets
 from tradai_core.settings import TradAISettings
 from tradai_resources.arcticdb_store import ArcticDBResource
 from tradai_resources.ccxt_exchange import ExchangeResource
 from tradai_resources.freqtrade_backtester import FreqtradeResource
+from tradai_resources.freqtrade_hyperopt import HyperoptResource
 from tradai_resources.mlflow_tracking import MLflowResource
 from tradai_resources.notifier import NotifierResource
 
@@ -40,6 +42,10 @@ def build_definitions(settings: TradAISettings | None = None) -> Definitions:
         ),
         "candle_store": ArcticDBResource(uri=settings.resolved_arcticdb_uri),
         "freqtrade": FreqtradeResource(work_dir=str(settings.resolved_data_dir / "backtests")),
+        "hyperopt": HyperoptResource(
+            work_dir=str(settings.resolved_data_dir / "hyperopt"),
+            storage_url=_secret("TRADAI_OPTUNA_STORAGE"),
+        ),
         "mlflow": MLflowResource(tracking_uri=settings.resolved_mlflow_uri),
         "notifier": NotifierResource(
             webhook_url=_secret("TRADAI_WEBHOOK_URL"),
@@ -53,6 +59,7 @@ def build_definitions(settings: TradAISettings | None = None) -> Definitions:
             *build_feature_assets(settings),
             *build_model_assets(settings),
             *build_backtest_assets(settings),
+            *build_hyperopt_assets(settings),
         ],
         jobs=[
             build_market_data_job(settings),

@@ -7,7 +7,6 @@ read from ArcticDB, stores the full report in MLflow, and shows metrics, plots a
 pairs in the UI. A new strategy module appears as a new partition when the code location reloads.
 """
 
-import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +26,6 @@ from dagster import (
     Config,
     MaterializeResult,
     MetadataValue,
-    StaticPartitionsDefinition,
     asset,
 )
 
@@ -36,12 +34,13 @@ from strategies.config import StrategyConfig
 from strategies.validation import (
     STRATEGIES_DIR,
     StrategyValidationReport,
-    discover_strategies,
     validate_strategy,
 )
+from tradai_assets.hyperopt import load_tuned_parameters
 from tradai_assets.market_data import ohlcv_key
 from tradai_assets.models import CHAMPION, TAG_HOLDOUT_START, default_model_name
 from tradai_assets.plots import equity_and_drawdown_figure, png_markdown
+from tradai_assets.strategy_partitions import source_hash, strategy_partitions
 from tradai_core.backtest_config import BacktestRunConfig
 from tradai_core.backtest_plan import BacktestWindow, describe_day_ranges, missing_day_ranges, plan_window
 from tradai_core.backtest_result import BacktestResult
@@ -49,6 +48,7 @@ from tradai_core.candles import find_gaps
 from tradai_core.errors import NotFoundError, ValidationError
 from tradai_core.settings import TradAISettings
 from tradai_core.timeframes import timeframe_ms
+from tradai_core.tuned_params import apply_tuned
 from tradai_resources.arcticdb_store import ArcticDBResource
 from tradai_resources.freqtrade_backtester import FreqtradeResource
 from tradai_resources.mlflow_tracking import MLflowResource
@@ -78,11 +78,9 @@ class BacktestConfig(Config):
     """Fee ratio per side."""
     model_alias: str | None = None
     """For machine-learning strategies: the model alias to trade with (default: the strategy config's)."""
-
-
-def strategy_partitions(folder: Path = STRATEGIES_DIR) -> StaticPartitionsDefinition:
-    """One partition per strategy class found in `folder` (read from source, so a broken module shows)."""
-    return StaticPartitionsDefinition(discover_strategies(folder))
+    tuned_params_run_id: str | None = None
+    """MLflow run id of tuned parameters (from `tuned_parameters/<strategy>`) to backtest with; unset: the
+    strategy's YAML. Tuned parameters only ever apply when named here."""
 
 
 def resolve_window(
@@ -94,13 +92,20 @@ def resolve_window(
     return plan_window(start, end, strategy_config.timeframe, startup)
 
 
-def effective_config(report: StrategyValidationReport, config: BacktestConfig) -> StrategyConfig:
-    """The strategy config a run uses: the YAML's, with the run's model alias for an ML strategy."""
+def effective_config(
+    report: StrategyValidationReport, config: BacktestConfig, mlflow: MLflowResource
+) -> StrategyConfig:
+    """The strategy config a run uses: the YAML's, with tuned parameters when the run names them, and the
+    run's model alias for an ML strategy."""
     assert report.config is not None
+    strategy_config = report.config
+    if config.tuned_params_run_id:
+        tuned = load_tuned_parameters(mlflow, config.tuned_params_run_id, report.name)
+        strategy_config = apply_tuned(strategy_config, tuned)
     if config.model_alias and is_machine_learning(report):
-        buy_params = {**report.config.buy_params, "model_alias": config.model_alias}
-        return report.config.model_copy(update={"buy_params": buy_params})
-    return report.config
+        buy_params = {**strategy_config.buy_params, "model_alias": config.model_alias}
+        strategy_config = strategy_config.model_copy(update={"buy_params": buy_params})
+    return strategy_config
 
 
 def is_machine_learning(report: StrategyValidationReport) -> bool:
@@ -129,18 +134,6 @@ def model_problem(
             lineage,
         )
     return None, lineage
-
-
-def source_hash(report: StrategyValidationReport) -> str:
-    """sha256 of the strategy's module and YAML: what code and parameters a report comes from."""
-    digest = hashlib.sha256()
-    if report.path:
-        module = Path(report.path)
-        digest.update(module.read_bytes())
-        yaml_path = module.with_suffix(".yaml")
-        if yaml_path.exists():
-            digest.update(yaml_path.read_bytes())
-    return digest.hexdigest()
 
 
 @contextmanager
@@ -251,7 +244,7 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
             ]
             context.log.error(report.summary())
             return MaterializeResult(metadata=metadata, check_results=checks)
-        strategy_config = effective_config(report, config)
+        strategy_config = effective_config(report, config, mlflow)
         window = resolve_window(settings, config, strategy_config, _startup_candles(report))
         uncovered: dict[str, str] = {}
         for pair in strategy_config.pairs:
@@ -329,7 +322,7 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
         report = validate_strategy(name, folder)
         report.raise_for_errors()
         assert report.config is not None and report.path is not None
-        strategy_config = effective_config(report, config)
+        strategy_config = effective_config(report, config, mlflow)
         window = resolve_window(settings, config, strategy_config, _startup_candles(report))
         candles: dict[str, pd.DataFrame] = {}
         versions: dict[str, str] = {}
@@ -373,6 +366,7 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
                 "strategy": name,
                 "strategy.version": strategy_config.version,
                 "source_sha256": digest,
+                "tradai.tuned_params_run_id": config.tuned_params_run_id or "none",
                 **{f"tradai.{key}": value for key, value in lineage.items()},
             },
         ) as tracked:
@@ -420,6 +414,7 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
                 "freqtrade_version": result.freqtrade_version,
                 "source_sha256": digest,
                 "data_versions": MetadataValue.json(versions),
+                "tuned_params_run_id": config.tuned_params_run_id or "none (strategy YAML)",
                 **lineage,
                 "candle_gaps_in_window": MetadataValue.json(gaps),
                 **mlflow.run_metadata(run_id, experiment_id),

@@ -1,0 +1,462 @@
+"""`HyperoptResource`: Optuna studies over real Freqtrade backtests, in parallel, persistent and resumable.
+
+    report = HyperoptResource().optimize("RsiMeanReversion", STRATEGIES_DIR, candles, run, StudySpec())
+
+How a study runs:
+1. the strategy is validated and its search space read from the class (`tradai_core.hyperopt`);
+2. the study is created in the Optuna storage, or loaded when it exists (a new run continues it). Its
+   user attributes pin what makes trials comparable — search space, strategy source, config, window,
+   costs, objective — and a study whose pins differ is refused rather than silently mixed;
+3. one workspace is laid out (`tradai_core.backtest_config.prepare_workspace`: candles as Freqtrade files,
+   the strategy copied alone into a fresh folder, Freqtrade's config), shared read-only by the workers;
+4. `workers` study-worker processes (`python -m tradai_resources.freqtrade_hyperopt_worker`) start at once,
+   each building Freqtrade's `Backtesting` once and then evaluating its share of the trials against the
+   shared storage (see the worker's docstring); a failing worker stops the others;
+5. the finished trials are read back from the storage: best trial, Deflated Sharpe Ratio over every
+   distinct trial, parameter importances;
+6. the workspace is removed in every case.
+
+Storage: `sqlite:///<TRADAI_HOME>/optuna.db` by default, or any SQLAlchemy URL (`storage_url`, e.g. from
+`EnvVar("TRADAI_OPTUNA_STORAGE")` for a shared PostgreSQL) so that machines work on one study together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from strategies.config import StrategyConfig
+from strategies.validation import find_strategy_file, load_strategy_class, validate_strategy
+from tradai_core.backtest_config import BacktestRunConfig, BacktestWorkspace, prepare_workspace, resolve_pairs
+from tradai_core.errors import BacktestError, ConfigurationError, NotFoundError, ValidationError
+from tradai_core.hyperopt import (
+    SearchSpace,
+    StudyReport,
+    StudySpec,
+    TrialRecord,
+    best_trial,
+    default_study_name,
+    search_space,
+    study_deflated_sharpe,
+    study_fingerprint,
+    worker_seed,
+    worker_shares,
+)
+from tradai_core.settings import PROJECT_ROOT, TradAISettings
+from tradai_resources.freqtrade_backtester import DEFAULT_EXCHANGE_INFO
+from tradai_resources.freqtrade_hyperopt_worker import HyperoptJob, make_storage
+from tradai_resources.freqtrade_worker import SNAPSHOT_EXCHANGES
+from tradai_resources.mlflow_tracking import redact_uri
+
+logger = logging.getLogger(__name__)
+
+WORKER_MODULE = "tradai_resources.freqtrade_hyperopt_worker"
+STDERR_TAIL_LINES = 30
+POLL_SECONDS = 0.2
+FINGERPRINT_ATTR = "tradai.fingerprint"
+PINS_ATTR = "tradai.pins"
+FREQTRADE_LOSS = "SharpeHyperOptLoss"
+
+
+def default_storage_url(settings: TradAISettings | None = None) -> str:
+    """`sqlite:///<TRADAI_HOME>/optuna.db`."""
+    return f"sqlite:///{(settings or TradAISettings()).home / 'optuna.db'}"
+
+
+def hyperopt_argv(
+    workspace: BacktestWorkspace,
+    strategy: str,
+    timerange: str,
+    spaces: tuple[str, ...],
+    *,
+    epochs: int,
+    jobs: int,
+    seed: int,
+    min_trades: int,
+    loss: str = FREQTRADE_LOSS,
+) -> list[str]:
+    """The `freqtrade hyperopt` argument list for a workspace: our workers parse exactly this list with
+    Freqtrade's own parser, and the stock CLI runs it unchanged (which is how the benchmark compares)."""
+    return [
+        "hyperopt",
+        "--config",
+        str(workspace.config_path),
+        "--strategy",
+        strategy,
+        "--strategy-path",
+        str(workspace.strategy_dir),
+        "--datadir",
+        str(workspace.datadir),
+        "--userdir",
+        str(workspace.user_data_dir),
+        "--timerange",
+        timerange,
+        "--data-format-ohlcv",
+        "feather",
+        "--hyperopt-loss",
+        loss,
+        "--spaces",
+        *spaces,
+        "--epochs",
+        str(epochs),
+        "--job-workers",
+        str(jobs),
+        "--random-state",
+        str(max(seed, 1)),  # Freqtrade accepts positive seeds only
+        "--min-trades",
+        str(max(min_trades, 1)),
+    ]
+
+
+def _tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
+    if not path.is_file():
+        return ""
+    return "\n".join(path.read_text(encoding="utf-8", errors="replace").rstrip().splitlines()[-lines:])
+
+
+def trial_records(study: Any) -> list[TrialRecord]:
+    """Every finished trial of an Optuna study that carries a TradAI record, by trial number."""
+    from optuna.trial import TrialState
+
+    records = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        record = trial.user_attrs.get("record")
+        if record is None or trial.value is None:
+            continue
+        records.append(
+            TrialRecord.model_validate(
+                {**record, "number": trial.number, "value": trial.value, "params": trial.params}
+            )
+        )
+    return sorted(records, key=lambda r: r.number)
+
+
+class HyperoptResource(ConfigurableResource):
+    """Runs Optuna studies whose trials are Freqtrade backtests, one process per core, offline."""
+
+    storage_url: str | None = Field(
+        default=None,
+        description="Optuna storage (SQLAlchemy URL); default sqlite:///<TRADAI_HOME>/optuna.db. Point "
+        "several machines at one PostgreSQL URL (e.g. from an EnvVar) to share a study.",
+    )
+    exchange_info_path: str | None = Field(
+        default=None, description="Binance exchangeInfo snapshot for markets; default the one in demo_data/."
+    )
+    work_dir: str | None = Field(
+        default=None,
+        description="Folder for per-study workspaces (removed after each run); default "
+        "<TRADAI_HOME>/data/hyperopt.",
+    )
+    timeout_seconds: float = Field(default=6 * 3600.0, gt=0, description="A study run longer is killed.")
+    python_executable: str | None = Field(default=None, description="Interpreter for the workers.")
+
+    # -- plumbing
+
+    def resolved_storage_url(self) -> str:
+        """Storage URL in force (may hold credentials: never log it, use `redacted_storage_url`)."""
+        url = self.storage_url or default_storage_url()
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return url
+
+    def redacted_storage_url(self) -> str:
+        """Storage URL without user name or password, for logs and the UI."""
+        return redact_uri(self.resolved_storage_url())
+
+    def _work_root(self) -> Path:
+        root = Path(self.work_dir) if self.work_dir else TradAISettings().resolved_data_dir / "hyperopt"
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+
+    def _snapshot_path(self) -> Path:
+        path = Path(self.exchange_info_path) if self.exchange_info_path else DEFAULT_EXCHANGE_INFO
+        if not path.is_file():
+            raise ConfigurationError(
+                f"exchangeInfo snapshot {path} does not exist",
+                "set HyperoptResource.exchange_info_path to a saved GET /api/v3/exchangeInfo response",
+            )
+        return path
+
+    # -- studies
+
+    def load_study(self, study_name: str) -> Any:
+        """The Optuna study `study_name` from the storage; NotFoundError when there is none."""
+        import optuna
+
+        try:
+            return optuna.load_study(study_name=study_name, storage=make_storage(self.resolved_storage_url()))
+        except KeyError as exc:
+            raise NotFoundError(
+                f"no Optuna study {study_name!r} in {self.redacted_storage_url()}",
+                "run the hyperopt_study asset (or HyperoptResource.optimize) first",
+            ) from exc
+
+    def trials(self, study_name: str) -> list[TrialRecord]:
+        """Every finished trial of a study."""
+        return trial_records(self.load_study(study_name))
+
+    def param_importances(self, study_name: str, seed: int = 0) -> dict[str, float]:
+        """fANOVA parameter importances (Optuna's default evaluator, seeded); {} when the study has too
+        few distinct trials to tell."""
+        import optuna
+
+        study = self.load_study(study_name)
+        try:
+            importances = optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed)
+            )
+        except (RuntimeError, ValueError, ZeroDivisionError) as exc:
+            logger.info("no parameter importances for %s: %s", study_name, exc)
+            return {}
+        return {name: float(value) for name, value in importances.items()}
+
+    def delete_study(self, study_name: str) -> None:
+        """Remove a study and its trials from the storage."""
+        import optuna
+
+        optuna.delete_study(study_name=study_name, storage=make_storage(self.resolved_storage_url()))
+
+    def _open_study(self, name: str, pins: dict[str, Any]) -> Any:
+        """Create the study, or load it when it exists and its pins match; refuse it when they differ."""
+        import optuna
+
+        storage = make_storage(self.resolved_storage_url())
+        study = optuna.create_study(
+            study_name=name, storage=storage, direction="maximize", load_if_exists=True
+        )
+        fingerprint = study_fingerprint(pins)
+        existing = study.user_attrs.get(FINGERPRINT_ATTR)
+        if existing is None:
+            if study.get_trials(deepcopy=False):
+                raise ConfigurationError(
+                    f"Optuna study {name!r} in {self.redacted_storage_url()} was not made by TradAI",
+                    "give the study another name (study_name in the run config)",
+                )
+            study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+            study.set_user_attr(PINS_ATTR, json.loads(json.dumps(pins, default=str)))
+        elif existing != fingerprint:
+            before = study.user_attrs.get(PINS_ATTR, {})
+            now = json.loads(json.dumps(pins, default=str))
+            changed = sorted(key for key in set(before) | set(now) if before.get(key) != now.get(key))
+            raise ConfigurationError(
+                f"Optuna study {name!r} exists with different settings ({', '.join(changed)} changed); "
+                "resuming it would mix trials that measured different things",
+                "set study_name in the run config to start a new study, or restore the old settings",
+            )
+        return study
+
+    def optimize(
+        self,
+        strategy_name: str,
+        strategy_dir: Path,
+        candles: Mapping[str, pd.DataFrame],
+        run: BacktestRunConfig,
+        spec: StudySpec,
+        *,
+        strategy_config: StrategyConfig | None = None,
+        importance_seed: int | None = None,
+    ) -> StudyReport:
+        """Run `spec.n_trials` more trials of the study of `strategy_name` on `run.timerange` (in-sample).
+
+        `candles` cover the timerange plus the strategy's startup candles, as for a backtest. Raises
+        StrategyValidationError for an invalid strategy, ConfigurationError for an untunable strategy or
+        a study whose settings changed, BacktestError when a worker fails or the run times out.
+        """
+        strategy_dir = Path(strategy_dir)
+        report = validate_strategy(strategy_name, strategy_dir, config=strategy_config)
+        report.raise_for_errors()
+        config = strategy_config or report.config
+        if config is None:  # pragma: no cover - validate_strategy reports a missing config
+            raise ConfigurationError(f"strategy {strategy_name} has no config", "add its YAML")
+        if config.exchange not in SNAPSHOT_EXCHANGES:
+            raise ConfigurationError(
+                f"strategy {strategy_name} trades on {config.exchange}; offline studies have market "
+                f"snapshots for {', '.join(SNAPSHOT_EXCHANGES)} only",
+                "set exchange: binance in the strategy's YAML",
+            )
+        strategy_file = find_strategy_file(strategy_name, strategy_dir)
+        space = search_space(load_strategy_class(strategy_name, strategy_dir), spec.spaces, config.timeframe)
+        pairs = resolve_pairs(config, run)
+        name = spec.study_name or default_study_name(strategy_name, run.timerange, spec.objective)
+        pins = {
+            "strategy": strategy_name,
+            "source_sha256": hashlib.sha256(strategy_file.read_bytes()).hexdigest(),
+            "search_space": space.fingerprint(),
+            "strategy_config": config.model_dump(mode="json"),
+            "run": run.model_dump(mode="json"),
+            "objective": spec.objective.value,
+            "min_trades": spec.min_trades,
+        }
+        study = self._open_study(name, pins)
+        trials_before = len(trial_records(study))
+        snapshot = self._snapshot_path()
+        started = time.monotonic()
+        root = Path(tempfile.mkdtemp(prefix=f"ho-{strategy_name}-", dir=self._work_root()))
+        try:
+            workspace = prepare_workspace(root, strategy_file, config, run, candles)
+            summaries = self._run_workers(workspace, config, run, spec, space, name, trials_before, snapshot)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        seconds = time.monotonic() - started
+        records = trial_records(self.load_study(name))
+        best = best_trial(records)
+        dsr, problem = None, None
+        try:
+            dsr = study_deflated_sharpe(records, best)
+        except ValidationError as exc:
+            problem = exc.what
+        static = sorted({p for s in summaries for p in s.get("static_parameters", [])})
+        result = StudyReport(
+            study_name=name,
+            storage=self.redacted_storage_url(),
+            spec=spec,
+            search_space=space,
+            timerange=run.timerange,
+            pairs=pairs,
+            trials_before=trials_before,
+            trials=tuple(records),
+            best=best,
+            dsr=dsr,
+            dsr_problem=problem,
+            importances=self.param_importances(
+                name, spec.seed if importance_seed is None else importance_seed
+            ),
+            indicators_once=all(s.get("indicators_once", False) for s in summaries),
+            static_parameters=tuple(static),
+            seconds=seconds,
+        )
+        logger.info(
+            "study %s: %d trials this run (%d in total) in %.1f s (%.1f/min); best trial %d value %.4f",
+            name,
+            result.trials_run,
+            result.trials_total,
+            seconds,
+            result.trials_per_minute,
+            best.number,
+            best.value,
+        )
+        return result
+
+    def _run_workers(
+        self,
+        workspace: BacktestWorkspace,
+        config: StrategyConfig,
+        run: BacktestRunConfig,
+        spec: StudySpec,
+        space: SearchSpace,
+        study_name: str,
+        trials_before: int,
+        snapshot: Path,
+    ) -> list[dict[str, Any]]:
+        """Start one study-worker per share of the trials, wait for all; stop all when one fails."""
+        shares = worker_shares(spec.n_trials, spec.workers)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        argv = hyperopt_argv(
+            workspace,
+            config.name,
+            run.timerange,
+            space.spaces,
+            epochs=spec.n_trials,
+            jobs=len(shares),
+            seed=spec.seed,
+            min_trades=spec.min_trades,
+        )
+        workers: list[tuple[subprocess.Popen[bytes], Path, Path, Path]] = []
+        logger.info(
+            "study %s: %d trials on %d worker(s) over %s, storage %s",
+            study_name,
+            spec.n_trials,
+            len(shares),
+            run.timerange,
+            self.redacted_storage_url(),
+        )
+        try:
+            for index, share in enumerate(shares):
+                folder = workspace.root / f"worker-{index}"
+                folder.mkdir()
+                job = HyperoptJob(
+                    argv=tuple(argv),
+                    strategy=config.name,
+                    exchange=config.exchange,
+                    exchange_info_path=str(snapshot),
+                    storage_url=self.resolved_storage_url(),
+                    study_name=study_name,
+                    n_trials=share,
+                    time_budget_seconds=spec.time_budget_seconds,
+                    sampler_seed=worker_seed(spec.seed, index, trials_before),
+                    startup_trials=spec.startup_trials,
+                    worker_index=index,
+                    objective=spec.objective,
+                    min_trades=spec.min_trades,
+                    search_space=space,
+                    result_path=str(folder / "result.json"),
+                    error_path=str(folder / "error.json"),
+                )
+                job_path = folder / "job.json"
+                job_path.write_text(job.model_dump_json(indent=2), encoding="utf-8")
+                job_path.chmod(0o600)  # it holds the storage URL, which may carry a password
+                stderr_path = folder / "worker.stderr"
+                with (folder / "worker.stdout").open("wb") as out, stderr_path.open("wb") as err:
+                    process = subprocess.Popen(
+                        [self.python_executable or sys.executable, "-m", WORKER_MODULE, str(job_path)],
+                        cwd=folder,
+                        env=env,
+                        stdout=out,
+                        stderr=err,
+                        start_new_session=True,
+                    )
+                workers.append((process, folder / "result.json", folder / "error.json", stderr_path))
+            deadline = time.monotonic() + self.timeout_seconds
+            while any(process.poll() is None for process, *_ in workers):
+                for process, result_path, error_path, stderr_path in workers:
+                    code = process.poll()
+                    if code is not None and (code != 0 or not result_path.is_file()):
+                        raise self._worker_error(config.name, code, error_path, stderr_path)
+                if time.monotonic() > deadline:
+                    raise BacktestError(
+                        f"study {study_name} timed out after {self.timeout_seconds:g} s and was stopped; "
+                        "finished trials are kept in the storage",
+                        "run it again to continue, or raise HyperoptResource.timeout_seconds",
+                    )
+                time.sleep(POLL_SECONDS)
+            summaries = []
+            for process, result_path, error_path, stderr_path in workers:
+                if process.returncode != 0 or not result_path.is_file():
+                    raise self._worker_error(config.name, process.returncode, error_path, stderr_path)
+                summaries.append(json.loads(result_path.read_text(encoding="utf-8")))
+            return summaries
+        finally:
+            for process, *_ in workers:
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+
+    @staticmethod
+    def _worker_error(strategy: str, code: int | None, error_path: Path, stderr_path: Path) -> BacktestError:
+        reason = ""
+        if error_path.is_file():
+            error = json.loads(error_path.read_text(encoding="utf-8"))
+            reason = f": {error.get('type')}: {error.get('message')}"
+        return BacktestError(
+            f"a hyperopt worker for {strategy} failed (exit code {code}){reason}\n"
+            f"--- last lines of its log ---\n{_tail(stderr_path)}",
+            "read the log above and fix the strategy or the data; finished trials are kept, so a new run "
+            "continues the study",
+        )
