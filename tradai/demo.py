@@ -81,6 +81,16 @@ def run_training(settings: TradAISettings, instance: DagsterInstance) -> None:
     )
 
 
+def run_hyperopt(settings: TradAISettings, instance: DagsterInstance) -> None:
+    """A short Optuna study of one strategy, with its overfitting gate."""
+    from tradai.definitions import build_definitions
+    from tradai_assets.hyperopt import run_demo_study, summarize_demo_study
+
+    print("→ a short hyperopt study of RsiMeanReversion (in-sample, then out-of-sample and the DSR gate)")
+    resources = build_definitions(settings).resources
+    print("  " + summarize_demo_study(run_demo_study(settings, dict(resources), instance)))
+
+
 def run_backtests(settings: TradAISettings, instance: DagsterInstance) -> bool:
     """One backtest run (plan, gates, report) per strategy partition; True when every one succeeded."""
     from jobs.backtests import BACKTEST_JOB
@@ -147,6 +157,7 @@ def main() -> int:
     run_daily_job(settings, instance, FEATURES_JOB, "computing features")
     run_training(settings, instance)
     ok &= run_backtests(settings, instance)
+    run_hyperopt(settings, instance)
     print(
         f"\nCandles: {settings.resolved_arcticdb_uri}\nExperiments: {settings.resolved_mlflow_uri}\n"
         f"Dagster instance: {os.environ['DAGSTER_HOME']}\n"
