@@ -9,6 +9,7 @@ from dagster import Definitions, EnvVar
 from jobs.backtests import build_backtest_job
 from jobs.market_data import build_market_data_job, build_market_data_schedule
 from jobs.ml import build_features_job, build_training_job
+from jobs.model_lifecycle import build_model_loop_definitions
 from sensors.notifications import notify_on_run_failure
 from tradai_assets.backtests import build_backtest_assets
 from tradai_assets.features import build_feature_assets
@@ -53,6 +54,7 @@ def build_definitions(settings: TradAISettings | None = None) -> Definitions:
             aws_region=os.environ.get("AWS_REGION"),
         ),
     }
+    loop = build_model_loop_definitions(settings)
     return Definitions(
         assets=[
             *build_market_data_assets(settings),
@@ -60,15 +62,17 @@ def build_definitions(settings: TradAISettings | None = None) -> Definitions:
             *build_model_assets(settings),
             *build_backtest_assets(settings),
             *build_hyperopt_assets(settings),
+            *loop["assets"],
         ],
         jobs=[
             build_market_data_job(settings),
             build_features_job(settings),
             build_training_job(),
             build_backtest_job(),
+            *loop["jobs"],
         ],
-        schedules=[build_market_data_schedule(settings)],
-        sensors=[notify_on_run_failure],
+        schedules=[build_market_data_schedule(settings), *loop["schedules"]],
+        sensors=[notify_on_run_failure, *loop["sensors"]],
         resources=resources,
     )
 

@@ -91,6 +91,14 @@ def run_hyperopt(settings: TradAISettings, instance: DagsterInstance) -> None:
     print("  " + summarize_demo_study(run_demo_study(settings, dict(resources), instance)))
 
 
+def run_model_loop(settings: TradAISettings, instance: DagsterInstance) -> None:
+    """Drift of every pair against the champion, and what the loop's sensors decide and run."""
+    from jobs.model_lifecycle import demo_drift_loop
+
+    print("→ scoring drift against the champion; the model loop's state")
+    print(demo_drift_loop(settings, instance, run_requested=True).text())
+
+
 def run_backtests(settings: TradAISettings, instance: DagsterInstance) -> bool:
     """One backtest run (plan, gates, report) per strategy partition; True when every one succeeded."""
     from jobs.backtests import BACKTEST_JOB
@@ -156,6 +164,7 @@ def main() -> int:
     ok = verify_market_data(settings)
     run_daily_job(settings, instance, FEATURES_JOB, "computing features")
     run_training(settings, instance)
+    run_model_loop(settings, instance)
     ok &= run_backtests(settings, instance)
     run_hyperopt(settings, instance)
     print(
