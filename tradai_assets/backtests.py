@@ -324,19 +324,9 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
         assert report.config is not None and report.path is not None
         strategy_config = effective_config(report, config, mlflow)
         window = resolve_window(settings, config, strategy_config, _startup_candles(report))
-        candles: dict[str, pd.DataFrame] = {}
-        versions: dict[str, str] = {}
-        for pair in strategy_config.pairs:
-            stored = candle_store.read(
-                exchange, tf, pair, window.data_start, pd.Timestamp(window.end, tz="UTC")
-            )
-            if stored.candles.empty:
-                raise ValidationError(
-                    f"no {pair} candles stored for {window.data_start} → {window.end}",
-                    f"materialize ohlcv/{pair.replace('/', '_')} for those days first",
-                )
-            candles[pair] = stored.candles
-            versions[f"{stored.library}/{stored.symbol}"] = str(stored.version)
+        candles, versions = candle_store.read_pairs(
+            exchange, tf, strategy_config.pairs, window.data_start, pd.Timestamp(window.end, tz="UTC")
+        )
         run = BacktestRunConfig(
             timerange=window.timerange,
             max_open_trades=config.max_open_trades,

@@ -327,7 +327,9 @@ def build_hyperopt_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
         windows = hyperopt_windows(settings.holdout_start, config.in_sample_days, config.oos_days)
         startup = _startup_candles(name, folder)
         data_start = plan_window(windows.in_sample_start, windows.oos_start, tf, startup).data_start
-        candles, versions = _read_candles(candle_store, exchange, tf, strategy_config, data_start, windows)
+        candles, versions = candle_store.read_pairs(
+            exchange, tf, strategy_config.pairs, data_start, pd.Timestamp(windows.oos_end, tz="UTC")
+        )
         context.log.info(
             "study of %s: in-sample %s, out-of-sample %s, %d trials on %d workers",
             name,
@@ -473,30 +475,6 @@ def build_hyperopt_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
         )
 
     return [hyperopt_study, tuned_parameters]
-
-
-def _read_candles(
-    store: ArcticDBResource,
-    exchange: str,
-    timeframe: str,
-    config: StrategyConfig,
-    data_start: datetime,
-    windows: HyperoptWindows,
-) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
-    """Candles of every pair from the in-sample startup to the end of the out-of-sample window."""
-    candles: dict[str, pd.DataFrame] = {}
-    versions: dict[str, str] = {}
-    end = pd.Timestamp(windows.oos_end, tz="UTC")
-    for pair in config.pairs:
-        stored = store.read(exchange, timeframe, pair, data_start, end)
-        if stored.candles.empty:
-            raise ValidationError(
-                f"no {pair} candles stored for {data_start:%Y-%m-%d} → {windows.oos_end}",
-                f"materialize ohlcv/{pair.replace('/', '_')} for those days first",
-            )
-        candles[pair] = stored.candles
-        versions[f"{stored.library}/{stored.symbol}"] = str(stored.version)
-    return candles, versions
 
 
 def _log_to_mlflow(

@@ -234,26 +234,6 @@ def bar_returns(result: BacktestResult, window: BacktestWindow, timeframe: str) 
     return returns_from_equity(pd.Series(values, index=grid, name="equity"))
 
 
-def read_candles(
-    store: ArcticDBResource, settings: TradAISettings, pairs: tuple[str, ...], window: BacktestWindow
-) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
-    """The candles of the window (startup included) per pair, and the ArcticDB versions read."""
-    candles: dict[str, pd.DataFrame] = {}
-    versions: dict[str, str] = {}
-    for pair in pairs:
-        stored = store.read(
-            settings.exchange_id, settings.timeframe, pair, window.data_start, _midnight(window.end)
-        )
-        if stored.candles.empty:
-            raise NotFoundError(
-                f"no {pair} candles stored for {window.data_start:%Y-%m-%d} → {window.end}",
-                f"materialize ohlcv/{pair.replace('/', '_')} for those days first",
-            )
-        candles[pair] = stored.candles
-        versions[f"{stored.library}/{stored.symbol}"] = str(stored.version)
-    return candles, versions
-
-
 def run_model_backtest(
     *,
     settings: TradAISettings,
@@ -285,7 +265,9 @@ def run_model_backtest(
     )
     startup = int(getattr(strategy_class, "startup_candle_count", 0))
     window = plan_window(start, end, settings.timeframe, startup)
-    candles, data_versions = read_candles(candle_store, settings, pairs, window)
+    candles, data_versions = candle_store.read_pairs(
+        settings.exchange_id, settings.timeframe, pairs, window.data_start, _midnight(window.end)
+    )
     run = BacktestRunConfig(
         timerange=window.timerange,
         pairs=pairs,

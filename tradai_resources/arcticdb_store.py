@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -223,6 +224,26 @@ class ArcticDBResource(ConfigurableResource):
         hi = utc_timestamp(end) - pd.Timedelta(1, "ns") if end is not None else None
         item = lib.read(symbol, date_range=(lo, hi), as_of=as_of, columns=list(OHLCV_COLUMNS))
         return StoredCandles(library=lib.name, symbol=symbol, version=item.version, candles=item.data)
+
+    def read_pairs(
+        self, exchange_id: str, timeframe: str, pairs: Sequence[str], start: datetime, end: datetime
+    ) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+        """Candles of every pair over `[start, end)` and the symbol versions read (`library/symbol` →
+        version), for a consumer that records its lineage; a pair with no candles there is an error
+        naming the partitions to materialize."""
+        candles: dict[str, pd.DataFrame] = {}
+        versions: dict[str, str] = {}
+        for pair in pairs:
+            stored = self.read(exchange_id, timeframe, pair, start, end)
+            if stored.candles.empty:
+                first, last = utc_timestamp(start), utc_timestamp(end)
+                raise NotFoundError(
+                    f"no {pair} candles stored for {first:%Y-%m-%d} → {last:%Y-%m-%d}",
+                    f"materialize ohlcv/{pair_slug(pair)} for those days first",
+                )
+            candles[pair] = stored.candles
+            versions[f"{stored.library}/{stored.symbol}"] = str(stored.version)
+        return candles, versions
 
     def latest_version(self, exchange_id: str, timeframe: str, pair: str) -> int | None:
         """Latest version of a pair's symbol, or None when nothing is stored."""
