@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from bench import ingest
+from bench import backtest, ingest
 
 
 def main() -> None:
     """Run all benchmarks in turn."""
     logging.basicConfig(level=logging.WARNING)
     ingest.run()
+    backtest.run()
 
 
 if __name__ == "__main__":

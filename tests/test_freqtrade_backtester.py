@@ -2,17 +2,25 @@
 
 One reference backtest (RsiMeanReversion, 3 pairs, Q1 2021) runs inside a Dagster materialization and is
 shared by the tests that read it. The failure paths run the child process for real (an engine crash, a
-timeout) and check that nothing is left behind. The contract tests pin how markets reach Freqtrade with no
-network, so a Freqtrade or ccxt upgrade that changes it fails here, loudly, rather than in a backtest.
+process killed by a signal, a timeout) and check that nothing is left behind. Every backtest is forked
+from one pre-loaded worker process per test process (the zygote); its tests check that it is shared,
+survives what kills a backtest, and never outlives its parent. The contract tests pin how markets reach
+Freqtrade with no network, so a Freqtrade or ccxt upgrade that changes it fails here, loudly, rather than
+in a backtest.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import textwrap
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -43,13 +51,21 @@ from tradai_core.errors import (
     TradAIError,
     ValidationError,
 )
+from tradai_replay.markets import derived_step_size, derived_tick_size
 from tradai_resources.freqtrade_backtester import (
     DEFAULT_EXCHANGE_INFO,
     BacktestResult,
     BacktestRunConfig,
     FreqtradeResource,
+    backtest_exchange_info,
 )
-from tradai_resources.freqtrade_worker import NetworkBlockedError, network_guard, offline_markets
+from tradai_resources.freqtrade_worker import (
+    ForkRequest,
+    NetworkBlockedError,
+    network_guard,
+    offline_markets,
+)
+from tradai_resources.freqtrade_zygote import ZygoteTimeoutError, running_zygotes, zygote_for
 
 PAIRS = ("BTC/USDT", "ETH/USDT", "ADA/USDT")
 RUN = BacktestRunConfig(timerange="20210101-20210401", pairs=PAIRS)
@@ -86,7 +102,12 @@ def reference(tmp_path_factory: pytest.TempPathFactory, candles: dict[str, pd.Da
         handlers_before=handlers_before,
         handlers_after=list(logging.getLogger().handlers),
         work=work,
+        zygote_pid=running_zygotes()[0].pid,
     )
+
+
+WEEK = BacktestRunConfig(timerange="20210301-20210308", pairs=("BTC/USDT",))
+"""A backtest small enough to show that the worker still works after something went wrong."""
 
 
 # --- the reference backtest ---------------------------------------------------------------------------------
@@ -295,14 +316,35 @@ def test_an_engine_crash_fails_clearly_and_leaves_nothing_behind(
     assert list(work.iterdir()) == []
 
 
+def test_a_backtest_process_killed_by_a_signal_fails_alone_and_the_next_one_runs(
+    reference: SimpleNamespace, candles: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    folder = write_crashing(tmp_path / "strategies")
+    module = folder / "crashing.py"
+    module.write_text(
+        "import os\nimport signal\n"
+        + module.read_text().replace(
+            'raise RuntimeError("indicator exploded on purpose")', "os.kill(os.getpid(), signal.SIGSEGV)"
+        )
+    )
+    work = tmp_path / "work"
+    resource = FreqtradeResource(work_dir=str(work))
+    with pytest.raises(BacktestError, match=r"failed \(exit code -11\)"):  # as a segfault in C code would
+        resource.backtest("Crashing", folder, candles, RUN)
+    assert list(work.iterdir()) == []
+    assert [zygote.pid for zygote in running_zygotes()] == [reference.zygote_pid]
+    assert resource.backtest("RsiMeanReversion", STRATEGIES_DIR, candles, WEEK).timerange == WEEK.timerange
+
+
 def test_a_backtest_over_its_time_limit_is_killed_and_cleaned_up(
-    candles: dict[str, pd.DataFrame], tmp_path: Path
+    reference: SimpleNamespace, candles: dict[str, pd.DataFrame], tmp_path: Path
 ) -> None:
     work = tmp_path / "work"
     resource = FreqtradeResource(work_dir=str(work), timeout_seconds=0.5)
     with pytest.raises(BacktestError, match=r"timed out after 0\.5 s and was killed"):
         resource.backtest("RsiMeanReversion", STRATEGIES_DIR, candles, RUN)
     assert list(work.iterdir()) == []
+    assert [zygote.pid for zygote in running_zygotes()] == [reference.zygote_pid]  # only the child died
 
 
 def test_invalid_inputs_fail_before_any_work(candles: dict[str, pd.DataFrame], tmp_path: Path) -> None:
@@ -334,6 +376,195 @@ def test_invalid_inputs_fail_before_any_work(candles: dict[str, pd.DataFrame], t
             "RsiMeanReversion", STRATEGIES_DIR, candles, RUN
         )
     assert list(work.iterdir()) == []
+
+
+# --- pre-forked workers -------------------------------------------------------------------------------------
+
+
+def test_every_resource_and_thread_of_a_process_forks_its_backtests_from_one_zygote(
+    reference: SimpleNamespace, candles: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    resources = [FreqtradeResource(work_dir=str(tmp_path / f"work-{i}")) for i in range(2)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(
+            pool.map(lambda r: r.backtest("RsiMeanReversion", STRATEGIES_DIR, candles, RUN), resources)
+        )
+    for result in results:  # each ran in a fresh process: no state carried over from the reference run
+        assert result.trades == reference.result.trades and result.metrics == reference.result.metrics
+    (zygote,) = running_zygotes()
+    assert zygote.pid == reference.zygote_pid
+    ready = zygote.wait_ready()
+    assert ready["threads"] == 1, "fork() copies one thread: the zygote must have no other"
+    assert ready["failed"] == {}, "every module a backtest needs is preloaded"
+
+
+def test_when_the_zygote_cannot_start_the_backtest_runs_in_a_fresh_interpreter(
+    reference: SimpleNamespace,
+    candles: dict[str, pd.DataFrame],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    python = tmp_path / "python-without-zygote"
+    python.write_text(
+        '#!/bin/sh\nif [ "$3" = "--zygote" ]; then echo "no zygote here" >&2; exit 3; fi\n'
+        f'exec "{sys.executable}" "$@"\n'
+    )
+    python.chmod(0o755)
+    resource = FreqtradeResource(work_dir=str(tmp_path / "work"), python_executable=str(python))
+    with caplog.at_level(logging.WARNING, logger="tradai_resources.freqtrade_backtester"):
+        result = resource.backtest("RsiMeanReversion", STRATEGIES_DIR, candles, RUN)
+    assert result.trades == reference.result.trades and result.metrics == reference.result.metrics
+    (warning,) = [r.getMessage() for r in caplog.records if "zygote is unavailable" in r.getMessage()]
+    assert "exit code 3" in warning and "no zygote here" in warning
+    assert list((tmp_path / "work").iterdir()) == []
+    assert zygote_for(str(python), {}, tmp_path).failed_to_start  # not started again by later backtests
+
+
+def test_an_interpreter_that_does_not_exist_is_a_configuration_error(
+    candles: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    missing = str(tmp_path / "no-such-python")
+    for start_method in ("prefork", "spawn"):
+        resource = FreqtradeResource(
+            work_dir=str(tmp_path / "work"), python_executable=missing, start_method=start_method
+        )
+        with pytest.raises(ConfigurationError, match="cannot start the backtest's interpreter"):
+            resource.backtest("RsiMeanReversion", STRATEGIES_DIR, candles, WEEK)
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_fresh_interpreter_per_backtest_by_choice_gives_the_same_result(
+    reference: SimpleNamespace, candles: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    spawned = FreqtradeResource(work_dir=str(tmp_path / "work"), start_method="spawn")
+    result = spawned.backtest("RsiMeanReversion", STRATEGIES_DIR, candles, RUN)
+    assert result.trades == reference.result.trades and result.metrics == reference.result.metrics
+
+
+def test_a_process_forked_from_the_parent_never_uses_the_parents_zygote(reference: SimpleNamespace) -> None:
+    assert running_zygotes()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit code
+        os._exit(len(running_zygotes()))
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [zygote.pid for zygote in running_zygotes()] == [reference.zygote_pid]
+
+
+def test_the_zygote_kills_a_child_over_its_time_limit(reference: SimpleNamespace, tmp_path: Path) -> None:
+    (zygote,) = running_zygotes()
+    blocked = tmp_path / "job.json"
+    os.mkfifo(blocked)  # the child blocks opening its job file, forever
+    request = ForkRequest(
+        job_path=str(blocked),
+        cwd=str(tmp_path),
+        stdout_path=str(tmp_path / "out"),
+        stderr_path=str(tmp_path / "err"),
+        env=dict(os.environ),
+    )
+    started = time.monotonic()
+    with pytest.raises(ZygoteTimeoutError):
+        zygote.run(request, timeout=0.3)
+    assert time.monotonic() - started < 5
+    assert _children(zygote.pid) == []
+
+
+def _running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (Linux /proc)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+PARENT_SCRIPT = """
+import os, sys, threading, time
+from pathlib import Path
+from tradai_resources.freqtrade_worker import ForkRequest
+from tradai_resources.freqtrade_zygote import zygote_for
+
+folder = Path(sys.argv[1])
+zygote = zygote_for(sys.executable, dict(os.environ), folder)
+zygote.wait_ready()
+job = folder / "job.json"
+os.mkfifo(job)
+request = ForkRequest(job_path=str(job), cwd=str(folder), stdout_path=str(folder / "out"),
+                      stderr_path=str(folder / "err"), env=dict(os.environ))
+threading.Thread(target=zygote.run, args=(request, 600), daemon=True).start()
+print(zygote.pid, flush=True)
+sys.stdin.readline()
+if sys.argv[2] == "killed":
+    os.kill(os.getpid(), 9)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")
+@pytest.mark.parametrize("how", ["exits", "killed"])
+def test_the_zygote_and_its_running_backtests_end_with_their_parent(how: str, tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT_SCRIPT, str(tmp_path), how],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        zygote = int(parent.stdout.readline())  # type: ignore[union-attr]
+        deadline = time.monotonic() + 30
+        while not _children(zygote) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (backtest,) = _children(zygote)
+        parent.communicate("go\n", timeout=30)  # the parent exits normally (atexit) or is SIGKILLed
+        deadline = time.monotonic() + 10
+        while (_running(zygote) or _running(backtest)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(zygote) and not _running(backtest)
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+# --- markets for pairs the snapshot lacks -------------------------------------------------------------------
+
+
+def test_pairs_missing_from_the_snapshot_get_markets_sized_from_their_last_price(
+    candles: dict[str, pd.DataFrame],
+) -> None:
+    snapshot = json.loads(DEFAULT_EXCHANGE_INFO.read_text())
+    assert backtest_exchange_info(snapshot, PAIRS, candles) is None  # nothing to add: the file is used as is
+
+    newcomer = candles["BTC/USDT"] / 1000  # a pair trading near 58 USDT at the end of the candles
+    info = backtest_exchange_info(snapshot, ("BTC/USDT", "NEW/USDT"), {**candles, "NEW/USDT": newcomer})
+    assert info is not None
+    assert info["symbols"][:-1] == snapshot["symbols"]  # the recorded markets, unchanged
+    (added,) = info["symbols"][-1:]
+    assert (added["symbol"], added["baseAsset"], added["quoteAsset"]) == ("NEWUSDT", "NEW", "USDT")
+    last = float(newcomer["close"].iloc[-1])
+    filters = {rule["filterType"]: rule for rule in added["filters"]}
+    assert float(filters["PRICE_FILTER"]["tickSize"]) == pytest.approx(derived_tick_size(last))
+    assert float(filters["LOT_SIZE"]["stepSize"]) == pytest.approx(derived_step_size(last))
+
+
+def test_a_backtest_trades_pairs_the_snapshot_lacks(shared_candles_dir: Path, tmp_path: Path) -> None:
+    pairs = ("BTC/USDT", "SOL/USDT", "AVAX/USDT")  # SOL and AVAX are not in the recorded exchangeInfo
+    run = BacktestRunConfig(timerange="20210101-20210401", pairs=pairs)
+    recorded = {p: load_recorded(shared_candles_dir, p).loc["2020-12-01":"2021-04-01"] for p in pairs}
+    result = FreqtradeResource(work_dir=str(tmp_path / "work")).backtest(
+        "RsiMeanReversion", STRATEGIES_DIR, recorded, run
+    )
+    assert result.pairs == pairs
+    assert {"SOL/USDT", "AVAX/USDT"} <= {trade.pair for trade in result.trades}
+    assert list((tmp_path / "work").iterdir()) == []
 
 
 # --- the offline-markets contract ---------------------------------------------------------------------------

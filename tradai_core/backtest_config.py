@@ -239,8 +239,10 @@ def write_candles(
 ) -> None:
     """Write each pair's candles as a Freqtrade data file (`<datadir>/BTC_USDT-1h.feather`).
 
-    The layout is Freqtrade's FeatherDataHandler's (columns date, open, high, low, close, volume; LZ4),
-    so Freqtrade's own loader reads them, gap-filling and trimming them as it does for downloaded data.
+    The layout is Freqtrade's FeatherDataHandler's (columns date, open, high, low, close, volume), so
+    Freqtrade's own loader reads them, gap-filling and trimming them as it does for downloaded data. The
+    files are left uncompressed: they live for one backtest in a temporary folder, and Freqtrade's own
+    LZ4 level 9 made writing them ~9× slower (0.36 s vs 0.04 s for 12 pairs × 2 years) for no gain.
     """
     datadir.mkdir(parents=True, exist_ok=True)
     for pair in pairs:
@@ -250,9 +252,7 @@ def write_candles(
                 f"load candles for every backtested pair; given: {sorted(candles)}",
             )
         rows = check_candles(pair, candles[pair])
-        rows.to_feather(
-            datadir / f"{pair_slug(pair)}-{timeframe}.{DATA_FORMAT}", compression_level=9, compression="lz4"
-        )
+        rows.to_feather(datadir / f"{pair_slug(pair)}-{timeframe}.{DATA_FORMAT}", compression="uncompressed")
 
 
 def prepare_strategy_dir(strategy_file: Path, strategy: StrategyConfig, target_dir: Path) -> Path:

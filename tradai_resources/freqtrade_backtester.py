@@ -9,13 +9,26 @@ How one backtest runs:
    as Freqtrade data files, the strategy module copied *alone* into a new folder (a `<Strategy>.json`
    left by hyperopt beside the source is never loaded; the config's buy/sell params are written as that
    folder's parameter file instead), Freqtrade's config file, and an empty user-data folder;
-3. a child process (`python -m tradai_resources.freqtrade_worker`) runs the stock `freqtrade backtesting`
-   path on it — Freqtrade's argument parser, config loader and engine, backtest cache off — with markets
-   answered from the recorded **exchangeInfo snapshot** and every socket refused (no network at all, not
-   even loopback; see the worker's docstring). A child process keeps Freqtrade's logging set-up and
-   process-global state out of the Dagster process: its logging is left intact;
+3. a child process runs the stock `freqtrade backtesting` path on it (`tradai_resources.freqtrade_worker`)
+   — Freqtrade's argument parser, config loader and engine, backtest cache off — with markets answered
+   from the recorded **exchangeInfo snapshot** and every socket refused (no network at all, not even
+   loopback; see the worker's docstring). A pair the snapshot lacks gets a market entry of the same shape,
+   sized from the pair's last price in the candles given (`backtest_exchange_info`), as the replay server
+   does. A child process keeps Freqtrade's logging set-up and process-global state out of the Dagster
+   process: its logging is left intact, and a crash in the engine cannot take it down;
 4. the child's result (Freqtrade's own statistics) is parsed into a typed `BacktestResult`;
 5. the workspace is removed in every case — success, engine crash, timeout.
+
+How the child starts (`start_method`): by default (`prefork`) it is forked from this process's
+**zygote** (`tradai_resources.freqtrade_zygote`), a worker process that imported Freqtrade once, so a
+backtest starts in milliseconds instead of paying Freqtrade's import time (seconds) each time. The zygote
+is started on first use — or when Dagster sets the resource up for a step (`setup_for_execution`) — in
+the background, so its imports overlap the validation and candle writing; it lives as long as this
+process and is shared by every resource in it. `spawn` starts a fresh interpreter per backtest instead
+(`python -m tradai_resources.freqtrade_worker job.json`): slower, for debugging, and the fallback if the
+zygote cannot start. Both run the same `main(job)` on the same files; results are identical. The time
+limit counts from the fork (prefork) or from the interpreter's start (spawn); a child over it is killed
+with its whole process group, and the zygote carries on.
 """
 
 from __future__ import annotations
@@ -31,13 +44,14 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Literal
 
 import pandas as pd
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
 from strategies.config import StrategyConfig
-from strategies.validation import find_strategy_file, validate_strategy
+from strategies.validation import validate_strategy
 from tradai_core.backtest_config import BacktestRunConfig, BacktestWorkspace, prepare_workspace, resolve_pairs
 from tradai_core.backtest_result import (
     BacktestMetrics,
@@ -48,7 +62,9 @@ from tradai_core.backtest_result import (
 )
 from tradai_core.errors import BacktestError, ConfigurationError
 from tradai_core.settings import PROJECT_ROOT, TradAISettings
-from tradai_resources.freqtrade_worker import SNAPSHOT_EXCHANGES, WorkerJob
+from tradai_replay.markets import exchange_info_for, load_exchange_info, pair_to_symbol
+from tradai_resources.freqtrade_worker import SNAPSHOT_EXCHANGES, ForkRequest, WorkerJob
+from tradai_resources.freqtrade_zygote import ZygoteError, ZygoteTimeoutError, zygote_for
 
 __all__ = [
     "BacktestMetrics",
@@ -73,6 +89,29 @@ def _tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
     return "\n".join(text[-lines:])
 
 
+class _TimedOut(Exception):
+    """The child ran past the resource's time limit and was killed."""
+
+
+def backtest_exchange_info(
+    snapshot: Mapping[str, Any], pairs: tuple[str, ...], candles: Mapping[str, pd.DataFrame]
+) -> dict[str, Any] | None:
+    """The exchangeInfo a backtest of `pairs` loads its markets from, or None if `snapshot` has them all.
+
+    Pairs the snapshot lacks get an entry shaped like the snapshot's own (`tradai_replay.markets`), with
+    tick and step sizes derived from the pair's last close in `candles` — the rule the replay server
+    applies to its latest price, so a replay server given the returned snapshot serves the same markets.
+    The snapshot's own entries are kept unchanged, in order, and the made-up ones follow.
+    """
+    known = {entry.get("symbol") for entry in snapshot.get("symbols", []) if isinstance(entry, dict)}
+    missing = [pair for pair in pairs if pair_to_symbol(pair) not in known]
+    if not missing:
+        return None
+    prices = {pair: float(candles[pair]["close"].iloc[-1]) for pair in missing if len(candles[pair])}
+    added = exchange_info_for(missing, snapshot, prices)["symbols"]
+    return {**snapshot, "symbols": [*snapshot["symbols"], *added]}
+
+
 class FreqtradeResource(ConfigurableResource):
     """Runs Freqtrade backtests (Freqtrade pinned by the project lock) on candles we hand it, offline."""
 
@@ -90,6 +129,37 @@ class FreqtradeResource(ConfigurableResource):
     python_executable: str | None = Field(
         default=None, description="Interpreter for the child process; default: the current one."
     )
+    start_method: Literal["prefork", "spawn"] = Field(
+        default="prefork",
+        description="prefork: fork each backtest from a worker that imported Freqtrade once (fast); "
+        "spawn: a fresh interpreter per backtest (pays the import time every time).",
+    )
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """Dagster sets the resource up for a step: start the zygote now, so it loads while the step
+        reads candles (a step that declares this resource is about to backtest)."""
+        self.prestart()
+
+    def prestart(self) -> None:
+        """Start this process's zygote in the background if it is not running (prefork only). Never
+        raises: if the zygote cannot start, backtests say so in a warning and run in fresh interpreters."""
+        if self._prefork():
+            try:
+                zygote_for(self._python(), self._child_env(), PROJECT_ROOT)
+            except ZygoteError as exc:
+                logger.warning("%s", exc)
+
+    def _prefork(self) -> bool:
+        return self.start_method == "prefork" and hasattr(os, "fork")
+
+    def _python(self) -> str:
+        return self.python_executable or sys.executable
+
+    def _child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
 
     def _work_root(self) -> Path:
         root = Path(self.work_dir) if self.work_dir else TradAISettings().resolved_data_dir / "backtests"
@@ -122,10 +192,11 @@ class FreqtradeResource(ConfigurableResource):
         unusable candles, BacktestError when the engine fails (with the tail of its log).
         """
         strategy_dir = Path(strategy_dir)
+        self.prestart()  # the zygote loads Freqtrade while we validate and write the candles
         report = validate_strategy(strategy_name, strategy_dir, config=strategy_config)
         report.raise_for_errors()
         config = strategy_config or report.config
-        if config is None:  # pragma: no cover - validate_strategy reports a missing config as an error
+        if config is None or report.path is None:  # pragma: no cover - reported as errors above
             raise ConfigurationError(f"strategy {strategy_name} has no config", "add its YAML")
         if config.exchange not in SNAPSHOT_EXCHANGES:
             raise ConfigurationError(
@@ -136,9 +207,13 @@ class FreqtradeResource(ConfigurableResource):
         snapshot = self._snapshot_path()
         root = Path(tempfile.mkdtemp(prefix=f"bt-{strategy_name}-", dir=self._work_root()))
         try:
-            workspace = prepare_workspace(
-                root, find_strategy_file(strategy_name, strategy_dir), config, run, candles
+            workspace = prepare_workspace(root, Path(report.path), config, run, candles)
+            markets = backtest_exchange_info(
+                load_exchange_info(snapshot), resolve_pairs(config, run), candles
             )
+            if markets is not None:
+                snapshot = root / "exchange_info.json"
+                snapshot.write_text(json.dumps(markets), encoding="utf-8")
             return self._run_worker(workspace, config, run, snapshot)
         finally:
             shutil.rmtree(root, ignore_errors=True)
@@ -157,11 +232,7 @@ class FreqtradeResource(ConfigurableResource):
         )
         job_path = workspace.root / "job.json"
         job_path.write_text(job.model_dump_json(indent=2), encoding="utf-8")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-        env["PYTHONUNBUFFERED"] = "1"
         stdout_path, stderr_path = workspace.root / "worker.stdout", workspace.root / "worker.stderr"
-        command = [self.python_executable or sys.executable, "-m", WORKER_MODULE, str(job_path)]
         logger.info(
             "backtesting %s on %s over %s in a child process",
             config.name,
@@ -169,23 +240,20 @@ class FreqtradeResource(ConfigurableResource):
             run.timerange,
         )
         started = time.monotonic()
-        with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
-            process = subprocess.Popen(
-                command, cwd=workspace.root, env=env, stdout=out, stderr=err, start_new_session=True
-            )
-            try:
-                returncode = process.wait(timeout=self.timeout_seconds)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-                raise BacktestError(
-                    f"backtest of {config.name} timed out after {self.timeout_seconds:g} s and was killed",
-                    "shorten the timerange or raise FreqtradeResource.timeout_seconds",
-                ) from None
-            except BaseException:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-                raise
+        request = ForkRequest(
+            job_path=str(job_path),
+            cwd=str(workspace.root),
+            stdout_path=str(stdout_path),
+            stderr_path=str(stderr_path),
+            env=self._child_env(),
+        )
+        try:
+            returncode = self._run_prefork(request) if self._prefork() else self._run_spawn(request)
+        except _TimedOut:
+            raise BacktestError(
+                f"backtest of {config.name} timed out after {self.timeout_seconds:g} s and was killed",
+                "shorten the timerange or raise FreqtradeResource.timeout_seconds",
+            ) from None
         elapsed = time.monotonic() - started
         if returncode != 0 or not result_path.is_file():
             reason = ""
@@ -209,3 +277,54 @@ class FreqtradeResource(ConfigurableResource):
             result.metrics.total_profit_pct,
         )
         return result
+
+    def _run_prefork(self, request: ForkRequest) -> int:
+        """Run the job in a child forked from the zygote; its time limit counts from the fork."""
+        try:
+            done = zygote_for(self._python(), self._child_env(), PROJECT_ROOT).run(
+                request, self.timeout_seconds
+            )
+        except ZygoteTimeoutError:
+            raise _TimedOut from None
+        except ZygoteError as exc:
+            if exc.started:
+                raise BacktestError(
+                    f"the backtest's worker process was lost: {exc}",
+                    "re-run the backtest; if it repeats, set FreqtradeResource.start_method='spawn'",
+                ) from exc
+            logger.warning("the worker zygote is unavailable (%s); starting a fresh interpreter instead", exc)
+            return self._run_spawn(request)
+        logger.info(
+            "the backtest's process used %.1f s of CPU, %.0f MB at most", done.cpu_seconds, done.max_rss_mb
+        )
+        return done.returncode
+
+    def _run_spawn(self, request: ForkRequest) -> int:
+        """Run the job in a fresh interpreter (`python -m tradai_resources.freqtrade_worker job.json`)."""
+        command = [self._python(), "-m", WORKER_MODULE, request.job_path]
+        with open(request.stdout_path, "wb") as out, open(request.stderr_path, "wb") as err:
+            try:
+                process = subprocess.Popen(
+                    command,
+                    cwd=request.cwd,
+                    env=request.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot start the backtest's interpreter {command[0]}: {exc}",
+                    "set FreqtradeResource.python_executable to a Python with the project installed",
+                ) from exc
+            try:
+                return process.wait(timeout=self.timeout_seconds)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                raise _TimedOut from None
+            except BaseException:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                raise

@@ -25,22 +25,44 @@ The job file (JSON) names the argument list, the snapshot, the strategy, and whe
 The result (Freqtrade's own backtest stats, serialised with Freqtrade's own JSON writer) is written to a
 temporary name and renamed, so a crash never leaves a half-written result. On failure a short
 `error.json` says what failed, the traceback goes to stderr, and the exit code is non-zero.
+
+**Pre-forked workers (the zygote).** Importing Freqtrade, ccxt, SciPy and pandas takes seconds; the backtest
+itself often less. `python -m tradai_resources.freqtrade_worker --zygote FD` imports all of it once
+(`PRELOAD_MODULES`: imports only — no Freqtrade code runs, no logging is configured, no thread is started),
+then waits on the control socket `FD` for jobs. The preloaded objects are frozen out of the garbage collector
+(`gc.freeze`), so children neither scan them nor copy their pages on write — without it a forked backtest of
+12 pairs × 2 years spent ~2 s more CPU than a fresh process. For each job it `fork()`s: the child starts a new
+session, points stdin/stdout/stderr at the job's files, takes the job's environment and working folder, and
+runs `main([job])` exactly as `python -m tradai_resources.freqtrade_worker job.json` would, then exits. So
+every backtest still has a process of its own — Freqtrade's process-global state and logging set-up die with
+it, a crash or a kill touches nothing else — but it starts in milliseconds. The zygote reports each child's
+pid and exit code back on the job's own socket, kills a child when asked (time limit) or when its requester
+goes away, and exits — killing any child still running — when its parent closes the control socket or dies.
+The parent side is `tradai_resources.freqtrade_zygote`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import gc
+import importlib
 import json
 import logging
 import os
+import selectors
+import shutil
+import signal
 import socket
 import sys
+import tempfile
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, NoReturn
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
@@ -64,6 +86,18 @@ class WorkerJob(BaseModel):
     result_path: str
     error_path: str
     block_network: bool = True
+
+
+class ForkRequest(BaseModel):
+    """What the parent asks the zygote for: run one job file in a fresh child, with these files and env."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    job_path: str
+    cwd: str
+    stdout_path: str
+    stderr_path: str
+    env: dict[str, str]
 
 
 class NetworkBlockedError(ConnectionRefusedError):
@@ -226,10 +260,21 @@ def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the job file named by the single argument; return the process exit code."""
+    """Entry point: run the job file named by the single argument; return the process exit code.
+
+    `--zygote FD [FOLDER]` instead serves jobs from the control socket `FD` as a pre-forked worker (`serve`),
+    then removes FOLDER (the zygote's private folder, holding its log).
+    """
     argv = sys.argv[1:] if argv is None else argv
+    if len(argv) in (2, 3) and argv[0] == "--zygote":
+        code = serve(socket.socket(fileno=int(argv[1])))
+        if len(argv) == 3:  # our private folder (its log): gone with us, even if the parent died first
+            shutil.rmtree(argv[2], ignore_errors=True)
+        return code
     if len(argv) != 1:
-        sys.stderr.write("usage: python -m tradai_resources.freqtrade_worker JOB.json\n")
+        sys.stderr.write(
+            "usage: python -m tradai_resources.freqtrade_worker JOB.json | --zygote FD [FOLDER]\n"
+        )
         return EXIT_BAD_JOB
     try:
         job = WorkerJob.model_validate_json(Path(argv[0]).read_text(encoding="utf-8"))
@@ -253,6 +298,246 @@ def main(argv: list[str] | None = None) -> int:
         _write_atomic(Path(job.error_path), lambda handle: json.dump(error, handle))
         traceback.print_exc(file=sys.stderr)
         return EXIT_ENGINE_FAILED
+    return EXIT_OK
+
+
+# --- the zygote: a pre-forked worker ------------------------------------------------------------------------
+
+PRELOAD_MODULES: Final[tuple[str, ...]] = (
+    "numpy",
+    "pandas",
+    "pyarrow.feather",
+    "scipy.stats",
+    "talib.abstract",
+    "technical.qtpylib",
+    "ccxt",
+    "ccxt.async_support",
+    "ccxt.pro",
+    "rapidjson",
+    "freqtrade.commands",
+    "freqtrade.commands.optimize_commands",
+    "freqtrade.configuration",
+    "freqtrade.data.dataprovider",
+    "freqtrade.data.history",
+    "freqtrade.data.history.datahandlers.featherdatahandler",
+    "freqtrade.data.metrics",
+    "freqtrade.misc",
+    "freqtrade.optimize.backtesting",
+    "freqtrade.optimize.optimize_reports",
+    "freqtrade.persistence",
+    "freqtrade.resolvers",
+    "freqtrade.strategy",
+    "strategies.base",
+)
+"""Modules a backtest imports, imported once by the zygote (import only: no Freqtrade code is run)."""
+
+EXIT_CHILD_SETUP_FAILED: Final[int] = 70
+_KILL_COMMAND: Final[bytes] = b"kill"
+
+
+def preload(modules: tuple[str, ...] = PRELOAD_MODULES) -> tuple[list[str], dict[str, str]]:
+    """Import `modules`; return (imported, {module: error}). A failure is reported, not fatal: the child
+    imports the module again when the backtest needs it and fails there, with the backtest's own error."""
+    imported: list[str] = []
+    failed: dict[str, str] = {}
+    for name in modules:
+        try:
+            importlib.import_module(name)
+            imported.append(name)
+        except Exception as exc:  # a missing optional module must not stop the zygote
+            failed[name] = f"{type(exc).__name__}: {exc}"
+    return imported, failed
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL the child's process group (it leads its own session), or the child alone if it has not
+    called setsid yet."""
+    with contextlib.suppress(ProcessLookupError):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            os.kill(pid, signal.SIGKILL)
+
+
+def _read_line(conn: socket.socket, limit: int = 1 << 20) -> bytes:
+    buffer = b""
+    while not buffer.endswith(b"\n"):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        buffer += chunk
+        if len(buffer) > limit:
+            raise ValueError("request too long")
+    return buffer
+
+
+def _send_json(conn: socket.socket, message: dict[str, Any]) -> None:
+    with contextlib.suppress(OSError):  # the requester may be gone; the child is reaped regardless
+        conn.sendall(json.dumps(message).encode() + b"\n")
+
+
+def _reseed_numpy() -> None:
+    """A forked child inherits numpy's global random state; reseed it from the OS as a fresh process does.
+    (Python's own `random` is reseeded after fork by the interpreter.)"""
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed()
+
+
+def _become_job(request: ForkRequest, inherited: list[Callable[[], None]]) -> NoReturn:
+    """In the forked child: drop the zygote's descriptors and signal set-up, take the job's session,
+    files, folder and environment, run the job like `python -m ... job.json`, and exit with its code."""
+    code = EXIT_CHILD_SETUP_FAILED
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for close in inherited:
+            with contextlib.suppress(OSError, ValueError):
+                close()
+        os.setsid()
+        stdin = os.open(os.devnull, os.O_RDONLY)
+        stdout = os.open(request.stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        stderr = os.open(request.stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(request.cwd)
+        os.environ.clear()
+        os.environ.update(request.env)
+        tempfile.tempdir = None  # recomputed from the job's environment
+        sys.argv = [str(Path(__file__)), request.job_path]
+        _reseed_numpy()
+        code = main([request.job_path])
+    except BaseException:
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+
+def serve(control: socket.socket) -> int:
+    """Run as the zygote on `control` (a Unix socket to the parent) until the parent goes away.
+
+    Protocol — control socket, parent → zygote: one byte with a job socket attached (SCM_RIGHTS); zygote →
+    parent, once: a `{"ready": ...}` line after the preload. Job socket: the parent writes one `ForkRequest`
+    line; the zygote answers `{"pid": N}` once the child is forked and `{"returncode": rc, "cpu_seconds": s,
+    "max_rss_mb": m}` when it has exited (negative rc: killed by that signal). `kill` from the parent, or the
+    parent closing its end, kills the child's process group. EOF on the control socket kills every child and
+    exits.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent owns our lifetime, not the terminal
+    gc.disable()  # no collections while importing: everything imported stays alive anyway
+    imported, failed = preload()
+    gc.collect()
+    gc.freeze()  # children never scan (nor copy-on-write) the preloaded heap: ~2 s CPU less per backtest
+    gc.enable()
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes the selector through wake_w
+    selector = selectors.DefaultSelector()
+    selector.register(control, selectors.EVENT_READ, None)
+    selector.register(wake_r, selectors.EVENT_READ, None)
+    children: dict[int, socket.socket] = {}
+    _send_json(
+        control,
+        {
+            "ready": True,
+            "pid": os.getpid(),
+            "preloaded": len(imported),
+            "failed": failed,
+            "threads": threading.active_count(),
+        },
+    )
+    if threading.active_count() != 1:  # fork() copies only this thread: say so loudly
+        sys.stderr.write(f"zygote: {threading.active_count()} threads after preload; fork may be unsafe\n")
+
+    def inherited() -> list[Callable[[], None]]:
+        return [
+            selector.close,
+            control.close,
+            *(conn.close for conn in children.values()),
+            lambda: os.close(wake_r),
+            lambda: os.close(wake_w),
+        ]
+
+    def fork_job(conn: socket.socket) -> None:
+        conn.settimeout(10.0)
+        try:
+            request = ForkRequest.model_validate_json(_read_line(conn))
+        except Exception as exc:  # the message names the problem, never the values (the env holds secrets)
+            _send_json(conn, {"error": f"bad request ({type(exc).__name__})"})
+            conn.close()
+            return
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        pid = os.fork()
+        if pid == 0:
+            _become_job(request, [*inherited(), conn.close])
+        children[pid] = conn
+        _send_json(conn, {"pid": pid})
+        selector.register(conn, selectors.EVENT_READ, pid)
+
+    def reap() -> None:
+        while children:
+            try:
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            conn = children.pop(pid, None)
+            if conn is not None:
+                _send_json(
+                    conn,
+                    {
+                        "returncode": os.waitstatus_to_exitcode(status),
+                        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                        "max_rss_mb": usage.ru_maxrss / 1024,
+                    },
+                )
+                with contextlib.suppress(KeyError, ValueError):
+                    selector.unregister(conn)
+                conn.close()
+
+    serving = True
+    while serving or children:
+        for key, _ in selector.select(timeout=None if serving else 0.2):
+            if key.fileobj is control:
+                try:
+                    message, fds, _, _ = socket.recv_fds(control, 1, 4)
+                except OSError:
+                    message, fds = b"", []
+                if not message:  # the parent closed the control socket or died
+                    serving = False
+                    selector.unregister(control)
+                    for pid in list(children):
+                        _kill_group(pid)
+                for fd in fds:
+                    fork_job(socket.socket(fileno=fd))
+            elif key.fileobj == wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(wake_r, 512):
+                        pass
+            else:
+                conn = key.fileobj
+                assert isinstance(conn, socket.socket)
+                try:
+                    data = conn.recv(64)
+                except OSError:
+                    data = b""
+                if not data or _KILL_COMMAND in data:
+                    _kill_group(key.data)
+                    if not data:
+                        selector.unregister(conn)  # still reaped; nobody left to tell
+        reap()
     return EXIT_OK
 
 
