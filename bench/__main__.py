@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 
-from bench import backtest, ingest
+from bench import backtest, features, hyperopt, ingest
 
 
 def main() -> None:
     """Run all benchmarks in turn."""
     logging.basicConfig(level=logging.WARNING)
     ingest.run()
+    features.run()
     backtest.run()
+    hyperopt.run()
 
 
 if __name__ == "__main__":
