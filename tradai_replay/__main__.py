@@ -98,8 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     now = datetime.fromtimestamp(server.now_ms / 1000, tz=UTC).isoformat()
     logger.info("serving %s; clock frozen at %s", ", ".join(server.pairs), now)
-    print(f"Replay server listening on {server.base_url}", flush=True)
-    print(USAGE_HINT.format(url=server.base_url), flush=True)
+    hint = USAGE_HINT.format(url=server.base_url)
+    sys.stdout.write(f"Replay server listening on {server.base_url}\n{hint}\n")
+    sys.stdout.flush()
     try:
         while not stop.wait(0.5):
             pass
