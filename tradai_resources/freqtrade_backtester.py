@@ -112,6 +112,24 @@ def backtest_exchange_info(
     return {**snapshot, "symbols": [*snapshot["symbols"], *added]}
 
 
+def work_root(configured: str | None, default_name: str) -> Path:
+    """The folder for temporary workspaces: `configured`, else `<data dir>/<default_name>` (created)."""
+    root = Path(configured) if configured else TradAISettings().resolved_data_dir / default_name
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def snapshot_path(configured: str | None, owner: str) -> Path:
+    """The exchangeInfo snapshot that answers market requests offline: `configured`, else the bundled one."""
+    path = Path(configured) if configured else DEFAULT_EXCHANGE_INFO
+    if not path.is_file():
+        raise ConfigurationError(
+            f"exchangeInfo snapshot {path} does not exist",
+            f"set {owner}.exchange_info_path to a saved GET /api/v3/exchangeInfo response",
+        )
+    return path
+
+
 class FreqtradeResource(ConfigurableResource):
     """Runs Freqtrade backtests (Freqtrade pinned by the project lock) on candles we hand it, offline."""
 
@@ -162,18 +180,10 @@ class FreqtradeResource(ConfigurableResource):
         return env
 
     def _work_root(self) -> Path:
-        root = Path(self.work_dir) if self.work_dir else TradAISettings().resolved_data_dir / "backtests"
-        root.mkdir(parents=True, exist_ok=True)
-        return root
+        return work_root(self.work_dir, "backtests")
 
     def _snapshot_path(self) -> Path:
-        path = Path(self.exchange_info_path) if self.exchange_info_path else DEFAULT_EXCHANGE_INFO
-        if not path.is_file():
-            raise ConfigurationError(
-                f"exchangeInfo snapshot {path} does not exist",
-                "set FreqtradeResource.exchange_info_path to a saved GET /api/v3/exchangeInfo response",
-            )
-        return path
+        return snapshot_path(self.exchange_info_path, "FreqtradeResource")
 
     def backtest(
         self,

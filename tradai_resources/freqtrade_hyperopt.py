@@ -58,7 +58,7 @@ from tradai_core.hyperopt import (
     worker_shares,
 )
 from tradai_core.settings import PROJECT_ROOT, TradAISettings
-from tradai_resources.freqtrade_backtester import DEFAULT_EXCHANGE_INFO
+from tradai_resources.freqtrade_backtester import snapshot_path, work_root
 from tradai_resources.freqtrade_hyperopt_worker import HyperoptJob, make_storage
 from tradai_resources.freqtrade_worker import SNAPSHOT_EXCHANGES
 from tradai_resources.mlflow_tracking import redact_uri
@@ -179,18 +179,10 @@ class HyperoptResource(ConfigurableResource):
         return redact_uri(self.resolved_storage_url())
 
     def _work_root(self) -> Path:
-        root = Path(self.work_dir) if self.work_dir else TradAISettings().resolved_data_dir / "hyperopt"
-        root.mkdir(parents=True, exist_ok=True)
-        return root
+        return work_root(self.work_dir, "hyperopt")
 
     def _snapshot_path(self) -> Path:
-        path = Path(self.exchange_info_path) if self.exchange_info_path else DEFAULT_EXCHANGE_INFO
-        if not path.is_file():
-            raise ConfigurationError(
-                f"exchangeInfo snapshot {path} does not exist",
-                "set HyperoptResource.exchange_info_path to a saved GET /api/v3/exchangeInfo response",
-            )
-        return path
+        return snapshot_path(self.exchange_info_path, "HyperoptResource")
 
     # -- studies
 
