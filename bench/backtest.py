@@ -180,12 +180,14 @@ def _startup(folder: Path, work: Path) -> list[tuple[str, float, float, str]]:
 _POOL_RESOURCE: FreqtradeResource | None = None
 
 
-def _pool_backtest(name: str, folder: str, pairs: tuple[str, ...], timerange: str, work: str) -> int:
+def _pool_backtest(
+    name: str, folder: str, pairs: tuple[str, ...], timerange: str, work: str, vectorized_tick_size: bool
+) -> int:
     """One sweep task in a pool process: what a Dagster step does — set the resource up, read the
     candles, backtest. Returns the trade count."""
     global _POOL_RESOURCE
     if _POOL_RESOURCE is None:
-        _POOL_RESOURCE = FreqtradeResource(work_dir=work)
+        _POOL_RESOURCE = FreqtradeResource(work_dir=work, vectorized_tick_size=vectorized_tick_size)
         _POOL_RESOURCE.prestart()  # as Dagster's setup_for_execution does
     run = BacktestRunConfig(timerange=timerange, pairs=pairs)
     return _POOL_RESOURCE.backtest(
@@ -227,17 +229,28 @@ def _sweep(folder: Path, work: Path) -> list[tuple[str, float, float, str]]:
     candles = _load(folder, pairs, run)
     print(f"sweep: {', '.join(names)} × {len(pairs)} pairs × {run.timerange}")
 
-    trades: dict[str, int] = {}
+    trades: dict[bool, dict[str, int]] = {True: {}, False: {}}
 
-    def ours() -> None:
-        with ProcessPoolExecutor(max_workers=POOL_SIZE, mp_context=get_context("spawn")) as pool:
-            futures = {
-                name: pool.submit(_pool_backtest, name, str(folder), pairs, run.timerange, str(work / "pool"))
-                for name in names
-            }
-            trades.update({name: future.result() for name, future in futures.items()})
+    def ours(vectorized_tick_size: bool) -> Callable[[], None]:
+        def sweep() -> None:
+            with ProcessPoolExecutor(max_workers=POOL_SIZE, mp_context=get_context("spawn")) as pool:
+                futures = {
+                    name: pool.submit(
+                        _pool_backtest,
+                        name,
+                        str(folder),
+                        pairs,
+                        run.timerange,
+                        str(work / "pool"),
+                        vectorized_tick_size,
+                    )
+                    for name in names
+                }
+                trades[vectorized_tick_size].update({name: f.result() for name, f in futures.items()})
 
-    cpu: dict[str, list[float]] = {"cli": [], "pool": []}
+        return sweep
+
+    cpu: dict[str, list[float]] = {"cli": [], "pool": [], "pool_stock": []}
 
     def counted(name: str, fn: Callable[[], object]) -> Callable[[], None]:
         """`fn`, adding the CPU seconds of the processes it ran (and waited for) to `cpu[name]`."""
@@ -256,27 +269,33 @@ def _sweep(folder: Path, work: Path) -> list[tuple[str, float, float, str]]:
         seconds = _interleaved(
             {
                 "cli": counted("cli", lambda: [cli.run(n, run, workspaces[n]) for n in names]),
-                "pool": counted("pool", ours),
+                "pool": counted("pool", ours(vectorized_tick_size=True)),
+                "pool_stock": counted("pool_stock", ours(vectorized_tick_size=False)),
             },
             SWEEP_REPEATS,
             {},
         )
     finally:
         cli.close()
-    parallel, baseline = seconds["pool"], seconds["cli"]
-    print(f"sweep: trades per strategy {trades}")
+    if trades[True] != trades[False]:
+        raise RuntimeError(f"the tick-size replacement changed trade counts: {trades}")
+    parallel, stock, baseline = seconds["pool"], seconds["pool_stock"], seconds["cli"]
+    print(f"sweep: trades per strategy {trades[True]}")
     print(
         f"sweep: CPU seconds used (median): pool {statistics.median(cpu['pool']):.1f} (its processes, "
-        f"workers' start-up included), CLI {statistics.median(cpu['cli']):.1f}; wall-clock gains need "
-        "both cores free"
+        f"workers' start-up included), pool with Freqtrade's own precision code "
+        f"{statistics.median(cpu['pool_stock']):.1f}, CLI {statistics.median(cpu['cli']):.1f}; "
+        "wall-clock gains need both cores free"
     )
+    case = f"sweep {len(names)} strategies × {len(pairs)} pairs × 2 y: pool of {POOL_SIZE} vs CLI in turn"
     return [
+        (case, parallel, baseline, f"{baseline / parallel:.2f}× faster; target ≥ 1.7×"),
         (
-            f"sweep {len(names)} strategies × {len(pairs)} pairs × 2 y: pool of {POOL_SIZE} vs CLI in turn",
-            parallel,
+            "  same, Freqtrade's own tick-size code (vectorized_tick_size off)",
+            stock,
             baseline,
-            f"{baseline / parallel:.2f}× faster; target ≥ 1.7×",
-        )
+            f"{baseline / stock:.2f}× faster: the share the parallel pool alone gives",
+        ),
     ]
 
 

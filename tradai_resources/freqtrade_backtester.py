@@ -147,6 +147,11 @@ class FreqtradeResource(ConfigurableResource):
     python_executable: str | None = Field(
         default=None, description="Interpreter for the child process; default: the current one."
     )
+    vectorized_tick_size: bool = Field(
+        default=True,
+        description="Estimate Freqtrade's historic price precision arithmetically instead of printing "
+        "every price (identical results, ~3 s less per 12 pairs × 2 years); false: Freqtrade's own code.",
+    )
     start_method: Literal["prefork", "spawn"] = Field(
         default="prefork",
         description="prefork: fork each backtest from a worker that imported Freqtrade once (fast); "
@@ -239,6 +244,7 @@ class FreqtradeResource(ConfigurableResource):
             exchange_info_path=str(snapshot),
             result_path=str(result_path),
             error_path=str(error_path),
+            vectorized_tick_size=self.vectorized_tick_size,
         )
         job_path = workspace.root / "job.json"
         job_path.write_text(job.model_dump_json(indent=2), encoding="utf-8")

@@ -39,8 +39,7 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +54,12 @@ from tradai_core.hyperopt import (
     objective_value,
     return_stats,
 )
-from tradai_resources.freqtrade_worker import OfflineLog, network_guard, offline_markets
+from tradai_resources.freqtrade_worker import (
+    network_guard,
+    no_guard,
+    offline_markets,
+    vectorized_tick_size,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -303,11 +307,6 @@ class _Objective:
         return float(record["value"])
 
 
-@contextmanager
-def _no_guard() -> Iterator[OfflineLog]:
-    yield OfflineLog()
-
-
 def run_worker(job: HyperoptJob) -> dict[str, Any]:
     """Build the engine once, then run this worker's share of the study; return a summary."""
     started = time.perf_counter()
@@ -319,8 +318,8 @@ def run_worker(job: HyperoptJob) -> dict[str, Any]:
     snapshot = json.loads(Path(job.exchange_info_path).read_text(encoding="utf-8"))
     args = Arguments(list(job.argv)).get_parsed_arg()
     with offline_markets(job.exchange, snapshot) as markets:
-        guard = network_guard() if job.block_network else _no_guard()
-        with guard as network:
+        guard = network_guard() if job.block_network else no_guard()
+        with guard as network, vectorized_tick_size():
             config = setup_optimize_configuration(args, RunMode.HYPEROPT)
             engine = TrialEngine(config, job.search_space, job.objective, job.min_trades)
         if network.refused:
