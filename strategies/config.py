@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from strategies.base import STRATEGY_NAME, check_semver, check_timeframe
+from strategies.metadata import STRATEGY_NAME, check_semver, check_timeframe
 from tradai_core.errors import ConfigurationError, NotFoundError
 
 STRATEGY_OVERRIDES: Final[frozenset[str]] = frozenset(

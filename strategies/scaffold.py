@@ -25,8 +25,8 @@ from pathlib import Path
 from string import Template
 from typing import Final
 
-from strategies.base import STRATEGY_NAME, StrategyCategory, StrategyStatus, check_timeframe
 from strategies.config import StrategyConfig, dump_strategy_config
+from strategies.metadata import STRATEGY_NAME, StrategyCategory, StrategyStatus, check_timeframe
 from strategies.validation import INFRASTRUCTURE_MODULES, STRATEGIES_DIR, discover_strategies
 from tradai_core.errors import ValidationError
 from tradai_core.settings import DEFAULT_PAIRS

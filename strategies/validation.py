@@ -23,14 +23,17 @@ from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel, ConfigDict
 from pydantic import ValidationError as PydanticValidationError
 
-from strategies.base import StrategyMetadata, StrategyStatus, TradAIStrategy
 from strategies.config import StrategyConfig, config_path_for, load_strategy_config
+from strategies.metadata import StrategyMetadata, StrategyStatus
 from tradai_core.errors import NotFoundError, StrategyValidationError, TradAIError
+
+if TYPE_CHECKING:  # Freqtrade is imported only when a strategy class is loaded
+    from strategies.base import TradAIStrategy
 
 logger = logging.getLogger(__name__)
 
@@ -406,6 +409,8 @@ def validate_strategy_class(
     cls: type, config: StrategyConfig | None = None
 ) -> tuple[StrategyMetadata | None, list[ValidationIssue]]:
     """Every check that needs only the class (and optionally its config); returns (metadata, issues)."""
+    from strategies.base import TradAIStrategy
+
     if not (inspect.isclass(cls) and issubclass(cls, TradAIStrategy)):
         return None, [
             _issue("base_class", f"{getattr(cls, '__name__', cls)!r} does not subclass TradAIStrategy")

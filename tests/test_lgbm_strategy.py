@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from strategies.base import StrategyCategory
 from strategies.config import load_strategy_config
 from strategies.lgbm_classifier import LgbmClassifier, filler_candles, load_model
+from strategies.metadata import StrategyCategory
 from strategies.validation import STRATEGIES_DIR, find_strategy_file, validate_strategy
 from tests.conftest import load_recorded
 from tradai_assets.models import CHALLENGER, CHAMPION, register_trained_model, store_training_set

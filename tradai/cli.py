@@ -23,7 +23,7 @@ EXIT_USAGE = 2
 
 
 def _strategy_new(args: argparse.Namespace) -> int:
-    from strategies.base import StrategyStatus
+    from strategies.metadata import StrategyStatus
     from strategies.scaffold import create_strategy
     from strategies.validation import validate_strategy
 
@@ -74,7 +74,7 @@ def _strategy_list(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The `tradai` argument parser; command groups add themselves as sub-parsers."""
-    from strategies.base import StrategyCategory, StrategyStatus
+    from strategies.metadata import StrategyCategory, StrategyStatus
     from strategies.validation import STRATEGIES_DIR
 
     parser = argparse.ArgumentParser(prog="tradai", description="TradAI: crypto trading research on Dagster.")

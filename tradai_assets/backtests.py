@@ -29,8 +29,8 @@ from dagster import (
     asset,
 )
 
-from strategies.base import StrategyCategory
 from strategies.config import StrategyConfig
+from strategies.metadata import StrategyCategory
 from strategies.validation import (
     STRATEGIES_DIR,
     StrategyValidationReport,

@@ -1,0 +1,109 @@
+"""What a strategy declares about itself: frozen metadata, its categories and statuses, and the name,
+version and timeframe rules the strategy config shares.
+
+Kept apart from `strategies.base` (which imports Freqtrade) so the platform can list, describe and gate
+strategies — partitions, configs, the UI — without importing the trading engine.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tradai_core.timeframes import timeframe_seconds
+
+SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+)
+"""Semantic Versioning 2.0.0 (the official regular expression from semver.org)."""
+
+STRATEGY_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+"""A strategy's name is its class name: CamelCase, letters and digits, starting with a capital."""
+
+TAG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+def check_semver(value: str) -> str:
+    """Return `value` if it is a semantic version (`1.2.3`, `1.0.0-rc.1`), else raise ValueError."""
+    if not SEMVER.match(value):
+        raise ValueError(f"version {value!r} is not a semantic version; use MAJOR.MINOR.PATCH, e.g. 1.0.0")
+    return value
+
+
+def check_timeframe(value: str) -> str:
+    """Return `value` if it is a timeframe like `5m`, `1h` or `1d`, else raise ValueError."""
+    try:
+        timeframe_seconds(value)
+    except Exception as exc:  # tradai_core raises its own ValidationError; pydantic wants ValueError
+        raise ValueError(f"timeframe {value!r} is not valid; use e.g. 5m, 1h, 4h or 1d") from exc
+    return value
+
+
+class StrategyCategory(StrEnum):
+    """What kind of edge a strategy trades on."""
+
+    TREND_FOLLOWING = "trend_following"
+    MEAN_REVERSION = "mean_reversion"
+    MOMENTUM = "momentum"
+    BREAKOUT = "breakout"
+    MACHINE_LEARNING = "machine_learning"
+
+
+class StrategyStatus(StrEnum):
+    """Where a strategy is in its life: only `active` ones are meant for production decisions."""
+
+    ACTIVE = "active"
+    TESTING = "testing"
+    DEPRECATED = "deprecated"
+
+
+class StrategyMetadata(BaseModel):
+    """What a strategy is, declared by the strategy itself (frozen: metadata never changes at run time)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(description="The strategy's class name, e.g. RsiMeanReversion.")
+    version: str = Field(description="Semantic version of the strategy's logic, e.g. 1.0.0.")
+    description: str = Field(min_length=1, description="One or two sentences a quant can act on.")
+    timeframe: str = Field(description="Candle timeframe the strategy trades on, e.g. 1h.")
+    category: StrategyCategory
+    status: StrategyStatus = StrategyStatus.TESTING
+    tags: tuple[str, ...] = Field(default=(), description="Lower-case labels, e.g. ('rsi', 'talib').")
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not STRATEGY_NAME.match(value):
+            raise ValueError(f"name {value!r} must be a CamelCase class name, e.g. RsiMeanReversion")
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _check_version(cls, value: str) -> str:
+        return check_semver(value)
+
+    @field_validator("description")
+    @classmethod
+    def _check_description(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("description must not be blank")
+        return value
+
+    @field_validator("timeframe")
+    @classmethod
+    def _check_timeframe(cls, value: str) -> str:
+        return check_timeframe(value)
+
+    @field_validator("tags")
+    @classmethod
+    def _check_tags(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for tag in value:
+            if not TAG.match(tag):
+                raise ValueError(f"tag {tag!r} must be lower-case letters, digits, '-' or '_'")
+        if len(set(value)) != len(value):
+            raise ValueError("tags must not repeat")
+        return value
