@@ -9,11 +9,16 @@
 2. **Start-up per backtest**: a 1 pair × 1 week backtest (almost no engine work) through the resource,
    forked from the pre-loaded worker vs a fresh interpreter per backtest (`start_method="spawn"`, what
    every backtest paid before). The difference is the start-up each backtest no longer pays.
-3. **Sweep**: every strategy in `strategies/` over 12 pairs × 2 years (the 6 demo pairs on a bare clone):
-   ours on a pool of 2 processes, spawned as Dagster's multiprocess executor starts step processes, each
-   calling the resource (and so starting its own worker) — against the CLI run for each strategy in turn.
-   Target ≥ 1.7× faster (ratio ≤ 0.59). A strategy that cannot run here (a machine-learning strategy
-   without a trained model, an invalid one) is left out of both sides, and the output says so.
+3. **Sweep**: every strategy in `strategies/` over 12 pairs × 2 years (the 6 demo pairs on a bare clone)
+   against the CLI run for each strategy in turn. Target ≥ 1.7× faster (ratio ≤ 0.59). Rows:
+   - a real Dagster run (`bench.sweep_job`, launched as a fresh process): one step per strategy on the
+     multiprocess executor, at most 2 at a time, each step setting up `FreqtradeResource` (and so its own
+     pre-forked worker), reading the candles and backtesting — with Dagster's default `spawn` start method
+     (every step process imports the job afresh), then with `forkserver`;
+   - the resource alone: 2 long-lived processes sharing the strategies (no run or step start-up), with
+     and without the vectorized tick size — the ceiling the Dagster run approaches as its start-up shrinks.
+   A strategy that cannot run here (a machine-learning strategy without a trained model, an invalid one) is
+   left out of every side, and the output says so.
 """
 
 from __future__ import annotations
@@ -32,12 +37,14 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Literal
 
 import ccxt
 import pandas as pd
 
+from bench import sweep_job
 from bench.common import PROJECT_ROOT, candles_dir, median_seconds, report
-from strategies.base import StrategyCategory
+from strategies.metadata import StrategyCategory
 from strategies.validation import STRATEGIES_DIR, discover_strategies, validate_strategy
 from tradai_core.backtest_config import BacktestRunConfig, BacktestWorkspace, prepare_workspace
 from tradai_core.candles import normalize_candles
@@ -53,7 +60,6 @@ from tradai_resources.freqtrade_backtester import (
 from tradai_resources.freqtrade_zygote import shutdown_zygotes
 
 TF = "1h"
-WARMUP = pd.Timedelta(days=60)
 SINGLE_STRATEGY = "EmaAdxTrend"
 SINGLE_PAIRS = ("BTC/USDT", "ETH/USDT", "ADA/USDT", "XRP/USDT", "DOGE/USDT")
 SINGLE_RUN = BacktestRunConfig(timerange="20210101-20220101", pairs=SINGLE_PAIRS)
@@ -62,16 +68,7 @@ POOL_SIZE = 2
 SWEEP_REPEATS = 2
 
 
-def _load(folder: Path, pairs: tuple[str, ...], run: BacktestRunConfig) -> dict[str, pd.DataFrame]:
-    """Recorded candles of `pairs` covering `run` plus the warm-up, as the candle store returns them."""
-    start = pd.Timestamp(run.timerange[:8], tz="UTC") - WARMUP
-    end = pd.Timestamp(run.timerange[9:], tz="UTC")
-    return {
-        pair: normalize_candles(pd.read_parquet(folder / f"{pair.replace('/', '_')}-{TF}.parquet")).loc[
-            start:end
-        ]
-        for pair in pairs
-    }
+_load = sweep_job.recorded_candles
 
 
 class StockCli:
@@ -250,7 +247,36 @@ def _sweep(folder: Path, work: Path) -> list[tuple[str, float, float, str]]:
 
         return sweep
 
-    cpu: dict[str, list[float]] = {"cli": [], "pool": [], "pool_stock": []}
+    dagster_home = work / "dagster_home"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+
+    def dagster_run(start_method: Literal["spawn", "forkserver"]) -> Callable[[], None]:
+        config_path = work / f"sweep_run_config_{start_method}.json"
+        config = sweep_job.run_config(names, folder, pairs, run.timerange, work / "steps", start_method)
+        config_path.write_text(json.dumps(config), encoding="utf-8")
+
+        def launch() -> None:
+            """`python -m bench.sweep_job`: a fresh process runs the job on the multiprocess executor."""
+            done = subprocess.run(
+                [sys.executable, "-m", "bench.sweep_job", str(config_path)],
+                cwd=PROJECT_ROOT,
+                env=dict(
+                    os.environ,
+                    PYTHONPATH=str(PROJECT_ROOT),
+                    DAGSTER_HOME=str(dagster_home),
+                    **{sweep_job.STRATEGIES_ENV: ",".join(names)},
+                ),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"the sweep job failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+
+        return launch
+
+    cpu: dict[str, list[float]] = {"cli": [], "dagster": [], "pool": [], "pool_stock": []}
 
     def counted(name: str, fn: Callable[[], object]) -> Callable[[], None]:
         """`fn`, adding the CPU seconds of the processes it ran (and waited for) to `cpu[name]`."""
@@ -269,6 +295,8 @@ def _sweep(folder: Path, work: Path) -> list[tuple[str, float, float, str]]:
         seconds = _interleaved(
             {
                 "cli": counted("cli", lambda: [cli.run(n, run, workspaces[n]) for n in names]),
+                "dagster": counted("dagster", dagster_run("spawn")),
+                "dagster_forkserver": dagster_run("forkserver"),  # its step processes are not our children
                 "pool": counted("pool", ours(vectorized_tick_size=True)),
                 "pool_stock": counted("pool_stock", ours(vectorized_tick_size=False)),
             },
@@ -279,22 +307,41 @@ def _sweep(folder: Path, work: Path) -> list[tuple[str, float, float, str]]:
         cli.close()
     if trades[True] != trades[False]:
         raise RuntimeError(f"the tick-size replacement changed trade counts: {trades}")
-    parallel, stock, baseline = seconds["pool"], seconds["pool_stock"], seconds["cli"]
+    dagster, forkserver = seconds["dagster"], seconds["dagster_forkserver"]
+    parallel, stock = seconds["pool"], seconds["pool_stock"]
+    baseline = seconds["cli"]
     print(f"sweep: trades per strategy {trades[True]}")
     print(
-        f"sweep: CPU seconds used (median): pool {statistics.median(cpu['pool']):.1f} (its processes, "
-        f"workers' start-up included), pool with Freqtrade's own precision code "
-        f"{statistics.median(cpu['pool_stock']):.1f}, CLI {statistics.median(cpu['cli']):.1f}; "
-        "wall-clock gains need both cores free"
+        "sweep: CPU seconds used (median): "
+        + ", ".join(f"{name} {statistics.median(values):.1f}" for name, values in cpu.items())
+        + " (processes started and waited for, workers' start-up included); wall-clock gains need both "
+        "cores free"
     )
-    case = f"sweep {len(names)} strategies × {len(pairs)} pairs × 2 y: pool of {POOL_SIZE} vs CLI in turn"
+    case = f"sweep {len(names)} strategies × {len(pairs)} pairs × 2 y"
     return [
-        (case, parallel, baseline, f"{baseline / parallel:.2f}× faster; target ≥ 1.7×"),
+        (
+            f"{case}: Dagster run, multiprocess executor (max 2) vs CLI in turn",
+            dagster,
+            baseline,
+            f"{baseline / dagster:.2f}× faster; target ≥ 1.7×",
+        ),
+        (
+            "  same, step processes forked from a forkserver (start_method)",
+            forkserver,
+            baseline,
+            f"{baseline / forkserver:.2f}× faster: no import per step",
+        ),
+        (
+            f"  the resource alone: {POOL_SIZE} long-lived processes vs CLI in turn",
+            parallel,
+            baseline,
+            f"{baseline / parallel:.2f}× faster: no step process or run start-up",
+        ),
         (
             "  same, Freqtrade's own tick-size code (vectorized_tick_size off)",
             stock,
             baseline,
-            f"{baseline / stock:.2f}× faster: the share the parallel pool alone gives",
+            f"{baseline / stock:.2f}× faster",
         ),
     ]
 

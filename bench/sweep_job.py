@@ -1,0 +1,117 @@
+"""The strategy sweep as a real Dagster run: one op per strategy on the multiprocess executor.
+
+`bench.backtest` runs `python -m bench.sweep_job RUN_CONFIG.json` in a fresh process (with `DAGSTER_HOME`
+pointing at a throw-away instance), which is what launching a run costs: an interpreter imports this job,
+Dagster's multiprocess executor spawns one step process per strategy, at most `max_concurrent` at a time,
+and each step sets up `FreqtradeResource` (starting its pre-forked worker), reads the candles and backtests.
+
+The strategies are named by `TRADAI_BENCH_SWEEP_STRATEGIES` (comma-separated; read again by every step
+process when it imports this module, so it must not change during the run).
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+from dagster import (
+    Config,
+    DagsterInstance,
+    OpDefinition,
+    OpExecutionContext,
+    execute_job,
+    job,
+    multiprocess_executor,
+    op,
+    reconstructable,
+)
+
+from strategies.validation import STRATEGIES_DIR
+from tradai_core.backtest_config import BacktestRunConfig
+from tradai_core.candles import normalize_candles
+from tradai_resources.freqtrade_backtester import FreqtradeResource
+
+STRATEGIES_ENV = "TRADAI_BENCH_SWEEP_STRATEGIES"
+MAX_CONCURRENT = 2
+WARMUP = pd.Timedelta(days=60)
+
+
+class SweepOpConfig(Config):
+    """Where the candles are and what to backtest (the same for every strategy of the sweep)."""
+
+    folder: str
+    pairs: list[str]
+    timerange: str
+
+
+def recorded_candles(folder: Path, pairs: tuple[str, ...], run: BacktestRunConfig) -> dict[str, pd.DataFrame]:
+    """Recorded 1h candles of `pairs` covering `run` plus the warm-up, as the candle store returns them."""
+    start = pd.Timestamp(run.timerange[:8], tz="UTC") - WARMUP
+    end = pd.Timestamp(run.timerange[9:], tz="UTC")
+    files = {pair: folder / f"{pair.replace('/', '_')}-1h.parquet" for pair in pairs}
+    return {pair: normalize_candles(pd.read_parquet(path)).loc[start:end] for pair, path in files.items()}
+
+
+def _backtest_op(strategy: str) -> OpDefinition:
+    @op(name=f"backtest_{strategy}")
+    def backtest(context: OpExecutionContext, config: SweepOpConfig, freqtrade: FreqtradeResource) -> int:
+        run = BacktestRunConfig(timerange=config.timerange, pairs=tuple(config.pairs))
+        candles = recorded_candles(Path(config.folder), run.pairs or (), run)
+        result = freqtrade.backtest(strategy, STRATEGIES_DIR, candles, run)
+        context.log.info("%s: %d trades", strategy, result.metrics.trade_count)
+        return result.metrics.trade_count
+
+    return backtest
+
+
+SWEEP_STRATEGIES = tuple(s for s in os.environ.get(STRATEGIES_ENV, "").split(",") if s)
+SWEEP_OPS = [_backtest_op(name) for name in SWEEP_STRATEGIES]
+
+
+@job(
+    executor_def=multiprocess_executor,
+    resource_defs={"freqtrade": FreqtradeResource()},
+)
+def strategy_sweep() -> None:
+    """Backtest every strategy of the sweep, each in its own step process."""
+    for backtest in SWEEP_OPS:
+        backtest()
+
+
+def run_config(
+    strategies: list[str],
+    folder: Path,
+    pairs: tuple[str, ...],
+    timerange: str,
+    work_dir: Path,
+    start_method: Literal["spawn", "forkserver"] = "spawn",
+) -> dict[str, object]:
+    """The run config of one sweep of `strategies` (the same list as `TRADAI_BENCH_SWEEP_STRATEGIES`).
+
+    `spawn` is Dagster's default: each step process imports the job's module afresh. `forkserver` forks
+    each step from a server process that imported it once.
+    """
+    op_config = {"folder": str(folder), "pairs": list(pairs), "timerange": timerange}
+    return {
+        "execution": {
+            "config": {"max_concurrent": MAX_CONCURRENT, "start_method": {start_method: {}}},
+        },
+        "ops": {f"backtest_{name}": {"config": op_config} for name in strategies},
+        "resources": {"freqtrade": {"config": {"work_dir": str(work_dir)}}},
+    }
+
+
+def main(argv: list[str]) -> int:
+    """Execute one sweep run with the run config in the JSON file `argv[0]`; exit 1 unless it succeeds."""
+    from bench.sweep_job import strategy_sweep as sweep  # by module name, for the step processes
+
+    config = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    with DagsterInstance.get() as instance:
+        result = execute_job(reconstructable(sweep), instance=instance, run_config=config)
+        return 0 if result.success else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

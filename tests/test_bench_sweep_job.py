@@ -1,0 +1,61 @@
+"""The sweep benchmark's Dagster job runs every strategy as its own step and gets the resource's results."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import sweep_job
+from strategies.validation import STRATEGIES_DIR
+from tests.conftest import DEMO_CANDLES, PROJECT_ROOT
+from tradai_core.backtest_config import BacktestRunConfig
+from tradai_resources.freqtrade_backtester import FreqtradeResource
+
+STRATEGIES = ["EmaAdxTrend", "RsiMeanReversion"]
+PAIRS = ("BTC/USDT", "ETH/USDT")
+TIMERANGE = "20210301-20210501"
+
+
+@pytest.mark.slow
+def test_the_sweep_job_backtests_each_strategy_in_its_own_step_like_the_resource(tmp_path: Path) -> None:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+    config = tmp_path / "run_config.json"
+    config.write_text(
+        json.dumps(sweep_job.run_config(STRATEGIES, DEMO_CANDLES, PAIRS, TIMERANGE, tmp_path / "work")),
+        encoding="utf-8",
+    )
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.sweep_job", str(config)],
+        cwd=PROJECT_ROOT,
+        env=dict(
+            os.environ,
+            PYTHONPATH=str(PROJECT_ROOT),
+            DAGSTER_HOME=str(home),
+            **{sweep_job.STRATEGIES_ENV: ",".join(STRATEGIES)},
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    assert "RUN_SUCCESS" in log
+    run = BacktestRunConfig(timerange=TIMERANGE, pairs=PAIRS)
+    candles = sweep_job.recorded_candles(DEMO_CANDLES, PAIRS, run)
+    resource = FreqtradeResource(work_dir=str(tmp_path / "direct"))
+    for name in STRATEGIES:
+        found = re.search(rf"backtest_{name} - {name}: (\d+) trades", log)
+        assert found, f"no result logged by the step of {name}"
+        expected = resource.backtest(name, STRATEGIES_DIR, candles, run).metrics.trade_count
+        assert int(found.group(1)) == expected
