@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from tradai_core.candles import normalize_candles
+from tradai_resources.freqtrade_zygote import stop_shared_zygotes
 
 pytest_plugins = ["tests.replay_fixtures"]  # replay_server, replay_client, make_binance_client
 
@@ -16,6 +21,22 @@ DEMO_DATA = PROJECT_ROOT / "demo_data"
 DEMO_CANDLES = DEMO_DATA / "binance_spot_1h"
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 SHARED_CANDLES = SHARED_DATA / "binance_spot_1h"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_worker_dir() -> Iterator[Path]:
+    """A private folder for the shared Freqtrade workers the suite's Definitions start (`TRADAI_WORKER_DIR`,
+    inherited by the runs and CLIs it launches), stopped when the session ends: none outlives the tests."""
+    folder = Path(tempfile.mkdtemp(prefix="tradai-workers-", dir="/tmp"))
+    previous = os.environ.get("TRADAI_WORKER_DIR")
+    os.environ["TRADAI_WORKER_DIR"] = str(folder)
+    yield folder
+    stop_shared_zygotes(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    if previous is None:
+        os.environ.pop("TRADAI_WORKER_DIR", None)
+    else:
+        os.environ["TRADAI_WORKER_DIR"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,10 @@
-"""The `tradai` command line: `tradai strategy new|validate|list` (more command groups to come).
+"""The `tradai` command line: `tradai strategy new|validate|list`, `tradai workers stop`.
 
     tradai strategy new MyBreakout --category breakout --timeframe 1h
     tradai strategy validate                # every strategy in strategies/
     tradai strategy validate RsiMeanReversion EmaAdxTrend
     tradai strategy list
+    tradai workers stop                     # the shared Freqtrade workers (running backtests finish)
 
 Exit codes: 0 success, 1 a strategy is invalid, 2 bad usage or a refused action (with the reason).
 """
@@ -72,6 +73,16 @@ def _strategy_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _workers_stop(args: argparse.Namespace) -> int:
+    from tradai_core.settings import TradAISettings
+    from tradai_resources.freqtrade_zygote import default_shared_folder, stop_shared_zygotes
+
+    folder = args.folder or TradAISettings().worker_dir or default_shared_folder()
+    pids = stop_shared_zygotes(folder) if folder.is_dir() else []
+    print(f"stopped {len(pids)} shared worker(s) in {folder}" + (f": {pids}" if pids else ""))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `tradai` argument parser; command groups add themselves as sub-parsers."""
     from strategies.metadata import StrategyCategory, StrategyStatus
@@ -106,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list the strategies found (without importing them)")
     listing.add_argument("--folder", type=Path, default=STRATEGIES_DIR, help=folder_help)
     listing.set_defaults(handler=_strategy_list)
+
+    workers = groups.add_parser("workers", help="the shared pre-loaded Freqtrade workers")
+    worker_commands = workers.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    stop = worker_commands.add_parser("stop", help="stop them now (backtests still running finish first)")
+    stop.add_argument(
+        "--folder", type=Path, default=None, help="socket folder; default: TRADAI_WORKER_DIR or the default"
+    )
+    stop.set_defaults(handler=_workers_stop)
     return parser
 
 

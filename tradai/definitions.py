@@ -42,7 +42,11 @@ def build_definitions(settings: TradAISettings | None = None) -> Definitions:
             api_secret=_secret("TRADAI_EXCHANGE_API_SECRET"),
         ),
         "candle_store": ArcticDBResource(uri=settings.resolved_arcticdb_uri),
-        "freqtrade": FreqtradeResource(work_dir=str(settings.resolved_data_dir / "backtests")),
+        "freqtrade": FreqtradeResource(
+            work_dir=str(settings.resolved_data_dir / "backtests"),
+            start_method=settings.backtest_workers,
+            shared_worker_folder=str(settings.worker_dir) if settings.worker_dir else None,
+        ),
         "hyperopt": HyperoptResource(
             work_dir=str(settings.resolved_data_dir / "hyperopt"),
             storage_url=_secret("TRADAI_OPTUNA_STORAGE"),

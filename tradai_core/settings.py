@@ -51,6 +51,16 @@ class TradAISettings(BaseSettings):
     arcticdb_uri: str | None = Field(default=None, description="Default: lmdb://<home>/arcticdb.")
     mlflow_uri: str | None = Field(default=None, description="Default: sqlite:///<home>/mlflow.db.")
     data_dir: Path | None = Field(default=None, description="Default: <home>/data (scratch files).")
+    backtest_workers: Literal["shared", "prefork", "spawn"] = Field(
+        default="shared",
+        description="Where backtest processes fork from: one pre-loaded Freqtrade worker shared by every "
+        "run and step process of this user (shared), one per process (prefork), or none (spawn).",
+    )
+    worker_dir: Path | None = Field(
+        default=None,
+        description="Private folder for the shared worker's socket; default: $XDG_RUNTIME_DIR/tradai, "
+        "else <tmp>/tradai-<uid>.",
+    )
 
     @field_validator("pairs", mode="before")
     @classmethod

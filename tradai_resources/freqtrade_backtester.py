@@ -24,7 +24,9 @@ How the child starts (`start_method`): by default (`prefork`) it is forked from 
 backtest starts in milliseconds instead of paying Freqtrade's import time (seconds) each time. The zygote
 is started on first use — or when Dagster sets the resource up for a step (`setup_for_execution`) — in
 the background, so its imports overlap the validation and candle writing; it lives as long as this
-process and is shared by every resource in it. `spawn` starts a fresh interpreter per backtest instead
+process and is shared by every resource in it. `shared` forks from one zygote per user and machine
+instead, shared by every process (Dagster runs and step processes), started by whichever needs it first and
+stopped when idle (`freqtrade_zygote.SharedZygote`). `spawn` starts a fresh interpreter per backtest instead
 (`python -m tradai_resources.freqtrade_worker job.json`): slower, for debugging, and the fallback if the
 zygote cannot start. Both run the same `main(job)` on the same files; results are identical. The time
 limit counts from the fork (prefork) or from the interpreter's start (spawn); a child over it is killed
@@ -64,7 +66,15 @@ from tradai_core.errors import BacktestError, ConfigurationError
 from tradai_core.settings import PROJECT_ROOT, TradAISettings
 from tradai_replay.markets import exchange_info_for, load_exchange_info, pair_to_symbol
 from tradai_resources.freqtrade_worker import SNAPSHOT_EXCHANGES, ForkRequest, WorkerJob
-from tradai_resources.freqtrade_zygote import ZygoteError, ZygoteTimeoutError, zygote_for
+from tradai_resources.freqtrade_zygote import (
+    SharedZygote,
+    WorkerZygote,
+    ZygoteError,
+    ZygoteTimeoutError,
+    default_shared_folder,
+    shared_zygote_for,
+    zygote_for,
+)
 
 __all__ = [
     "BacktestMetrics",
@@ -152,10 +162,20 @@ class FreqtradeResource(ConfigurableResource):
         description="Estimate Freqtrade's historic price precision arithmetically instead of printing "
         "every price (identical results, ~3 s less per 12 pairs × 2 years); false: Freqtrade's own code.",
     )
-    start_method: Literal["prefork", "spawn"] = Field(
+    start_method: Literal["prefork", "shared", "spawn"] = Field(
         default="prefork",
-        description="prefork: fork each backtest from a worker that imported Freqtrade once (fast); "
-        "spawn: a fresh interpreter per backtest (pays the import time every time).",
+        description="prefork: fork each backtest from a worker this process started, which imported "
+        "Freqtrade once (fast); shared: from one such worker per user and interpreter, shared by every "
+        "process on the machine (Dagster step processes and runs skip its start-up too); spawn: a fresh "
+        "interpreter per backtest (pays the import time every time).",
+    )
+    shared_worker_folder: str | None = Field(
+        default=None,
+        description="start_method=shared: private folder (0700) for the shared worker's socket, lock and "
+        "log; default: $XDG_RUNTIME_DIR/tradai, else <tmp>/tradai-<uid>.",
+    )
+    shared_worker_idle_seconds: float = Field(
+        default=600.0, gt=0, description="start_method=shared: the shared worker stops after this long idle."
     )
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
@@ -168,12 +188,21 @@ class FreqtradeResource(ConfigurableResource):
         raises: if the zygote cannot start, backtests say so in a warning and run in fresh interpreters."""
         if self._prefork():
             try:
-                zygote_for(self._python(), self._child_env(), PROJECT_ROOT)
+                self._zygote()
             except ZygoteError as exc:
                 logger.warning("%s", exc)
 
     def _prefork(self) -> bool:
-        return self.start_method == "prefork" and hasattr(os, "fork")
+        return self.start_method in ("prefork", "shared") and hasattr(os, "fork")
+
+    def _zygote(self) -> WorkerZygote | SharedZygote:
+        """The zygote backtests fork from, started in the background if needed (ZygoteError if it cannot)."""
+        if self.start_method == "shared":
+            folder = Path(self.shared_worker_folder) if self.shared_worker_folder else default_shared_folder()
+            return shared_zygote_for(
+                self._python(), self._child_env(), PROJECT_ROOT, folder, self.shared_worker_idle_seconds
+            )
+        return zygote_for(self._python(), self._child_env(), PROJECT_ROOT)
 
     def _python(self) -> str:
         return self.python_executable or sys.executable
@@ -297,9 +326,7 @@ class FreqtradeResource(ConfigurableResource):
     def _run_prefork(self, request: ForkRequest) -> int:
         """Run the job in a child forked from the zygote; its time limit counts from the fork."""
         try:
-            done = zygote_for(self._python(), self._child_env(), PROJECT_ROOT).run(
-                request, self.timeout_seconds
-            )
+            done = self._zygote().run(request, self.timeout_seconds)
         except ZygoteTimeoutError:
             raise _TimedOut from None
         except ZygoteError as exc:

@@ -43,13 +43,15 @@ every backtest still has a process of its own — Freqtrade's process-global sta
 it, a crash or a kill touches nothing else — but it starts in milliseconds. The zygote reports each child's
 pid and exit code back on the job's own socket, kills a child when asked (time limit) or when its requester
 goes away, and exits — killing any child still running — when its parent closes the control socket or dies.
-The parent side is `tradai_resources.freqtrade_zygote`.
+The parent side is `tradai_resources.freqtrade_zygote`. `--shared SOCKET IDLE_S` runs the same loop for
+every process of the user instead, on a Unix socket (`serve_shared`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import fcntl
 import gc
 import importlib
 import json
@@ -59,11 +61,13 @@ import selectors
 import shutil
 import signal
 import socket
+import struct
 import sys
 import tempfile
 import threading
+import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -319,9 +323,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the job file named by the single argument; return the process exit code.
 
     `--zygote FD [FOLDER]` instead serves jobs from the control socket `FD` as a pre-forked worker (`serve`),
-    then removes FOLDER (the zygote's private folder, holding its log).
+    then removes FOLDER (the zygote's private folder, holding its log). `--shared SOCKET IDLE_S [LOG]`
+    serves every process of this user on the Unix socket SOCKET until idle (`serve_shared`).
     """
     argv = sys.argv[1:] if argv is None else argv
+    if len(argv) in (3, 4) and argv[0] == "--shared":
+        log = Path(argv[3]) if len(argv) == 4 else None
+        return serve_shared(Path(argv[1]), float(argv[2]), log)
     if len(argv) in (2, 3) and argv[0] == "--zygote":
         code = serve(socket.socket(fileno=int(argv[1])))
         if len(argv) == 3:  # our private folder (its log): gone with us, even if the parent died first
@@ -329,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         return code
     if len(argv) != 1:
         sys.stderr.write(
-            "usage: python -m tradai_resources.freqtrade_worker JOB.json | --zygote FD [FOLDER]\n"
+            "usage: python -m tradai_resources.freqtrade_worker JOB.json | --zygote FD [FOLDER] "
+            "| --shared SOCKET IDLE_S [LOG]\n"
         )
         return EXIT_BAD_JOB
     try:
@@ -448,6 +457,7 @@ def _become_job(request: ForkRequest, inherited: list[Callable[[], None]]) -> No
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the zygote's stop request is not the child's
         for close in inherited:
             with contextlib.suppress(OSError, ValueError):
                 close()
@@ -477,8 +487,155 @@ def _become_job(request: ForkRequest, inherited: list[Callable[[], None]]) -> No
         os._exit(code)
 
 
+def _preload_and_freeze() -> tuple[list[str], dict[str, str]]:
+    """Import `PRELOAD_MODULES` with the collector off, then freeze them out of it (see the module doc)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # whoever started us owns our lifetime, not the terminal
+    gc.disable()  # no collections while importing: everything imported stays alive anyway
+    imported, failed = preload()
+    gc.collect()
+    gc.freeze()  # children never scan (nor copy-on-write) the preloaded heap: ~2 s CPU less per backtest
+    gc.enable()
+    return imported, failed
+
+
+def loaded_sources() -> dict[str, tuple[int, int]]:
+    """(mtime ns, size) of the file of every module imported so far: what a forked child runs as is."""
+    sources: dict[str, tuple[int, int]] = {}
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if isinstance(path, str) and path not in sources:
+            with contextlib.suppress(OSError):
+                status = os.stat(path)
+                sources[path] = (status.st_mtime_ns, status.st_size)
+    return sources
+
+
+def changed_source(recorded: Mapping[str, tuple[int, int]]) -> str | None:
+    """The first recorded module file that changed or vanished since `loaded_sources()`, else None."""
+    for path, stamp in recorded.items():
+        try:
+            status = os.stat(path)
+        except OSError:
+            return path
+        if (status.st_mtime_ns, status.st_size) != stamp:
+            return path
+    return None
+
+
+class _Forker:
+    """The zygote's loop: fork one child per job socket, report its pid and exit on that socket, kill it
+    on request or when the requester goes away. Job sources (the control socket, a listening socket) are
+    registered by the caller and handed back by `poll`."""
+
+    def __init__(self) -> None:
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        signal.set_wakeup_fd(self._wake_w)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes the selector through wake_w
+        self.stop_requested = False
+
+        def request_stop(signum: int, frame: object) -> None:
+            self.stop_requested = True
+
+        signal.signal(signal.SIGTERM, request_stop)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self.children: dict[int, socket.socket] = {}
+        self.closers: list[Callable[[], None]] = []
+        """What a forked child must close besides the forker's own descriptors (sources, the lock)."""
+
+    def add_source(self, source: socket.socket) -> None:
+        """Watch `source`: `poll` returns it when it is readable."""
+        self._selector.register(source, selectors.EVENT_READ, None)
+
+    def remove_source(self, source: socket.socket) -> None:
+        """Stop watching `source`."""
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(source)
+
+    def _inherited(self) -> list[Callable[[], None]]:
+        return [
+            self._selector.close,
+            *self.closers,
+            *(conn.close for conn in self.children.values()),
+            lambda: os.close(self._wake_r),
+            lambda: os.close(self._wake_w),
+        ]
+
+    def fork_job(self, conn: socket.socket) -> None:
+        """Read one `ForkRequest` from `conn` and run it in a forked child (answering `{"pid": N}`)."""
+        conn.settimeout(10.0)
+        try:
+            request = ForkRequest.model_validate_json(_read_line(conn))
+        except Exception as exc:  # the message names the problem, never the values (the env holds secrets)
+            _send_json(conn, {"error": f"bad request ({type(exc).__name__})"})
+            conn.close()
+            return
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        pid = os.fork()
+        if pid == 0:
+            _become_job(request, [*self._inherited(), conn.close])
+        self.children[pid] = conn
+        _send_json(conn, {"pid": pid})
+        self._selector.register(conn, selectors.EVENT_READ, pid)
+
+    def kill_all(self) -> None:
+        """Kill every running child (each is reaped and reported as usual)."""
+        for pid in list(self.children):
+            _kill_group(pid)
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            conn = self.children.pop(pid, None)
+            if conn is not None:
+                _send_json(
+                    conn,
+                    {
+                        "returncode": os.waitstatus_to_exitcode(status),
+                        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                        "max_rss_mb": usage.ru_maxrss / 1024,
+                    },
+                )
+                self.remove_source(conn)
+                conn.close()
+
+    def poll(self, timeout: float | None) -> list[socket.socket]:
+        """Wait up to `timeout` s; handle job sockets (kill requests, requesters gone) and exited
+        children; return the readable sources."""
+        ready: list[socket.socket] = []
+        for key, _ in self._selector.select(timeout=timeout):
+            if key.fileobj == self._wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(self._wake_r, 512):
+                        pass
+            elif key.data is None:
+                assert isinstance(key.fileobj, socket.socket)
+                ready.append(key.fileobj)
+            else:
+                conn = key.fileobj
+                assert isinstance(conn, socket.socket)
+                try:
+                    data = conn.recv(64)
+                except OSError:
+                    data = b""
+                if not data or _KILL_COMMAND in data:
+                    _kill_group(key.data)
+                    if not data:
+                        self.remove_source(conn)  # still reaped; nobody left to tell
+        self._reap()
+        return ready
+
+
 def serve(control: socket.socket) -> int:
-    """Run as the zygote on `control` (a Unix socket to the parent) until the parent goes away.
+    """Run as a process's private zygote on `control` (a Unix socket to the parent) until the parent goes.
 
     Protocol — control socket, parent → zygote: one byte with a job socket attached (SCM_RIGHTS); zygote →
     parent, once: a `{"ready": ...}` line after the preload. Job socket: the parent writes one `ForkRequest`
@@ -487,21 +644,10 @@ def serve(control: socket.socket) -> int:
     parent closing its end, kills the child's process group. EOF on the control socket kills every child and
     exits.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent owns our lifetime, not the terminal
-    gc.disable()  # no collections while importing: everything imported stays alive anyway
-    imported, failed = preload()
-    gc.collect()
-    gc.freeze()  # children never scan (nor copy-on-write) the preloaded heap: ~2 s CPU less per backtest
-    gc.enable()
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_r, False)
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes the selector through wake_w
-    selector = selectors.DefaultSelector()
-    selector.register(control, selectors.EVENT_READ, None)
-    selector.register(wake_r, selectors.EVENT_READ, None)
-    children: dict[int, socket.socket] = {}
+    imported, failed = _preload_and_freeze()
+    forker = _Forker()
+    forker.add_source(control)
+    forker.closers.append(control.close)
     _send_json(
         control,
         {
@@ -514,86 +660,161 @@ def serve(control: socket.socket) -> int:
     )
     if threading.active_count() != 1:  # fork() copies only this thread: say so loudly
         sys.stderr.write(f"zygote: {threading.active_count()} threads after preload; fork may be unsafe\n")
-
-    def inherited() -> list[Callable[[], None]]:
-        return [
-            selector.close,
-            control.close,
-            *(conn.close for conn in children.values()),
-            lambda: os.close(wake_r),
-            lambda: os.close(wake_w),
-        ]
-
-    def fork_job(conn: socket.socket) -> None:
-        conn.settimeout(10.0)
-        try:
-            request = ForkRequest.model_validate_json(_read_line(conn))
-        except Exception as exc:  # the message names the problem, never the values (the env holds secrets)
-            _send_json(conn, {"error": f"bad request ({type(exc).__name__})"})
-            conn.close()
-            return
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        pid = os.fork()
-        if pid == 0:
-            _become_job(request, [*inherited(), conn.close])
-        children[pid] = conn
-        _send_json(conn, {"pid": pid})
-        selector.register(conn, selectors.EVENT_READ, pid)
-
-    def reap() -> None:
-        while children:
-            try:
-                pid, status, usage = os.wait4(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            conn = children.pop(pid, None)
-            if conn is not None:
-                _send_json(
-                    conn,
-                    {
-                        "returncode": os.waitstatus_to_exitcode(status),
-                        "cpu_seconds": usage.ru_utime + usage.ru_stime,
-                        "max_rss_mb": usage.ru_maxrss / 1024,
-                    },
-                )
-                with contextlib.suppress(KeyError, ValueError):
-                    selector.unregister(conn)
-                conn.close()
-
     serving = True
-    while serving or children:
-        for key, _ in selector.select(timeout=None if serving else 0.2):
-            if key.fileobj is control:
-                try:
-                    message, fds, _, _ = socket.recv_fds(control, 1, 4)
-                except OSError:
-                    message, fds = b"", []
-                if not message:  # the parent closed the control socket or died
-                    serving = False
-                    selector.unregister(control)
-                    for pid in list(children):
-                        _kill_group(pid)
-                for fd in fds:
-                    fork_job(socket.socket(fileno=fd))
-            elif key.fileobj == wake_r:
-                with contextlib.suppress(BlockingIOError):
-                    while os.read(wake_r, 512):
-                        pass
+    while serving or forker.children:
+        for _ in forker.poll(None if serving else 0.2):
+            try:
+                message, fds, _, _ = socket.recv_fds(control, 1, 4)
+            except OSError:
+                message, fds = b"", []
+            if not message:  # the parent closed the control socket or died
+                serving = False
+                forker.remove_source(control)
+                forker.kill_all()
+            for fd in fds:
+                forker.fork_job(socket.socket(fileno=fd))
+    return EXIT_OK
+
+
+# --- the shared zygote: one per user and interpreter, for every process on the machine ----------------------
+
+STALE_ANSWER: Final[str] = "stale"
+"""`error` a shared zygote answers when a module it preloaded changed on disk (it then stops serving)."""
+
+
+def _peer_uid(conn: socket.socket) -> int | None:
+    """The user id of the process at the other end of a Unix socket (None where the OS does not say)."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return None
+    credentials = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _, uid, _ = struct.unpack("3i", credentials)
+    return int(uid)
+
+
+def _win_election(lock_path: Path, socket_path: Path) -> int | None:
+    """Become the one zygote serving `socket_path`: return the descriptor of the held lock, or None once
+    another zygote answers there. A zygote that is still starting holds the lock without answering yet: wait
+    until it answers (then leave it the job) or dies (then take over)."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(str(socket_path))
+                os.close(fd)
+                return None
+            except OSError:
+                time.sleep(0.05)
+            finally:
+                probe.close()
+            continue
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return fd
+
+
+def serve_shared(socket_path: Path, idle_timeout: float, log_path: Path | None = None) -> int:
+    """Run as the shared zygote answering on `socket_path` until idle for `idle_timeout` s.
+
+    Any process of the same user connects to the socket and speaks the job-socket protocol of `serve`
+    (one `ForkRequest` line; `{"pid"}`, then `{"returncode", ...}`; `kill`). Of several zygotes started for
+    the same path, one serves (`<path>.lock`, holding its pid) and the others exit at once (0). The socket
+    appears only once Freqtrade is imported, so a successful connect means ready. Before each job the zygote
+    checks that no module it imported changed on disk; if one did, it answers `{"error": "stale", ...}`
+    and stops serving, so the next caller starts a zygote on the new code. It also stops when idle, on
+    SIGTERM, or when another zygote took over the path; it stops by removing the socket (no new jobs),
+    serving what was already queued, and exiting once its running backtests end. `log_path`, this process's
+    start-up log, becomes `<path>.log` if it wins.
+    """
+    lock_path = socket_path.with_name(socket_path.name + ".lock")
+    lock = _win_election(lock_path, socket_path)
+    if lock is None:
+        if log_path is not None:
+            log_path.unlink(missing_ok=True)
+        return EXIT_OK
+    if log_path is not None:
+        with contextlib.suppress(OSError):
+            os.replace(log_path, socket_path.with_name(socket_path.name + ".log"))
+    imported, failed = _preload_and_freeze()
+    sources = loaded_sources()
+    if failed:
+        sys.stderr.write(f"shared zygote: could not preload {failed}\n")
+    forker = _Forker()
+    held = {"lock": lock}
+
+    def release_lock() -> None:  # also run in each forked child: it must not keep the election lock
+        if held["lock"] >= 0:
+            os.close(held["lock"])
+            held["lock"] = -1
+
+    forker.closers.append(release_lock)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    staging = socket_path.with_name(f"{socket_path.name}.{os.getpid()}")
+    staging.unlink(missing_ok=True)
+    listener.bind(str(staging))
+    os.chmod(staging, 0o600)
+    listener.listen(64)
+    listener.setblocking(False)
+    os.replace(staging, socket_path)  # appears ready: connects succeed from now on
+    served_inode = os.stat(socket_path).st_ino
+    forker.add_source(listener)
+    forker.closers.append(listener.close)
+    sys.stderr.write(
+        f"shared zygote {os.getpid()} serving {socket_path} ({len(imported)} modules preloaded, "
+        f"{threading.active_count()} thread(s))\n"
+    )
+    stale: str | None = None
+
+    def ours() -> bool:
+        try:
+            return os.stat(socket_path).st_ino == served_inode
+        except OSError:
+            return False
+
+    def step_aside() -> None:
+        """Take no new connections and let a new zygote start (running backtests carry on)."""
+        if ours():
+            socket_path.unlink(missing_ok=True)
+        release_lock()
+
+    def accept_all() -> None:
+        """Fork every queued job, or answer `stale` once a preloaded module changed on disk."""
+        nonlocal stale
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            conn.setblocking(True)
+            if _peer_uid(conn) not in (None, os.getuid()):
+                conn.close()
+                continue
+            if stale is None and (changed := changed_source(sources)) is not None:
+                stale = changed
+                sys.stderr.write(f"shared zygote: {changed} changed since start-up; stopping\n")
+                step_aside()  # before answering: the caller's next connect must not reach us again
+            if stale is not None:
+                _send_json(conn, {"error": STALE_ANSWER, "changed": stale})
+                conn.close()
             else:
-                conn = key.fileobj
-                assert isinstance(conn, socket.socket)
-                try:
-                    data = conn.recv(64)
-                except OSError:
-                    data = b""
-                if not data or _KILL_COMMAND in data:
-                    _kill_group(key.data)
-                    if not data:
-                        selector.unregister(conn)  # still reaped; nobody left to tell
-        reap()
+                forker.fork_job(conn)
+
+    listening = True
+    last_busy = time.monotonic()
+    while listening or forker.children:
+        if forker.poll(1.0 if listening else 0.2):
+            accept_all()
+        if forker.children:
+            last_busy = time.monotonic()
+        idle = time.monotonic() - last_busy > idle_timeout
+        if listening and (stale is not None or forker.stop_requested or idle or not ours()):
+            step_aside()
+            accept_all()  # whoever connected before the unlink is still answered
+            forker.remove_source(listener)
+            listener.close()
+            listening = False
     return EXIT_OK
 
 

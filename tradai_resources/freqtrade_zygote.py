@@ -13,12 +13,22 @@ every backtest has its own socket to the zygote. The zygote is shut down at inte
 if this process dies without running `atexit` (SIGKILL, `os._exit` in a multiprocessing child), the
 zygote sees its control socket close, kills any backtest still running and exits. A process forked from
 this one never uses the parent's zygote: it starts its own.
+
+Lifecycle, shared (`shared_zygote_for`): one zygote per user, interpreter, import path and working folder,
+answering on a Unix socket in a private (0700) folder, for every process of the machine — Dagster's step
+processes and runs each skip the start-up, not only the second backtest of a process. Whoever needs it
+first starts it, detached (its own session); zygotes started at the same time elect one through a lock
+file. It stops after an idle period, on SIGTERM (`stop_shared_zygotes`), or as soon as a module it
+imported changed on disk — it refuses the job as `stale`, and the caller transparently starts one on the
+current code. A requester that goes away still takes its backtest with it.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -29,12 +39,12 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from tradai_resources.freqtrade_worker import ForkRequest
+from tradai_resources.freqtrade_worker import STALE_ANSWER, ForkRequest
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +62,13 @@ class ZygoteError(RuntimeError):
     def __init__(self, message: str, *, started: bool) -> None:
         super().__init__(message)
         self.started = started
+
+
+class ZygoteStaleError(ZygoteError):
+    """A shared zygote refused a job because code it preloaded changed on disk (it stops serving)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, started=False)
 
 
 class ZygoteTimeoutError(TimeoutError):
@@ -101,6 +118,47 @@ def _kill_group(pid: int) -> None:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             os.kill(pid, signal.SIGKILL)
+
+
+def _await_child(conn: socket.socket, timeout: float, fail: Callable[[str, bool], ZygoteError]) -> ChildExit:
+    """After a `ForkRequest` went out on `conn`: wait for the child's pid, then for its exit.
+
+    Raises ZygoteTimeoutError after killing a child that ran longer than `timeout` seconds, ZygoteStaleError
+    when a shared zygote runs outdated code, and `fail(reason, started)` when the zygote did not fork or died
+    meanwhile. Any other exception here (an interrupt) kills the child before it propagates.
+    """
+    lines = _Lines(conn)
+    try:
+        answer = lines.read(time.monotonic() + ANSWER_TIMEOUT_S)
+    except TimeoutError:
+        raise fail("the zygote did not fork the backtest", False) from None
+    if answer is not None and answer.get("error") == STALE_ANSWER:
+        raise ZygoteStaleError(f"the shared zygote runs outdated code ({answer.get('changed')} changed)")
+    if answer is None or "pid" not in answer:
+        raise fail(f"the zygote did not fork the backtest: {answer}", False)
+    pid = int(answer["pid"])
+    finished = False
+    try:
+        try:
+            done = lines.read(time.monotonic() + timeout)
+        except TimeoutError:
+            killed = None
+            with contextlib.suppress(OSError, TimeoutError):
+                conn.sendall(b"kill\n")
+                killed = lines.read(time.monotonic() + ANSWER_TIMEOUT_S)
+            if killed is None:
+                _kill_group(pid)
+            finished = True
+            raise ZygoteTimeoutError(f"killed after {timeout:g} s") from None
+        if done is None:
+            raise fail("the zygote exited while a backtest ran", True)
+        finished = True
+        return ChildExit(int(done["returncode"]), float(done["cpu_seconds"]), float(done["max_rss_mb"]))
+    finally:
+        if not finished:  # interrupted, or the zygote died: the child goes too
+            with contextlib.suppress(OSError):
+                conn.sendall(b"kill\n")
+            _kill_group(pid)
 
 
 class WorkerZygote:
@@ -162,7 +220,7 @@ class WorkerZygote:
             return ""
         return "\n".join(text.rstrip().splitlines()[-lines:])
 
-    def _fail(self, reason: str, *, started: bool) -> ZygoteError:
+    def _fail(self, reason: str, started: bool) -> ZygoteError:
         self._broken = reason
         tail = self.log_tail()
         return ZygoteError(f"{reason}\n--- zygote log ---\n{tail}" if tail else reason, started=started)
@@ -205,8 +263,6 @@ class WorkerZygote:
         """
         self.wait_ready()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        pid: int | None = None
-        finished = False
         try:
             try:
                 mine.sendall(request.model_dump_json().encode() + b"\n")
@@ -216,34 +272,8 @@ class WorkerZygote:
                 raise self._fail(f"the zygote does not take jobs any more: {exc}", started=False) from exc
             finally:
                 theirs.close()
-            lines = _Lines(mine)
-            try:
-                answer = lines.read(time.monotonic() + ANSWER_TIMEOUT_S)
-            except TimeoutError:
-                raise self._fail("the zygote did not fork the backtest", started=False) from None
-            if answer is None or "pid" not in answer:
-                raise self._fail(f"the zygote did not fork the backtest: {answer}", started=False)
-            pid = int(answer["pid"])
-            try:
-                done = lines.read(time.monotonic() + timeout)
-            except TimeoutError:
-                killed = None
-                with contextlib.suppress(OSError, TimeoutError):
-                    mine.sendall(b"kill\n")
-                    killed = lines.read(time.monotonic() + ANSWER_TIMEOUT_S)
-                if killed is None:
-                    _kill_group(pid)
-                finished = True
-                raise ZygoteTimeoutError(f"killed after {timeout:g} s") from None
-            if done is None:
-                raise self._fail("the zygote exited while a backtest ran", started=True)
-            finished = True
-            return ChildExit(int(done["returncode"]), float(done["cpu_seconds"]), float(done["max_rss_mb"]))
+            return _await_child(mine, timeout, self._fail)
         finally:
-            if pid is not None and not finished:  # interrupted, or the zygote died: the child goes too
-                with contextlib.suppress(OSError):
-                    mine.sendall(b"kill\n")
-                _kill_group(pid)
             mine.close()
 
     def close(self, timeout: float = 10.0) -> None:
@@ -259,6 +289,189 @@ class WorkerZygote:
             self._process.kill()
             self._process.wait()
         shutil.rmtree(self._folder, ignore_errors=True)
+
+
+SHARED_BOOT_POLL_S: Final[float] = 0.05
+MAX_UNIX_SOCKET_PATH: Final[int] = 107
+
+
+def default_shared_folder() -> Path:
+    """Where shared zygotes put their sockets: `$XDG_RUNTIME_DIR/tradai`, else `<tmp>/tradai-<uid>`."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and Path(runtime).is_dir():
+        return Path(runtime) / "tradai"
+    return Path(tempfile.gettempdir()) / f"tradai-{os.getuid()}"
+
+
+def private_folder(folder: Path) -> Path:
+    """`folder`, created 0700 if missing; ZygoteError unless it is ours and closed to other users (its
+    sockets take jobs whose environment holds secrets)."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    status = folder.stat()
+    if status.st_uid != os.getuid() or status.st_mode & 0o077:
+        raise ZygoteError(
+            f"the shared worker folder {folder} must belong to this user with mode 0700 "
+            f"(owner uid {status.st_uid}, mode {status.st_mode & 0o777:o})",
+            started=False,
+        )
+    return folder
+
+
+def shared_socket_path(folder: Path, python: str, env: Mapping[str, str], cwd: Path) -> Path:
+    """The socket of the shared zygote for this interpreter, import path and folder: processes that would
+    import the same code meet at the same socket; any other set-up gets a zygote of its own."""
+    key = "\0".join((os.path.realpath(python), env.get("PYTHONPATH", ""), str(Path(cwd).resolve())))
+    path = folder / f"freqtrade-{hashlib.sha256(key.encode()).hexdigest()[:16]}.sock"
+    if len(os.fsencode(path)) + len(".4194304") > MAX_UNIX_SOCKET_PATH:  # it is bound as <path>.<pid> first
+        raise ZygoteError(
+            f"the shared worker socket path {path} is too long for a Unix socket", started=False
+        )
+    return path
+
+
+class SharedZygote:
+    """The zygote of this user on a Unix socket, shared by every process of the machine (Dagster's step
+    processes, runs, the code server): started by whichever process needs it first, detached from it, and
+    gone after `idle_timeout` s without a backtest (see `freqtrade_worker.serve_shared`).
+
+    Same interface as WorkerZygote. Backtests from other processes run side by side in it; each child still
+    takes its requester's environment and files, and is killed when its requester goes away.
+    """
+
+    def __init__(
+        self, python: str, env: Mapping[str, str], cwd: Path, path: Path, idle_timeout: float
+    ) -> None:
+        self.python = python
+        self.socket_path = path
+        self.log_path = path.with_name(path.name + ".log")
+        self._env = dict(env)
+        self._cwd = cwd
+        self._idle_timeout = idle_timeout
+        self._lock = threading.Lock()
+        self._spawned: subprocess.Popen[bytes] | None = None
+        self._spawn_log: Path | None = None
+        self._broken: str | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The serving zygote's process id (from its lock file), None if none is known."""
+        try:
+            return int(self.socket_path.with_name(self.socket_path.name + ".lock").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    @property
+    def failed_to_start(self) -> bool:
+        """True if a zygote this process started exited with an error (not started again here)."""
+        return self._broken is not None
+
+    @property
+    def usable(self) -> bool:
+        """True unless starting the shared zygote failed in this process."""
+        return self._broken is None
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last lines of the start-up log of the zygote this process spawned, else the serving one's."""
+        for path in (self._spawn_log, self.log_path):
+            if path is not None and path.is_file():
+                text = path.read_text(encoding="utf-8", errors="replace")
+                return "\n".join(text.rstrip().splitlines()[-lines:])
+        return ""
+
+    def _fail(self, reason: str, started: bool) -> ZygoteError:
+        tail = self.log_tail()
+        return ZygoteError(f"{reason}\n--- zygote log ---\n{tail}" if tail else reason, started=started)
+
+    def _connect(self) -> socket.socket | None:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.connect(str(self.socket_path))
+        except OSError:
+            conn.close()
+            return None
+        return conn
+
+    def start(self) -> None:
+        """Start a zygote on the socket unless one answers there or ours is starting; do not wait."""
+        with self._lock:
+            if self._broken is not None:
+                raise ZygoteError(self._broken, started=False)
+            if self._spawned is not None and self._spawned.poll() is None:
+                return
+            probe = self._connect()
+            if probe is not None:
+                probe.close()
+                return
+            private_folder(self.socket_path.parent)
+            name = f"{self.socket_path.name}.start-{os.getpid()}-{time.time_ns()}.log"
+            log = self.socket_path.with_name(name)
+            command = [self.python, "-m", WORKER_MODULE, "--shared", str(self.socket_path)]
+            try:
+                with log.open("wb") as handle:
+                    self._spawned = subprocess.Popen(
+                        [*command, f"{self._idle_timeout:g}", str(log)],
+                        stdin=subprocess.DEVNULL,
+                        stdout=handle,
+                        stderr=handle,
+                        env=self._env,
+                        cwd=self._cwd,
+                        start_new_session=True,  # outlives this process; the terminal's Ctrl-C is not its
+                    )
+            except OSError as exc:
+                log.unlink(missing_ok=True)
+                self._broken = f"cannot start the shared zygote with {self.python}: {exc}"
+                raise ZygoteError(self._broken, started=False) from exc
+            self._spawn_log = log
+            _spawned_shared.append(self._spawned)
+            logger.info("starting the shared Freqtrade worker zygote on %s", self.socket_path)
+
+    def wait_ready(self, timeout: float = BOOT_TIMEOUT_S) -> dict[str, Any]:
+        """Block until a zygote answers on the socket (starting one if needed); returns {"pid": ...}."""
+        deadline = time.monotonic() + timeout
+        self.start()
+        while True:
+            probe = self._connect()
+            if probe is not None:
+                probe.close()
+                return {"pid": self.pid, "socket": str(self.socket_path)}
+            spawned = self._spawned
+            code = spawned.poll() if spawned is not None else 0
+            if code not in (None, 0):
+                error = self._fail(f"the shared zygote exited while starting (exit code {code})", False)
+                self._broken = str(error)
+                raise error
+            if time.monotonic() > deadline:
+                raise self._fail(f"the shared zygote did not start within {timeout:g} s", False)
+            if code == 0:  # ours lost the election to one that has since gone (or idled out): try again
+                self.start()
+            time.sleep(SHARED_BOOT_POLL_S)
+
+    def run(self, request: ForkRequest, timeout: float) -> ChildExit:
+        """Run `request` in a fresh child forked from the shared zygote (see `WorkerZygote.run`). A zygote
+        on outdated code, or one that idled out between connect attempts, is replaced transparently."""
+        for _ in range(3):
+            conn = self._connect()
+            if conn is None:
+                self.wait_ready()
+                continue
+            try:
+                try:
+                    conn.sendall(request.model_dump_json().encode() + b"\n")
+                except OSError:
+                    continue  # it stopped listening between our connect and send
+                return _await_child(conn, timeout, self._fail)
+            except ZygoteStaleError as exc:
+                logger.info("%s; starting one on the current code", exc)
+            finally:
+                conn.close()
+        raise self._fail(f"no shared zygote took the job on {self.socket_path}", False)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Nothing to stop: the shared zygote outlives its users and stops when idle."""
+
+
+_spawned_shared: list[subprocess.Popen[bytes]] = []
+"""Shared zygotes this process started: kept referenced, so they are never reported as leaked children."""
 
 
 _registry_lock = threading.Lock()
@@ -283,6 +496,62 @@ def zygote_for(python: str, env: Mapping[str, str], cwd: Path) -> WorkerZygote:
         zygote = WorkerZygote(python, env, cwd)
         _zygotes[python] = zygote
         return zygote
+
+
+_shared: dict[Path, SharedZygote] = {}
+
+
+def shared_zygote_for(
+    python: str, env: Mapping[str, str], cwd: Path, folder: Path, idle_timeout: float
+) -> SharedZygote:
+    """The machine-wide zygote for `python` (and the import path in `env`, and `cwd`) with its socket in
+    `folder`, started in the background if none answers. `folder` must be private to this user (it is
+    created 0700); ZygoteError otherwise. `env`, `cwd` and `idle_timeout` apply when this call starts it."""
+    path = shared_socket_path(private_folder(folder), python, env, cwd)
+    with _registry_lock:
+        zygote = _shared.get(path)
+        if zygote is None:
+            zygote = _shared[path] = SharedZygote(python, env, cwd, path, idle_timeout)
+    if not zygote.failed_to_start:  # a failed one is handed out as is: its `run` fails fast with the reason
+        zygote.start()
+    return zygote
+
+
+def stop_shared_zygotes(folder: Path, timeout: float = 30.0) -> list[int]:
+    """Ask every shared zygote with its socket in `folder` to stop (SIGTERM: no new jobs, running ones
+    finish) and wait up to `timeout` s for them to exit; returns their pids."""
+    pids: list[int] = []
+    for lock in sorted(Path(folder).glob("freqtrade-*.sock.lock")):
+        with contextlib.suppress(OSError, ValueError):
+            fd = os.open(lock, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)  # nobody holds it: no zygote behind this lock
+                continue
+            except BlockingIOError:
+                pid = int(lock.read_text().strip())
+            finally:
+                os.close(fd)
+            os.kill(pid, signal.SIGTERM)
+            pids.append(pid)
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    for spawned in _spawned_shared:  # our own child: reap it, or it lingers as a zombie that looks alive
+        if spawned.pid == pid:
+            return spawned.poll() is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def shutdown_zygotes() -> None:
@@ -311,6 +580,8 @@ def _forget_after_fork() -> None:
             zygote._control.close()
     _zygotes.clear()
     _retired.clear()
+    _shared.clear()  # shared zygotes are not ours to stop; the child meets them at the same socket
+    _spawned_shared.clear()  # not the child's children
 
 
 atexit.register(shutdown_zygotes)
