@@ -12,9 +12,12 @@
 3. **Sweep**: every strategy in `strategies/` over 12 pairs × 2 years (the 6 demo pairs on a bare clone)
    against the CLI run for each strategy in turn. Target ≥ 1.7× faster (ratio ≤ 0.59). Rows:
    - a real Dagster run (`bench.sweep_job`, launched as a fresh process): one step per strategy on the
-     multiprocess executor, at most 2 at a time, each step setting up `FreqtradeResource` (and so its own
-     pre-forked worker), reading the candles and backtesting — with Dagster's default `spawn` start method
-     (every step process imports the job afresh), then with `forkserver`;
+     multiprocess executor, at most 2 at a time, each step setting up `FreqtradeResource`, reading the
+     candles and backtesting. Headline: step processes forked from Dagster's forkserver (which imported the
+     job and the strategy API once) and backtests forked from the machine's shared Freqtrade worker, which
+     the run itself starts (stopped before each timed run); then the same with the shared worker left
+     running by the previous run; then Dagster's defaults (`spawn`: each step imports the job afresh and
+     starts a worker of its own), what the sweep cost before;
    - the resource alone: 2 long-lived processes sharing the strategies (no run or step start-up), with
      and without the vectorized tick size — the ceiling the Dagster run approaches as its start-up shrinks.
    A strategy that cannot run here (a machine-learning strategy without a trained model, an invalid one) is
@@ -57,7 +60,7 @@ from tradai_resources.freqtrade_backtester import (
     FreqtradeResource,
     backtest_exchange_info,
 )
-from tradai_resources.freqtrade_zygote import shutdown_zygotes
+from tradai_resources.freqtrade_zygote import shutdown_zygotes, stop_shared_zygotes
 
 TF = "1h"
 SINGLE_STRATEGY = "EmaAdxTrend"
@@ -251,9 +254,19 @@ def _sweep(folder: Path, work: Path) -> list[tuple[str, float, float, str]]:
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
 
-    def dagster_run(start_method: Literal["spawn", "forkserver"]) -> Callable[[], None]:
-        config_path = work / f"sweep_run_config_{start_method}.json"
-        config = sweep_job.run_config(names, folder, pairs, run.timerange, work / "steps", start_method)
+    shared_folder = Path(tempfile.mkdtemp(prefix="tradai-bench-workers-", dir="/tmp"))
+
+    def dagster_run(start_method: Literal["spawn", "forkserver"], shared: bool) -> Callable[[], None]:
+        config_path = work / f"sweep_run_config_{start_method}_{shared}.json"
+        config = sweep_job.run_config(
+            names,
+            folder,
+            pairs,
+            run.timerange,
+            work / "steps",
+            start_method,
+            shared_folder if shared else None,
+        )
         config_path.write_text(json.dumps(config), encoding="utf-8")
 
         def launch() -> None:
@@ -295,19 +308,24 @@ def _sweep(folder: Path, work: Path) -> list[tuple[str, float, float, str]]:
         seconds = _interleaved(
             {
                 "cli": counted("cli", lambda: [cli.run(n, run, workspaces[n]) for n in names]),
-                "dagster": counted("dagster", dagster_run("spawn")),
-                "dagster_forkserver": dagster_run("forkserver"),  # its step processes are not our children
+                "dagster": counted("dagster", dagster_run("spawn", shared=False)),
+                # neither the forkserver's steps nor the shared worker are our children: no CPU count
+                "dagster_shared": dagster_run("forkserver", shared=True),
+                "dagster_shared_warm": dagster_run("forkserver", shared=True),
                 "pool": counted("pool", ours(vectorized_tick_size=True)),
                 "pool_stock": counted("pool_stock", ours(vectorized_tick_size=False)),
             },
             SWEEP_REPEATS,
-            {},
+            # the cold run starts the shared worker; the warm one, right after, finds it running
+            {"dagster_shared": lambda: stop_shared_zygotes(shared_folder)},
         )
     finally:
         cli.close()
+        stop_shared_zygotes(shared_folder)
+        shutil.rmtree(shared_folder, ignore_errors=True)
     if trades[True] != trades[False]:
         raise RuntimeError(f"the tick-size replacement changed trade counts: {trades}")
-    dagster, forkserver = seconds["dagster"], seconds["dagster_forkserver"]
+    before, dagster, warm = seconds["dagster"], seconds["dagster_shared"], seconds["dagster_shared_warm"]
     parallel, stock = seconds["pool"], seconds["pool_stock"]
     baseline = seconds["cli"]
     print(f"sweep: trades per strategy {trades[True]}")
@@ -323,13 +341,19 @@ def _sweep(folder: Path, work: Path) -> list[tuple[str, float, float, str]]:
             f"{case}: Dagster run, multiprocess executor (max 2) vs CLI in turn",
             dagster,
             baseline,
-            f"{baseline / dagster:.2f}× faster; target ≥ 1.7×",
+            f"{baseline / dagster:.2f}× faster; target ≥ 1.7×: forkserver, shared worker started by the run",
         ),
         (
-            "  same, step processes forked from a forkserver (start_method)",
-            forkserver,
+            "  same, the shared worker still running from an earlier run",
+            warm,
             baseline,
-            f"{baseline / forkserver:.2f}× faster: no import per step",
+            f"{baseline / warm:.2f}× faster",
+        ),
+        (
+            "  same, Dagster's defaults: spawned steps, each starting a worker of its own",
+            before,
+            baseline,
+            f"{baseline / before:.2f}× faster",
         ),
         (
             f"  the resource alone: {POOL_SIZE} long-lived processes vs CLI in turn",

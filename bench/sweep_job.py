@@ -2,8 +2,10 @@
 
 `bench.backtest` runs `python -m bench.sweep_job RUN_CONFIG.json` in a fresh process (with `DAGSTER_HOME`
 pointing at a throw-away instance), which is what launching a run costs: an interpreter imports this job,
-Dagster's multiprocess executor spawns one step process per strategy, at most `max_concurrent` at a time,
-and each step sets up `FreqtradeResource` (starting its pre-forked worker), reads the candles and backtests.
+Dagster's multiprocess executor starts one step process per strategy, at most `max_concurrent` at a time,
+and each step sets up `FreqtradeResource`, reads the candles and backtests. `run_config` chooses how steps
+start (spawned, or forked from a forkserver that preloads `FORKSERVER_PRELOAD`) and where backtests fork
+from (a worker per step process, or the machine's shared worker).
 
 The strategies are named by `TRADAI_BENCH_SWEEP_STRATEGIES` (comma-separated; read again by every step
 process when it imports this module, so it must not change during the run).
@@ -35,6 +37,9 @@ from tradai_resources.freqtrade_backtester import FreqtradeResource
 
 STRATEGIES_ENV = "TRADAI_BENCH_SWEEP_STRATEGIES"
 MAX_CONCURRENT = 2
+FORKSERVER_PRELOAD = ("bench.sweep_job", "strategies.base")
+"""What the forkserver imports once for every step: this job, and the Freqtrade strategy API that each
+step's strategy validation imports."""
 WARMUP = pd.Timedelta(days=60)
 
 
@@ -87,19 +92,26 @@ def run_config(
     timerange: str,
     work_dir: Path,
     start_method: Literal["spawn", "forkserver"] = "spawn",
+    shared_worker_folder: Path | None = None,
 ) -> dict[str, object]:
     """The run config of one sweep of `strategies` (the same list as `TRADAI_BENCH_SWEEP_STRATEGIES`).
 
     `spawn` is Dagster's default: each step process imports the job's module afresh. `forkserver` forks
-    each step from a server process that imported it once.
+    each step from a server process that imported it once. With `shared_worker_folder`, every step forks
+    its backtest from the machine's shared Freqtrade worker with its socket there (started by the first
+    step that needs it, or still running from an earlier run) instead of starting a worker of its own.
     """
     op_config = {"folder": str(folder), "pairs": list(pairs), "timerange": timerange}
+    method = {"preload_modules": list(FORKSERVER_PRELOAD)} if start_method == "forkserver" else {}
+    freqtrade: dict[str, object] = {"work_dir": str(work_dir)}
+    if shared_worker_folder is not None:
+        freqtrade |= {"start_method": "shared", "shared_worker_folder": str(shared_worker_folder)}
     return {
         "execution": {
-            "config": {"max_concurrent": MAX_CONCURRENT, "start_method": {start_method: {}}},
+            "config": {"max_concurrent": MAX_CONCURRENT, "start_method": {start_method: method}},
         },
         "ops": {f"backtest_{name}": {"config": op_config} for name in strategies},
-        "resources": {"freqtrade": {"config": {"work_dir": str(work_dir)}}},
+        "resources": {"freqtrade": {"config": freqtrade}},
     }
 
 

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -16,6 +17,7 @@ from strategies.validation import STRATEGIES_DIR
 from tests.conftest import DEMO_CANDLES, PROJECT_ROOT
 from tradai_core.backtest_config import BacktestRunConfig
 from tradai_resources.freqtrade_backtester import FreqtradeResource
+from tradai_resources.freqtrade_zygote import stop_shared_zygotes
 
 STRATEGIES = ["EmaAdxTrend", "RsiMeanReversion"]
 PAIRS = ("BTC/USDT", "ETH/USDT")
@@ -23,13 +25,31 @@ TIMERANGE = "20210301-20210501"
 
 
 @pytest.mark.slow
-def test_the_sweep_job_backtests_each_strategy_in_its_own_step_like_the_resource(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("start_method", "shared"),
+    [("spawn", False), ("forkserver", True)],
+    ids=["dagster-defaults", "forkserver-and-shared-worker"],
+)
+def test_the_sweep_job_backtests_each_strategy_in_its_own_step_like_the_resource(
+    start_method: Literal["spawn", "forkserver"], shared: bool, tmp_path: Path, test_worker_dir: Path
+) -> None:
+    workers = test_worker_dir / f"sweep-{start_method}"
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
     config = tmp_path / "run_config.json"
     config.write_text(
-        json.dumps(sweep_job.run_config(STRATEGIES, DEMO_CANDLES, PAIRS, TIMERANGE, tmp_path / "work")),
+        json.dumps(
+            sweep_job.run_config(
+                STRATEGIES,
+                DEMO_CANDLES,
+                PAIRS,
+                TIMERANGE,
+                tmp_path / "work",
+                start_method,
+                workers if shared else None,
+            )
+        ),
         encoding="utf-8",
     )
 
@@ -59,3 +79,6 @@ def test_the_sweep_job_backtests_each_strategy_in_its_own_step_like_the_resource
         assert found, f"no result logged by the step of {name}"
         expected = resource.backtest(name, STRATEGIES_DIR, candles, run).metrics.trade_count
         assert int(found.group(1)) == expected
+    if shared:  # the steps met at one shared worker, still serving
+        (lock,) = workers.glob("*.sock.lock")
+        assert stop_shared_zygotes(workers) == [int(lock.read_text())]
