@@ -720,13 +720,13 @@ def serve_shared(socket_path: Path, idle_timeout: float, log_path: Path | None =
 
     Any process of the same user connects to the socket and speaks the job-socket protocol of `serve`
     (one `ForkRequest` line; `{"pid"}`, then `{"returncode", ...}`; `kill`). Of several zygotes started for
-    the same path, one serves (`<path>.lock`, holding its pid) and the others exit at once (0). The socket
-    appears only once Freqtrade is imported, so a successful connect means ready. Before each job the zygote
-    checks that no module it imported changed on disk; if one did, it answers `{"error": "stale", ...}`
-    and stops serving, so the next caller starts a zygote on the new code. It also stops when idle, on
-    SIGTERM, or when another zygote took over the path; it stops by removing the socket (no new jobs),
-    serving what was already queued, and exiting once its running backtests end. `log_path`, this process's
-    start-up log, becomes `<path>.log` if it wins.
+    the same path, one serves (`<path>.lock`, holding its pid) and the others exit (0) once it answers.
+    The socket appears only once Freqtrade is imported, so a successful connect means ready. Before each job
+    the zygote checks that no module it imported changed on disk; if one did, it answers
+    `{"error": "stale", ...}` and stops serving, so the next caller starts a zygote on the new code. It
+    also stops when idle, on SIGTERM, or when another zygote took over the path; it stops by removing the
+    socket (no new jobs), serving what was already queued, and exiting once its running backtests end.
+    `log_path`, this process's start-up log, becomes `<path>.log` if it wins.
     """
     lock_path = socket_path.with_name(socket_path.name + ".lock")
     lock = _win_election(lock_path, socket_path)
