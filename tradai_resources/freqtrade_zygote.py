@@ -334,8 +334,8 @@ class SharedZygote:
     processes, runs, the code server): started by whichever process needs it first, detached from it, and
     gone after `idle_timeout` s without a backtest (see `freqtrade_worker.serve_shared`).
 
-    Same interface as WorkerZygote. Backtests from other processes run side by side in it; each child still
-    takes its requester's environment and files, and is killed when its requester goes away.
+    `run` and `wait_ready` work as WorkerZygote's. Backtests from other processes run side by side in it;
+    each child still takes its requester's environment and files, and is killed when its requester goes.
     """
 
     def __init__(
@@ -364,11 +364,6 @@ class SharedZygote:
     def failed_to_start(self) -> bool:
         """True if a zygote this process started exited with an error (not started again here)."""
         return self._broken is not None
-
-    @property
-    def usable(self) -> bool:
-        """True unless starting the shared zygote failed in this process."""
-        return self._broken is None
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The last lines of the start-up log of the zygote this process spawned, else the serving one's."""
@@ -465,9 +460,6 @@ class SharedZygote:
             finally:
                 conn.close()
         raise self._fail(f"no shared zygote took the job on {self.socket_path}", False)
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Nothing to stop: the shared zygote outlives its users and stops when idle."""
 
 
 _spawned_shared: list[subprocess.Popen[bytes]] = []
