@@ -151,7 +151,11 @@ def test_zygotes_started_at_once_for_one_socket_elect_one_and_the_others_step_as
     assert "invalid job file" in (tmp_path / "p0.err").read_text()  # the child ran the worker's main
     assert len({user.pid for user in users}) == 1
     spawned = [user._spawned for user in users]
-    assert sum(process is not None and process.poll() is None for process in spawned) == 1
+    deadline = time.monotonic() + 20
+    while sum(p is not None and p.poll() is None for p in spawned) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the losers leave as soon as they see the winner answer
+    assert [p is not None and p.poll() for p in spawned].count(None) == 1
+    assert all(p is not None and p.poll() in (None, 0) for p in spawned)
     assert sorted(folder.iterdir()) == sorted(
         [path, path.with_name(path.name + ".lock"), path.with_name(path.name + ".log")]
     )  # the losers removed their start-up logs
