@@ -34,7 +34,7 @@ from dagster import DagsterInstance, asset, materialize_to_memory
 
 from strategies.config import load_strategy_config
 from strategies.validation import STRATEGIES_DIR, discover_strategies
-from tradai_core.backtest_config import prepare_workspace
+from tradai_core.backtest_config import FREQTRADE_USER_SUBDIRS, prepare_workspace
 from tradai_core.backtest_result import (
     BacktestMetrics,
     Trade,
@@ -224,6 +224,22 @@ def test_stray_parameter_file_is_ignored_and_a_broken_strategy_does_not_stop_the
     assert results["RsiMeanReversion"].trades == reference.result.trades
     assert results["RsiMeanReversion"].metrics == reference.result.metrics
     assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_the_workspace_has_every_user_data_folder_freqtrade_would_create(
+    candles: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    from freqtrade.configuration.directory_operations import create_userdata_dir
+
+    create_userdata_dir(str(tmp_path / "freqtrade"), create_dir=True)
+    made_by_freqtrade = sorted(p.name for p in (tmp_path / "freqtrade").iterdir())
+    assert sorted(FREQTRADE_USER_SUBDIRS) == made_by_freqtrade  # contract with the pinned Freqtrade
+    (tmp_path / "ws").mkdir()
+    config = load_strategy_config(STRATEGIES_DIR / "rsi_mean_reversion.yaml")
+    source = STRATEGIES_DIR / "rsi_mean_reversion.py"
+    workspace = prepare_workspace(tmp_path / "ws", source, config, RUN, candles)
+    # parallel hyperopt workers on one workspace find them made: none races another to create them
+    assert sorted(p.name for p in workspace.user_data_dir.iterdir()) == made_by_freqtrade
 
 
 def test_the_workspace_holds_the_strategy_alone_with_the_configs_parameters(

@@ -153,6 +153,21 @@ def build_freqtrade_config(strategy: StrategyConfig, run: BacktestRunConfig) -> 
     return config
 
 
+FREQTRADE_USER_SUBDIRS: tuple[str, ...] = (
+    "backtest_results",
+    "data",
+    "hyperopts",
+    "hyperopt_results",
+    "logs",
+    "notebooks",
+    "plot",
+    "strategies",
+    "freqaimodels",
+)
+"""The folders Freqtrade's `create_userdata_dir` makes in a user-data folder (pinned by a contract test).
+Made up front, so parallel workers on one workspace never race to create them (a FileExistsError)."""
+
+
 @dataclass(frozen=True)
 class BacktestWorkspace:
     """The files one backtest reads and writes, all under one folder that is removed afterwards."""
@@ -171,7 +186,7 @@ class BacktestWorkspace:
 
     @property
     def user_data_dir(self) -> Path:
-        """Freqtrade's user-data folder (export directory, logs); empty at start."""
+        """Freqtrade's user-data folder (export directory, logs); only its empty sub-folders at start."""
         return self.root / "user_data"
 
     @property
@@ -279,11 +294,14 @@ def prepare_workspace(
     candles: Mapping[str, pd.DataFrame],
 ) -> BacktestWorkspace:
     """Lay out everything one backtest reads under `root` (which must exist and be empty): candle files,
-    the strategy folder (`prepare_strategy_dir`), an empty user-data folder and Freqtrade's config file."""
+    the strategy folder (`prepare_strategy_dir`), a user-data folder with Freqtrade's empty sub-folders and
+    Freqtrade's config file."""
     workspace = BacktestWorkspace(root)
     pairs = resolve_pairs(strategy, run)
     write_candles(candles, pairs, workspace.datadir, strategy.timeframe)
     prepare_strategy_dir(strategy_file, strategy, workspace.strategy_dir)
     workspace.user_data_dir.mkdir()
+    for name in FREQTRADE_USER_SUBDIRS:
+        (workspace.user_data_dir / name).mkdir()
     workspace.config_path.write_text(json.dumps(build_freqtrade_config(strategy, run), indent=2))
     return workspace
