@@ -250,14 +250,9 @@ def _sweep(folder: Path, work: Path) -> list[tuple[str, float, float, str]]:
 
         return sweep
 
-    dagster_home = work / "dagster_home"
-    dagster_home.mkdir()
-    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
-
     shared_folder = Path(tempfile.mkdtemp(prefix="tradai-bench-workers-", dir="/tmp"))
 
     def dagster_run(start_method: Literal["spawn", "forkserver"], shared: bool) -> Callable[[], None]:
-        config_path = work / f"sweep_run_config_{start_method}_{shared}.json"
         config = sweep_job.run_config(
             names,
             folder,
@@ -267,23 +262,10 @@ def _sweep(folder: Path, work: Path) -> list[tuple[str, float, float, str]]:
             start_method,
             shared_folder if shared else None,
         )
-        config_path.write_text(json.dumps(config), encoding="utf-8")
 
         def launch() -> None:
             """`python -m bench.sweep_job`: a fresh process runs the job on the multiprocess executor."""
-            done = subprocess.run(
-                [sys.executable, "-m", "bench.sweep_job", str(config_path)],
-                cwd=PROJECT_ROOT,
-                env=dict(
-                    os.environ,
-                    PYTHONPATH=str(PROJECT_ROOT),
-                    DAGSTER_HOME=str(dagster_home),
-                    **{sweep_job.STRATEGIES_ENV: ",".join(names)},
-                ),
-                capture_output=True,
-                text=True,
-                check=False,
-            )
+            done = sweep_job.launch(names, config, work / f"sweep_{start_method}_{shared}")
             if done.returncode != 0:
                 raise RuntimeError(f"the sweep job failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
 

@@ -13,6 +13,7 @@ process when it imports this module, so it must not change during the run).
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Literal
@@ -33,6 +34,7 @@ from dagster import (
 from strategies.validation import STRATEGIES_DIR
 from tradai_core.backtest_config import BacktestRunConfig
 from tradai_core.candles import normalize_candles
+from tradai_core.settings import PROJECT_ROOT
 from tradai_resources.freqtrade_backtester import FreqtradeResource
 
 STRATEGIES_ENV = "TRADAI_BENCH_SWEEP_STRATEGIES"
@@ -113,6 +115,32 @@ def run_config(
         "ops": {f"backtest_{name}": {"config": op_config} for name in strategies},
         "resources": {"freqtrade": {"config": freqtrade}},
     }
+
+
+def launch(
+    strategies: list[str], config: dict[str, object], work: Path, timeout: float | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run one sweep as `python -m bench.sweep_job RUN_CONFIG.json` in a fresh process, on a throw-away
+    Dagster instance under `work` (telemetry off), and return the finished process with its output."""
+    home = work / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+    config_path = work / "sweep_run_config.json"
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    return subprocess.run(
+        [sys.executable, "-m", "bench.sweep_job", str(config_path)],
+        cwd=PROJECT_ROOT,
+        env=dict(
+            os.environ,
+            PYTHONPATH=str(PROJECT_ROOT),
+            DAGSTER_HOME=str(home),
+            **{STRATEGIES_ENV: ",".join(strategies)},
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
 
 
 def main(argv: list[str]) -> int:

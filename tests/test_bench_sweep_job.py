@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Literal
 
@@ -14,7 +10,7 @@ import pytest
 
 from bench import sweep_job
 from strategies.validation import STRATEGIES_DIR
-from tests.conftest import DEMO_CANDLES, PROJECT_ROOT
+from tests.conftest import DEMO_CANDLES
 from tradai_core.backtest_config import BacktestRunConfig
 from tradai_resources.freqtrade_backtester import FreqtradeResource
 from tradai_resources.freqtrade_zygote import stop_shared_zygotes
@@ -34,39 +30,11 @@ def test_the_sweep_job_backtests_each_strategy_in_its_own_step_like_the_resource
     start_method: Literal["spawn", "forkserver"], shared: bool, tmp_path: Path, test_worker_dir: Path
 ) -> None:
     workers = test_worker_dir / f"sweep-{start_method}"
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
-    config = tmp_path / "run_config.json"
-    config.write_text(
-        json.dumps(
-            sweep_job.run_config(
-                STRATEGIES,
-                DEMO_CANDLES,
-                PAIRS,
-                TIMERANGE,
-                tmp_path / "work",
-                start_method,
-                workers if shared else None,
-            )
-        ),
-        encoding="utf-8",
+    folder = workers if shared else None
+    config = sweep_job.run_config(
+        STRATEGIES, DEMO_CANDLES, PAIRS, TIMERANGE, tmp_path / "work", start_method, folder
     )
-
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.sweep_job", str(config)],
-        cwd=PROJECT_ROOT,
-        env=dict(
-            os.environ,
-            PYTHONPATH=str(PROJECT_ROOT),
-            DAGSTER_HOME=str(home),
-            **{sweep_job.STRATEGIES_ENV: ",".join(STRATEGIES)},
-        ),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
+    done = sweep_job.launch(STRATEGIES, config, tmp_path, timeout=600)
 
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-3000:]

@@ -742,12 +742,12 @@ def serve_shared(socket_path: Path, idle_timeout: float, log_path: Path | None =
     if failed:
         sys.stderr.write(f"shared zygote: could not preload {failed}\n")
     forker = _Forker()
-    held = {"lock": lock}
 
     def release_lock() -> None:  # also run in each forked child: it must not keep the election lock
-        if held["lock"] >= 0:
-            os.close(held["lock"])
-            held["lock"] = -1
+        nonlocal lock
+        if lock >= 0:
+            os.close(lock)
+            lock = -1
 
     forker.closers.append(release_lock)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -112,6 +112,20 @@ class _Lines:
         return message
 
 
+def _last_lines(path: Path, lines: int) -> str:
+    """The last `lines` lines of the text file `path` ("" if it cannot be read)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _with_log(reason: str, tail: str, started: bool) -> ZygoteError:
+    """A ZygoteError saying `reason`, followed by the zygote's last log lines when there are any."""
+    return ZygoteError(f"{reason}\n--- zygote log ---\n{tail}" if tail else reason, started=started)
+
+
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         try:
@@ -214,16 +228,11 @@ class WorkerZygote:
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The last lines the zygote wrote to its stderr (import errors, warnings)."""
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.rstrip().splitlines()[-lines:])
+        return _last_lines(self.log_path, lines)
 
     def _fail(self, reason: str, started: bool) -> ZygoteError:
         self._broken = reason
-        tail = self.log_tail()
-        return ZygoteError(f"{reason}\n--- zygote log ---\n{tail}" if tail else reason, started=started)
+        return _with_log(reason, self.log_tail(), started)
 
     def wait_ready(self, timeout: float = BOOT_TIMEOUT_S) -> dict[str, Any]:
         """Block until the zygote has imported Freqtrade; returns its ready report (pid, modules, threads)."""
@@ -369,13 +378,11 @@ class SharedZygote:
         """The last lines of the start-up log of the zygote this process spawned, else the serving one's."""
         for path in (self._spawn_log, self.log_path):
             if path is not None and path.is_file():
-                text = path.read_text(encoding="utf-8", errors="replace")
-                return "\n".join(text.rstrip().splitlines()[-lines:])
+                return _last_lines(path, lines)
         return ""
 
     def _fail(self, reason: str, started: bool) -> ZygoteError:
-        tail = self.log_tail()
-        return ZygoteError(f"{reason}\n--- zygote log ---\n{tail}" if tail else reason, started=started)
+        return _with_log(reason, self.log_tail(), started)
 
     def _connect(self) -> socket.socket | None:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -502,10 +509,10 @@ def shared_zygote_for(
     path = shared_socket_path(private_folder(folder), python, env, cwd)
     with _registry_lock:
         zygote = _shared.get(path)
-        if zygote is None:
-            zygote = _shared[path] = SharedZygote(python, env, cwd, path, idle_timeout)
-    if not zygote.failed_to_start:  # a failed one is handed out as is: its `run` fails fast with the reason
-        zygote.start()
+        if zygote is not None:  # its `run` reconnects, or restarts it, as needed; a failed one fails fast
+            return zygote
+        zygote = _shared[path] = SharedZygote(python, env, cwd, path, idle_timeout)
+    zygote.start()  # in the background, on this process's first use only: no probe per backtest
     return zygote
 
 
