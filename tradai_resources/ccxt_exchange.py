@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from tradai_core.candles import candles_from_rows, utc_timestamp, validate_candles
 from tradai_core.errors import ConfigurationError, ExchangeDataError, ExchangeError, ExchangeUnavailableError
 from tradai_core.pagination import fetch_range
-from tradai_core.timeframes import timeframe_ms
+from tradai_core.timeframes import candle_grid, timeframe_ms
 from tradai_core.urls import rebase_urls
 
 logger = logging.getLogger(__name__)
@@ -114,10 +114,13 @@ class ExchangeResource(ConfigurableResource):
     def fetch_candles(self, pair: str, timeframe: str, start: datetime, end: datetime) -> FetchedCandles:
         """Every closed candle of `pair` with open time in `[start, end)`, validated.
 
-        Raises `CandleValidationError` for a candle that breaks a rule, `ExchangeUnavailableError` when a
-        retriable fault outlasts the retries, `ExchangeError` otherwise; nothing is returned half-done.
+        Raises `CandleValidationError` for a candle that breaks a rule (pair, timestamp and rule named),
+        `ExchangeUnavailableError` when a retriable fault outlasts the retries, `ExchangeDataError` when a
+        page stays stale (repeats candles already received) through `max_retries` re-requests,
+        `ExchangeError` otherwise; nothing is returned half-done.
         """
         tf_ms = timeframe_ms(timeframe)
+        grid = candle_grid(timeframe, self.exchange_id)
         client = self.client()
         retries = 0
 
@@ -161,14 +164,18 @@ class ExchangeResource(ConfigurableResource):
             timeframe_ms=tf_ms,
             page_limit=self.effective_page_limit,
             now_ms=self._exchange_now_ms(call),
+            pair=pair,
+            grid=grid,
+            stale_retries=self.max_retries,
+            wait=lambda attempt: self._sleep(self._backoff(attempt)),
         )
         candles = candles_from_rows(paged.rows)
-        validate_candles(pair, candles, tf_ms)
+        validate_candles(pair, candles, grid)
         return FetchedCandles(
             pair=pair,
             candles=candles,
             requests=paged.pages,
-            retries=retries,
+            retries=retries + paged.stale_retries,
             dropped_open_candle=paged.dropped_open_candle,
         )
 
