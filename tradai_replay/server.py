@@ -397,7 +397,8 @@ class ReplayServer:
 
         weight = WEIGHTS.get(path, 1)
         try:
-            status, payload = self._route(method, path, query)
+            stale = fault is not None and fault.kind == "stale_page"
+            status, payload = self._route(method, path, query, stale=stale)
         except ApiError as error:
             status, payload = error.status, {"code": error.code, "msg": error.msg}
         except TradAIError as error:
@@ -420,15 +421,17 @@ class ReplayServer:
         else:
             self._send(handler, status, data, weight)
 
-    def _route(self, method: str, path: str, query: dict[str, str]) -> tuple[int, Any]:
+    def _route(
+        self, method: str, path: str, query: dict[str, str], *, stale: bool = False
+    ) -> tuple[int, Any]:
         """(status, answer) for an API request: a JSON-able payload, JSON bytes already encoded (klines),
-        or None for an HTML error page."""
+        or None for an HTML error page. `stale`: answer klines with the page before the one asked for."""
         handlers = {
             "/api/v3/ping": lambda: {},
             "/api/v3/time": lambda: {"serverTime": self._now_ms},
             "/api/v3/exchangeInfo": lambda: self._exchange_info_answer(query),
-            "/api/v3/klines": lambda: self._klines(query),
-            "/api/v3/uiKlines": lambda: self._klines(query),
+            "/api/v3/klines": lambda: self._klines(query, stale),
+            "/api/v3/uiKlines": lambda: self._klines(query, stale),
             "/fapi/v1/exchangeInfo": self._empty_futures_info,
             "/dapi/v1/exchangeInfo": self._empty_futures_info,
         }
@@ -472,7 +475,7 @@ class ReplayServer:
             "symbols": [],
         }
 
-    def _klines(self, query: dict[str, str]) -> bytes:
+    def _klines(self, query: dict[str, str], stale: bool = False) -> bytes:
         symbol, interval = query.get("symbol"), query.get("interval")
         for name, value in (("symbol", symbol), ("interval", interval)):
             if not value:
@@ -495,6 +498,8 @@ class ReplayServer:
         if start is not None and end is not None and start > end:
             raise ApiError(400, -1023, "Start time is greater than end time.")
         end = self._now_ms if end is None else min(end, self._now_ms)
+        if stale and start is not None:  # a stale cache: the page that ended where this one begins
+            start, end = None, start - 1
         lo, hi = series.window(start, end, min(limit, MAX_KLINES_LIMIT))
         return series.kline_json(lo, hi)
 

@@ -140,10 +140,14 @@ class ExchangeResource(ConfigurableResource):
 
         def request(since_ms: int, limit: int) -> list[list[float]]:
             until = {"until": end_ms - 1}
-            rows = client.fetch_ohlcv(pair, timeframe, since=since_ms, limit=limit, params=until)
-            if not isinstance(client.last_json_response, list):
+            client.fetch_ohlcv(pair, timeframe, since=since_ms, limit=limit, params=until)
+            raw = client.last_json_response
+            if not isinstance(raw, list):
                 raise UnreadablePayload(f"{self.exchange_id} candle page for {pair} is not a JSON list")
-            return rows
+            # The page as sent, row by row: ccxt's own answer is sorted and filtered by `since`, which
+            # would hide out-of-order rows, rows without an open time and a stale page (seen as empty).
+            market = client.market(pair)
+            return [client.parse_ohlcv(row, market) for row in raw]
 
         def page(since_ms: int, limit: int) -> Sequence[Sequence[float]]:
             rows = call(
