@@ -15,7 +15,12 @@ import pandas as pd
 import pytest
 
 from tests.conftest import load_recorded
-from tradai_core.errors import CandleValidationError, ExchangeError, ExchangeUnavailableError
+from tradai_core.errors import (
+    CandleValidationError,
+    ExchangeDataError,
+    ExchangeError,
+    ExchangeUnavailableError,
+)
 from tradai_replay.faults import Fault
 from tradai_replay.server import ReplayServer
 from tradai_resources.ccxt_exchange import ExchangeResource
@@ -141,3 +146,62 @@ def test_keys_never_reach_a_log_or_a_repr(server: ReplayServer, caplog: pytest.L
     with caplog.at_level(logging.DEBUG):
         resource.fetch_candles("ETH/USDT", "1h", DAY0, DAY1)
     assert secret not in caplog.text and secret not in repr(resource) and secret not in str(resource)
+
+
+@pytest.mark.parametrize(
+    ("variant", "rule", "at"),
+    [
+        ("null_timestamp", "every candle has an open time", "row 12 of the page from 2021-05-01T00:00"),
+        ("nan_price", "prices and volume are finite numbers", "2021-05-01T12:00"),
+        ("zero_price", "prices are positive", "2021-05-01T12:00"),
+        ("negative_price", "prices are positive", "2021-05-01T12:00"),
+        ("duplicate_row", "no duplicate candles", "2021-05-01T12:00"),
+        ("out_of_order", "timestamps strictly increasing", "2021-05-01T12:00"),
+    ],
+)
+def test_bad_candle_content_fails_at_once_naming_pair_time_and_rule(
+    server: ReplayServer, variant: str, rule: str, at: str
+) -> None:
+    server.inject(Fault(kind="malformed", count=1, variant=variant))
+    before = kline_requests(server)
+    with pytest.raises(CandleValidationError) as caught:
+        exchange(server).fetch_candles("ETH/USDT", "1h", DAY0, DAY1)
+    assert kline_requests(server) - before == 1  # bad data is not retried
+    error = caught.value
+    assert error.pair == "ETH/USDT" and error.rule.startswith(rule)
+    assert error.timestamp.startswith(at)
+    assert "nothing was written" in str(error)
+
+
+def test_a_stale_page_is_asked_again_and_the_range_completes(server: ReplayServer) -> None:
+    clean = exchange(server).fetch_candles("ETH/USDT", "1h", DAY0, DAY1).candles
+    server.inject(Fault(kind="stale_page", count=2))
+    fetched = exchange(server, page_limit=10).fetch_candles("ETH/USDT", "1h", DAY0, DAY1)
+    pd.testing.assert_frame_equal(fetched.candles, clean)
+    assert fetched.retries == 2 and fetched.requests == 3 + 2
+
+
+def test_a_page_that_stays_stale_fails_naming_the_shortfall(server: ReplayServer) -> None:
+    # The day's first page (10 candles) arrives (a no-op fault takes it); every later one is stale.
+    server.inject(Fault(kind="latency", count=1, delay_s=0.0, path_prefix=KLINES))
+    server.inject(Fault(kind="stale_page", count=99))
+    with pytest.raises(ExchangeDataError) as caught:
+        exchange(server, page_limit=10, max_retries=2).fetch_candles("ETH/USDT", "1h", DAY0, DAY1)
+    message = str(caught.value)
+    assert "ETH/USDT" in message and "got 10 candles up to 2021-05-01T09:00" in message
+    assert "14 candles from 2021-05-01T10:00:00+00:00 to 2021-05-02T00:00:00+00:00 never arrived" in message
+    assert "nothing was written" in message
+
+
+def test_weekly_candles_on_binance_s_monday_grid_arrive(tmp_path: Path, shared_candles_dir: Path) -> None:
+    hourly = load_recorded(shared_candles_dir, "BTC/USDT").loc["2021-01-04":"2021-06-27"]
+    weekly = hourly.resample("W-MON", label="left", closed="left").agg(
+        {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}
+    )
+    assert (weekly.index.dayofweek == 0).all()  # Binance's weeks open on Monday
+    weekly.reset_index().to_parquet(tmp_path / "BTC_USDT-1w.parquet")
+    with ReplayServer(tmp_path) as replay:
+        fetched = exchange(replay).fetch_candles(
+            "BTC/USDT", "1w", pd.Timestamp("2021-01-04", tz="UTC"), pd.Timestamp("2021-06-28", tz="UTC")
+        )
+    pd.testing.assert_frame_equal(fetched.candles, weekly, check_freq=False)
