@@ -32,11 +32,14 @@ validate: setup  ## `dagster definitions validate` on the code location
 replay: setup  ## serve the bundled candles as a Binance REST replay on 127.0.0.1:$(REPLAY_PORT)
 	$(UV) run --frozen python -m tradai_replay --candles-dir demo_data/binance_spot_1h --port $(REPLAY_PORT)
 
-ui: setup  ## the Dagster UI on http://127.0.0.1:3000, offline against the replay server
+ui: setup  ## the Dagster UI on http://127.0.0.1:3000, offline against the replay server (REPLAY_PORT=8765)
+	@scripts/replay-port free $(REPLAY_PORT)
 	set -a && source offline.env && set +a && \
-	$(UV) run --frozen python -m tradai_replay --candles-dir demo_data/binance_spot_1h --port $(REPLAY_PORT) & \
-	replay=$$!; trap "kill $$replay" EXIT; \
-	set -a && source offline.env && set +a && $(UV) run --frozen dagster dev -w workspace.yaml
+	export TRADAI_EXCHANGE_BASE_URL=http://127.0.0.1:$(REPLAY_PORT) && \
+	{ $(UV) run --frozen python -m tradai_replay --candles-dir demo_data/binance_spot_1h --port $(REPLAY_PORT) & \
+	replay=$$!; trap "kill $$replay 2>/dev/null" EXIT; \
+	scripts/replay-port wait $(REPLAY_PORT) $$replay && \
+	$(UV) run --frozen dagster dev -w workspace.yaml; }
 
 mlflow-ui: setup  ## the MLflow UI on http://127.0.0.1:5000 over the local store
 	$(UV) run --frozen mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.tradai/mlflow.db --port 5000
