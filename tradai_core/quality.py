@@ -109,8 +109,13 @@ def check_outliers(
     """Price jumps beyond `k` rolling robust sigmas and runs of `zero_volume_run`+ zero-volume candles,
     from `start` on (earlier candles only give the volatility its history). A warning, never a gate:
     real markets crash too."""
-    if candles.empty or not candles.index.is_monotonic_increasing or not candles.index.is_unique:
-        return QualityResult(name="outliers", passed=True, summary="no candles to judge in order")
+    if candles.empty:
+        return QualityResult(name="outliers", passed=True, summary="no candles to judge")
+    if not candles.index.is_monotonic_increasing or not candles.index.is_unique:
+        # Returns need candles in order; the blocking checks already report this.
+        return QualityResult(
+            name="outliers", passed=True, summary="not judged: candles out of order (see monotonic_index)"
+        )
     jumps = find_price_jumps(candles, k=k)
     runs = find_zero_volume_runs(candles, zero_volume_run)
     if start is not None:

@@ -140,10 +140,14 @@ class ExchangeResource(ConfigurableResource):
 
         def request(since_ms: int, limit: int) -> list[list[float]]:
             until = {"until": end_ms - 1}
-            client.fetch_ohlcv(pair, timeframe, since=since_ms, limit=limit, params=until)
+            rows = client.fetch_ohlcv(pair, timeframe, since=since_ms, limit=limit, params=until)
             raw = client.last_json_response
             if not isinstance(raw, list):
                 raise UnreadablePayload(f"{self.exchange_id} candle page for {pair} is not a JSON list")
+            if len(rows) == len(raw) and all(
+                isinstance(sent, list) and sent[:1] == row[:1] for sent, row in zip(raw, rows, strict=True)
+            ):
+                return rows  # ccxt kept every row, in the order sent (the usual case: no second parse)
             # The page as sent, row by row: ccxt's own answer is sorted and filtered by `since`, which
             # would hide out-of-order rows, rows without an open time and a stale page (seen as empty).
             market = client.market(pair)
