@@ -509,6 +509,14 @@ def test_every_fault_kind_and_variant_is_listed() -> None:
     assert len(faults) == len({(f.kind, f.variant) for f in faults})
 
 
+def test_fault_kinds_are_listed_over_http_and_each_can_be_queued(replay_server: ReplayServer) -> None:
+    status, _, body = raw_get(replay_server, "/_replay/fault-kinds")
+    kinds = json.loads(body)
+    assert status == 200 and len(kinds) == len(supported_faults())
+    assert {"kind": "stale_page"} in kinds and {"kind": "malformed", "variant": "price_spike"} in kinds
+    assert control(replay_server, "POST", kinds) == (200, {"queued": len(kinds)})
+
+
 def test_a_delay_beyond_the_bound_is_refused_with_a_clear_400(replay_server: ReplayServer) -> None:
     status, answer = control(replay_server, "POST", {"kind": "latency", "delay_s": 3_600_000})
     assert status == 400

@@ -9,7 +9,8 @@ Served, as Binance answers them and as ccxt 4.5 parses them:
   `permissions`, `symbolStatus` filters), `GET /api/v3/klines` and `GET /api/v3/uiKlines`;
 - `GET /fapi/v1/exchangeInfo` and `GET /dapi/v1/exchangeInfo` with no markets, so a ccxt client left
   with its default market types (spot, linear, inverse) still loads the spot markets;
-- `GET|POST|DELETE /_replay/faults` and `GET /_replay/status` to drive the server by hand (curl).
+- `GET|POST|DELETE /_replay/faults`, `GET /_replay/fault-kinds` (one fault of every kind and variant)
+  and `GET /_replay/status` to drive the server by hand (curl).
 
 The clock is frozen at `now_ms` (default: the close of the last recorded candle, so every served candle
 is closed); candles opening after it are not served and the candle containing it is served still open.
@@ -35,7 +36,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from tradai_core.errors import ConfigurationError, TradAIError
 from tradai_replay.candles import CandleStore
-from tradai_replay.faults import Fault, FaultQueue, corrupt_klines, parse_faults
+from tradai_replay.faults import Fault, FaultQueue, corrupt_klines, parse_faults, supported_faults
 from tradai_replay.markets import exchange_info_for, load_exchange_info, pair_to_symbol
 
 logger = logging.getLogger(__name__)
@@ -588,7 +589,8 @@ class ReplayServer:
             pass
 
     def _control(self, handler: _Handler, method: str, path: str, body: bytes) -> None:
-        """`/_replay/faults` (GET lists, POST queues a fault or a list, DELETE clears); `/_replay/status`."""
+        """`/_replay/faults` (GET lists, POST queues a fault or a list, DELETE clears);
+        `/_replay/fault-kinds` (every kind and variant it can inject); `/_replay/status`."""
         if path.rstrip("/") == "/_replay/faults":
             if method == "GET":
                 answer: Any = [
@@ -610,6 +612,10 @@ class ReplayServer:
                 cleared = self.clear_faults()
                 self._send(handler, 200, json.dumps({"cleared": cleared}).encode(), 0)
                 return
+        if path.rstrip("/") == "/_replay/fault-kinds" and method == "GET":
+            kinds = [fault.model_dump(exclude_defaults=True) for fault in supported_faults()]
+            self._send(handler, 200, json.dumps(kinds).encode(), 0)
+            return
         if path.rstrip("/") == "/_replay/status" and method == "GET":
             status = {
                 "pairs": self.pairs,
