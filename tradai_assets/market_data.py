@@ -39,12 +39,14 @@ BLOCKING_CHECKS = ("no_duplicates", "monotonic_index", "ohlc_consistent", "timef
 CHECK_DESCRIPTIONS = {
     "no_duplicates": "No two candles share an open time.",
     "monotonic_index": "Open times strictly increase.",
-    "ohlc_consistent": "high ≥ max(open, close), low ≤ min(open, close); finite, non-negative values.",
-    "timeframe_grid": "Every open time sits on the timeframe grid.",
+    "ohlc_consistent": "high ≥ max(open, close), low ≤ min(open, close); finite values, prices > 0, "
+    "volume ≥ 0.",
+    "timeframe_grid": "Every open time sits on the exchange's grid for the timeframe (Binance: weeks open "
+    "Monday 00:00 UTC).",
     "gaps": "Missing candles in the window, listed as ranges (real exchange outages are warnings).",
     "outliers": f"Price jumps beyond {DEFAULT_K:g} rolling robust sigmas (|log return| against 1.4826 × "
-    "median |return| of the previous week) and runs of zero-volume candles, with their timestamps. A "
-    "warning to look at, never a gate: real markets crash too.",
+    f"median |return| of the previous {DEFAULT_WINDOW} candles) and runs of zero-volume candles, with "
+    "their timestamps. A warning to look at, never a gate: real markets crash too.",
 }
 
 

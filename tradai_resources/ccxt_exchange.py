@@ -116,7 +116,7 @@ class ExchangeResource(ConfigurableResource):
 
         Raises `CandleValidationError` for a candle that breaks a rule (pair, timestamp and rule named),
         `ExchangeUnavailableError` when a retriable fault outlasts the retries, `ExchangeDataError` when a
-        page stays stale (repeats candles already received) through `max_retries` re-requests,
+        page stays stale (candles from before the ones asked for) through `max_retries` re-requests,
         `ExchangeError` otherwise; nothing is returned half-done.
         """
         tf_ms = timeframe_ms(timeframe)
