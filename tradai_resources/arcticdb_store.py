@@ -430,27 +430,30 @@ class ArcticDBResource(ConfigurableResource):
             library, symbol = split_key(key)
             wanted.setdefault(library, {})[symbol] = int(version)
         pairs = [(library, symbol) for library, symbols in wanted.items() for symbol in symbols]
+        pin = Pin(
+            name=name, versions={f"{lib}/{sym}": v for lib, syms in wanted.items() for sym, v in syms.items()}
+        )
         taken: list[Library] = []
         with symbol_locks(self._lock_root(), pairs):
+            held = self.pinned_versions(name)
+            if held == pin.versions:
+                return pin  # the same pin again (a retried step)
+            if held:
+                raise StorageError(
+                    f"the ArcticDB snapshot {name} already holds {held}, not {pin.versions}",
+                    "pin under another name",
+                )
             try:
                 for library, symbols in sorted(wanted.items()):
                     lib = self.open_library(library, create=False)
-                    if name in lib.list_snapshots(load_metadata=False):
-                        held = {key.symbol: key.version for key in lib.list_versions(snapshot=name)}
-                        if held != symbols:
-                            raise StorageError(
-                                f"ArcticDB snapshot {name} in {library} already holds {held}, not {symbols}",
-                                "pin under another name",
-                            )
-                        continue
                     self._snapshot(lib, name, symbols, note)
                     taken.append(lib)
             except Exception:
                 for lib in taken:
                     lib.delete_snapshot(name)
                 raise
-        logger.info("pinned %s as ArcticDB snapshot %s", dict(versions), name)
-        return Pin(name=name, versions={key: int(version) for key, version in versions.items()})
+        logger.info("pinned %s as ArcticDB snapshot %s", pin.versions, name)
+        return pin
 
     @staticmethod
     def _snapshot(lib: Library, name: str, symbols: dict[str, int], note: str) -> None:
