@@ -43,7 +43,7 @@ def big_frame() -> pd.DataFrame:
 
 
 def windows(uri: str, writer: int, go: Path) -> None:
-    store = ArcticDBResource(uri=uri, keep_versions=1000)
+    store = ArcticDBResource(uri=uri)
     store.open_library(LIBRARY)
     while not go.exists():
         time.sleep(0.005)
