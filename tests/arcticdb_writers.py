@@ -1,7 +1,7 @@
 """Writer processes for tests/test_write_safety.py: `python -m tests.arcticdb_writers <command> …`.
 
-- `windows URI K GO`: wait for the file GO, then write 8 days of its own (value K) and, between them, the
-  same shared day (value K), each through `ArcticDBResource.write_frame_window`.
+- `windows URI K GO`: touch GO.readyK, wait for the file GO, then write `OWN_DAYS` days of its own (value K)
+  and, between them, the same shared day (value K), each through `ArcticDBResource.write_frame_window`.
 - `big URI`: replace the symbol with a million-row frame (seconds of native ArcticDB writing), print DONE.
 - `features-replace HOME PAIR DAY`: materialize `features/<PAIR>` for DAY with replace_stored_features,
   SIGKILLing itself the moment the feature write reaches ArcticDB (a crash in the middle of the write).
@@ -25,6 +25,7 @@ LIBRARY = "features.test.1h"
 SYMBOL = "BTC_USDT"
 SHARED_DAY = pd.Timestamp("2021-06-01", tz="UTC")
 BIG_ROWS = 1_000_000
+OWN_DAYS = 16
 
 
 def own_day(writer: int, i: int) -> pd.Timestamp:
@@ -45,9 +46,10 @@ def big_frame() -> pd.DataFrame:
 def windows(uri: str, writer: int, go: Path) -> None:
     store = ArcticDBResource(uri=uri)
     store.open_library(LIBRARY)
+    go.with_name(f"{go.name}.ready{writer}").touch()
     while not go.exists():
-        time.sleep(0.005)
-    for i in range(8):
+        time.sleep(0.001)
+    for i in range(OWN_DAYS):
         for day in (own_day(writer, i), SHARED_DAY):
             frame = day_frame(day, float(writer))
             store.write_frame_window(LIBRARY, SYMBOL, frame, day, day + pd.Timedelta(days=1))

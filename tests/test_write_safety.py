@@ -18,7 +18,7 @@ import pytest
 import yaml
 from dagster import DagsterInstance, materialize
 
-from tests.arcticdb_writers import BIG_ROWS, LIBRARY, SHARED_DAY, SYMBOL, day_frame, own_day
+from tests.arcticdb_writers import BIG_ROWS, LIBRARY, OWN_DAYS, SHARED_DAY, SYMBOL, day_frame, own_day
 from tests.conftest import PROJECT_ROOT, load_recorded
 from tradai_assets.features import build_feature_assets, compute_window_features, features_library
 from tradai_assets.models import build_model_assets
@@ -90,7 +90,10 @@ def test_two_processes_writing_one_symbol_at_once_lose_nothing_and_never_interle
     uri = f"lmdb://{tmp_path / 'arctic'}"
     go = tmp_path / "go"
     writers = [python("windows", uri, str(writer), str(go)) for writer in (0, 1)]
-    time.sleep(8)  # both imported and waiting
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"go.ready{writer}").exists() for writer in (0, 1)):  # both imported, waiting
+        assert time.monotonic() < deadline and all(w.poll() is None for w in writers)
+        time.sleep(0.01)
     go.touch()
     for writer in writers:
         code, _, err = finish(writer)
@@ -99,7 +102,7 @@ def test_two_processes_writing_one_symbol_at_once_lose_nothing_and_never_interle
     frame = stored.frame
     assert frame.index.is_unique
     for writer in (0, 1):  # every window of both writers is there, exactly as written
-        for i in range(8):
+        for i in range(OWN_DAYS):
             day = own_day(writer, i)
             expected = day_frame(day, float(writer))
             got = frame.loc[day : day + pd.Timedelta("23h")]
@@ -107,8 +110,8 @@ def test_two_processes_writing_one_symbol_at_once_lose_nothing_and_never_interle
     shared = frame.loc[SHARED_DAY : SHARED_DAY + pd.Timedelta("23h")]
     assert len(shared) == 24 and shared["value"].nunique() == 1  # one writer's window, never a mix
     pd.testing.assert_frame_equal(shared, day_frame(SHARED_DAY, shared["value"].iloc[0]), check_freq=False)
-    assert len(frame) == 17 * 24
-    assert stored.version == 31  # 32 writes, 32 versions: none overwrote another's version
+    assert len(frame) == (2 * OWN_DAYS + 1) * 24
+    assert stored.version == 4 * OWN_DAYS - 1  # one version per write: none overwrote another's
 
 
 # -- atomic writes survive kill -9 -------------------------------------------------------------------------

@@ -22,7 +22,9 @@ A version written with metadata `tradai_pin: <snapshot>` releases that snapshot 
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -49,6 +51,15 @@ _CONNECTIONS_LOCK = threading.Lock()
 
 META_PIN = "tradai_pin"
 """Version metadata key: the snapshot this version pins its inputs with, released when it is pruned."""
+
+
+KEEP_VERSIONS_ENV = "TRADAI_ARCTICDB_KEEP_VERSIONS"
+
+
+@functools.lru_cache(maxsize=8)
+def _default_retention(env_value: str | None) -> int:
+    """The setting in force for this value of the variable (building the settings is slow)."""
+    return TradAISettings().arcticdb_keep_versions
 
 
 def symbol_pool(library: str, symbol: str) -> str:
@@ -137,7 +148,7 @@ class ArcticDBResource(ConfigurableResource):
 
     def retention(self) -> int:
         """Versions kept per symbol (besides the pinned ones)."""
-        return self.keep_versions or TradAISettings().arcticdb_keep_versions
+        return self.keep_versions or _default_retention(os.environ.get(KEEP_VERSIONS_ENV))
 
     def _lock_root(self) -> Path:
         return lock_root(self.uri)
