@@ -426,9 +426,14 @@ class ArcticDBResource(ConfigurableResource):
         except arcticdb.exceptions.ArcticException as error:
             logger.warning("could not prune old versions of %s/%s: %s", lib.name, symbol, error)
             return []
-        for name in releases:
-            self.unpin(name)
         logger.info("pruned %d old versions of %s/%s: %s", len(doomed), lib.name, symbol, doomed)
+        for name in releases:
+            try:
+                self.unpin(name)
+            except arcticdb.exceptions.ArcticException as error:  # the pin stays: it only holds data longer
+                logger.warning(
+                    "could not release pin %s of a pruned %s/%s version: %s", name, lib.name, symbol, error
+                )
         return doomed
 
     def pin_versions(self, name: str, versions: Mapping[str, int | str], note: str = "") -> Pin:
