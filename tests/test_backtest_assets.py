@@ -132,9 +132,13 @@ def test_a_valid_strategy_passes_its_gates_and_reports_to_the_ui_and_mlflow(lab:
     assert set(metadata["data_versions"].value) == {
         f"ohlcv.binance.1h/{p.replace('/', '_')}" for p in lab["settings"].pairs
     }  # type: ignore[union-attr]
+    store = lab["resources"]["candle_store"]  # type: ignore[index]
+    pinned = store.pinned_versions(metadata["arcticdb_snapshot"].value)  # the versions it read stay readable
+    assert pinned == {key: int(v) for key, v in metadata["data_versions"].value.items()}  # type: ignore[union-attr]
     run = mlflow.MlflowClient(lab["settings"].resolved_mlflow_uri).get_run(metadata["mlflow_run_id"].value)  # type: ignore[union-attr]
     assert run.info.status == "FINISHED"
     assert run.data.tags["dagster.run_id"] == result.run_id
+    assert run.data.tags["tradai.arcticdb_snapshot"] == metadata["arcticdb_snapshot"].value
     assert run.data.tags["source_sha256"] == metadata["source_sha256"].value
     assert int(run.data.metrics["trade_count"]) == metadata["trade_count"].value
     artifacts = {

@@ -191,6 +191,27 @@ def test_a_trained_model_is_registered_with_its_lineage_and_becomes_champion_by_
     assert checks_of(first)["walk_forward_sane"]
 
 
+def test_the_model_and_its_training_set_pin_exactly_the_arcticdb_versions_they_name(
+    lab: Lab, first: ExecuteInProcessResult
+) -> None:
+    training_meta, model_meta = metadata_of(first, TRAINING_SET_KEY), metadata_of(first, MODEL_KEY)
+    inputs = {
+        f"{kind}.binance.1h/{slug}": version
+        for key, version in training_meta["input_versions"].items()
+        for kind, slug in [key.split("/")]
+    }
+    assert len(inputs) == 4
+    assert lab.store.pinned_versions(f"tradai.training_set.{first.run_id}") == inputs
+    tags = lab.mlflow.get_version(NAME, model_meta["model_version"]).tags
+    assert (
+        tags["tradai.arcticdb_snapshot"] == model_meta["arcticdb_snapshot"] == f"tradai.model.{first.run_id}"
+    )
+    assert lab.store.pinned_versions(model_meta["arcticdb_snapshot"]) == {
+        "training.binance.1h/training_set": training_meta["arcticdb_version"],
+        **inputs,
+    }
+
+
 def test_the_registered_model_and_its_reference_distribution_load_back(
     lab: Lab, first: ExecuteInProcessResult
 ) -> None:

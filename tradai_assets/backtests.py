@@ -342,6 +342,9 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
             result = freqtrade.backtest(
                 name, Path(report.path).parent, candles, run, strategy_config=strategy_config
             )
+        pin = candle_store.pin_versions(  # the candle versions this report names stay readable
+            f"tradai.backtest.{context.run.run_id}.{name}", versions, note=f"backtest {name}"
+        )
         digest = source_hash(report)
         equity = result.equity_frame()["equity"]
         plot = png_markdown(equity_and_drawdown_figure(equity, f"{name} {window.timerange}"), "equity")
@@ -357,6 +360,7 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
                 "strategy.version": strategy_config.version,
                 "source_sha256": digest,
                 "tradai.tuned_params_run_id": config.tuned_params_run_id or "none",
+                "tradai.arcticdb_snapshot": pin.name,
                 **{f"tradai.{key}": value for key, value in lineage.items()},
             },
         ) as tracked:
@@ -404,6 +408,7 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
                 "freqtrade_version": result.freqtrade_version,
                 "source_sha256": digest,
                 "data_versions": MetadataValue.json(versions),
+                "arcticdb_snapshot": pin.name,
                 "tuned_params_run_id": config.tuned_params_run_id or "none (strategy YAML)",
                 **lineage,
                 "candle_gaps_in_window": MetadataValue.json(gaps),

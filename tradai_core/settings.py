@@ -49,6 +49,12 @@ class TradAISettings(BaseSettings):
         "window, so a model is never scored on data it was trained on.",
     )
     arcticdb_uri: str | None = Field(default=None, description="Default: lmdb://<home>/arcticdb.")
+    arcticdb_keep_versions: int = Field(
+        default=24,
+        ge=1,
+        description="Versions kept per ArcticDB symbol: the newest N, plus every version an ArcticDB "
+        "snapshot holds (models and backtest reports pin what they read); older ones are pruned at write.",
+    )
     mlflow_uri: str | None = Field(default=None, description="Default: sqlite:///<home>/mlflow.db.")
     data_dir: Path | None = Field(default=None, description="Default: <home>/data (scratch files).")
     backtest_workers: Literal["shared", "prefork", "spawn"] = Field(
