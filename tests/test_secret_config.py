@@ -15,6 +15,7 @@ from tradai.definitions import build_definitions
 from tradai_core.errors import StorageError
 from tradai_core.settings import TradAISettings
 from tradai_resources.arcticdb_store import ArcticDBResource
+from tradai_resources.freqtrade_hyperopt import HyperoptResource
 from tradai_resources.mlflow_tracking import TAG_ERROR, MLflowResource
 
 TOKEN = "Mn3Bv8Cx1Za6Sd4Fg7Hj"
@@ -79,3 +80,9 @@ def test_uris_from_the_environment_are_bound_as_envvars_and_only_those(
     assert not isinstance(resources["candle_store"].uri, EnvVar)
     assert resources["mlflow"].tracking_uri == f"sqlite:///{tmp_path / 'other.db'}"
     assert not isinstance(resources["mlflow"].tracking_uri, EnvVar)
+
+
+def test_an_optuna_storage_url_is_shown_without_its_credentials(tmp_path: Path) -> None:
+    url = f"postgresql+psycopg2://optuna:{TOKEN}@db.internal:5432/optuna?sslmode=require&password={TOKEN}"
+    shown = HyperoptResource(storage_url=url, work_dir=str(tmp_path)).redacted_storage_url()
+    assert shown == "postgresql+psycopg2://db.internal:5432/optuna?sslmode=require&password=***"
