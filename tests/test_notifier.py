@@ -168,3 +168,20 @@ def test_an_sns_error_quoting_the_topic_is_reported_without_it(caplog: pytest.Lo
     assert receipt.delivered == ("log",) and "AuthorizationError" in receipt.failed["sns"]
     assert TOKEN not in receipt.failed["sns"] and TOKEN not in caplog.text
     assert TOKEN not in repr(notifier)
+
+
+def test_credentials_of_uris_quoted_in_a_notification_are_redacted_before_it_is_sent(
+    webhook: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    failure = Notification(
+        kind="run_failure",
+        severity="critical",
+        title="run of features_job failed",
+        details={"error": f"StorageError: cannot open ArcticDB at s3://host:bucket?access=AK&secret={TOKEN}"},
+    )
+    with caplog.at_level(logging.INFO, logger="tradai.notify"):
+        receipt = NotifierResource(webhook_url=webhook).notify(failure)
+    assert receipt.delivered == ("log", "webhook")
+    [posted] = Inbox.received
+    assert "s3://host:bucket?access=***&secret=***" in str(posted["details"])
+    assert TOKEN not in json.dumps(posted) and TOKEN not in caplog.text

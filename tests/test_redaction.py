@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tradai_core.urls import REDACTED, redact_secret_url, redact_uri, scrub
+from tradai_core.urls import REDACTED, redact_secret_url, redact_uri, redact_uris_in, scrub
 
 SECRET = "Zx9Kq2Lm7Pw4Rt8Yv3"
 
@@ -73,3 +73,14 @@ def test_scrub_removes_a_secret_url_and_the_parts_errors_quote() -> None:
     uri = f"lmdb:///srv/store?secret={SECRET}"
     assert scrub(f"Invalid value {SECRET}", uri) == f"Invalid value {REDACTED}"
     assert scrub("nothing secret here", None, "") == "nothing secret here"
+
+
+def test_every_uri_quoted_in_a_text_is_redacted() -> None:
+    text = (
+        f"cannot open ArcticDB at 's3://h:b?access=AK&secret={SECRET}' nor postgresql://u:{SECRET}@db/x, "
+        "see https://docs.example.com/page"
+    )
+    assert redact_uris_in(text) == (
+        "cannot open ArcticDB at 's3://h:b?access=***&secret=***' nor postgresql://db/x, "
+        "see https://docs.example.com/page"
+    )

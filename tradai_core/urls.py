@@ -113,3 +113,11 @@ def scrub(text: str, *secrets: str | None) -> str:
     for piece in sorted(pieces, key=len, reverse=True):
         text = text.replace(piece, REDACTED)
     return text
+
+
+_URI_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>()\[\]{}]+")
+
+
+def redact_uris_in(text: str) -> str:
+    """`text` (an error message, a notification) with every URI in it passed through `redact_uri`."""
+    return _URI_IN_TEXT.sub(lambda match: redact_uri(match[0]), text)

@@ -11,6 +11,7 @@ come from `EnvVar`s, and no message of this module shows more than the webhook's
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import urllib.error
@@ -22,7 +23,7 @@ from dagster import ConfigurableResource
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from tradai_core.errors import InvalidURLError, TradAIError
-from tradai_core.urls import redact_secret_url, scrub
+from tradai_core.urls import redact_secret_url, redact_uris_in, scrub
 
 logger = logging.getLogger("tradai.notify")
 
@@ -82,14 +83,18 @@ class NotifierResource(ConfigurableResource):
     __str__ = __repr__
 
     def notify(self, notification: Notification) -> NotificationReceipt:
-        """Send `notification` on every configured channel; never raises for a channel's failure."""
+        """Send `notification` on every configured channel; never raises for a channel's failure.
+
+        Credentials of any URI quoted in its title or details (e.g. an error naming a store) are redacted
+        first, and so are this notifier's own webhook URL and topic."""
+        notification = self._redacted(notification)
         logger.log(_LOG_LEVEL[notification.severity], "%s", notification.text())
         delivered, failed = ["log"], {}
         if self.webhook_url:
             try:
                 self._post_webhook(notification)
                 delivered.append("webhook")
-            except (urllib.error.URLError, TimeoutError, OSError, TradAIError) as error:
+            except (urllib.error.URLError, http.client.HTTPException, OSError, TradAIError) as error:
                 failed["webhook"] = self._scrub(f"{type(error).__name__}: {error}")
                 logger.warning(
                     "notification webhook failed (%s); the notification was logged only", failed["webhook"]
@@ -104,6 +109,17 @@ class NotifierResource(ConfigurableResource):
                     "notification to SNS failed (%s); the notification was logged only", failed["sns"]
                 )
         return NotificationReceipt(delivered=tuple(delivered), failed=failed)
+
+    def _redacted(self, notification: Notification) -> Notification:
+        def clean(value: Any) -> Any:
+            return self._scrub(redact_uris_in(value)) if isinstance(value, str) else value
+
+        return notification.model_copy(
+            update={
+                "title": clean(notification.title),
+                "details": {key: clean(value) for key, value in notification.details.items()},
+            }
+        )
 
     def _scrub(self, text: str) -> str:
         """`text` (a channel's error) without the webhook URL, its token or the topic ARN."""
@@ -121,7 +137,7 @@ class NotifierResource(ConfigurableResource):
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 if response.status >= 300:
                     raise urllib.error.URLError(f"webhook answered HTTP {response.status}")
-        except ValueError:  # http.client.InvalidURL too; its message quotes the URL, token and all
+        except (ValueError, http.client.InvalidURL):  # their messages quote the URL, token and all
             raise InvalidURLError(
                 f"the notification webhook URL ({redact_secret_url(url)}) is malformed",
                 "set TRADAI_WEBHOOK_URL to the whole https://… URL the chat tool gave for the webhook",
