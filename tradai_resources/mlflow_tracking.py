@@ -46,6 +46,7 @@ from tradai_core.settings import PROJECT_ROOT, TradAISettings
 from tradai_core.urls import redact_uri, scrub
 
 logger = logging.getLogger(__name__)
+
 TAG_DAGSTER_RUN_ID = "dagster.run_id"
 TAG_GIT_COMMIT = "tradai.git_commit"
 TAG_DATA_VERSION_PREFIX = "tradai.data_version."
