@@ -268,7 +268,7 @@ def demo_drift_loop(
 
         definitions = build_definitions(settings)
     resources = dict(definitions.resources or {})
-    mlflow: MLflowResource = resources["mlflow"]
+    mlflow: MLflowResource = resources["mlflow"].process_config_and_initialize()  # resolves its EnvVars
     model = default_model_name(settings.timeframe)
     loop_runs: list[str] = []
     if run_requested:  # record the bootstrap of the first champion, as the promotion sensor would

@@ -21,6 +21,7 @@ from jobs.market_data import MARKET_DATA_JOB
 from jobs.ml import FEATURES_JOB
 from tradai_core.candles import diff_candles, normalize_candles
 from tradai_core.settings import PROJECT_ROOT, TradAISettings, pair_slug
+from tradai_core.urls import redact_uri
 
 DEMO_DATA = PROJECT_ROOT / "demo_data"
 DEMO_CANDLES = DEMO_DATA / "binance_spot_1h"
@@ -168,7 +169,8 @@ def main() -> int:
     ok &= run_backtests(settings, instance)
     run_hyperopt(settings, instance)
     print(
-        f"\nCandles: {settings.resolved_arcticdb_uri}\nExperiments: {settings.resolved_mlflow_uri}\n"
+        f"\nCandles: {redact_uri(settings.resolved_arcticdb_uri)}\n"
+        f"Experiments: {redact_uri(settings.resolved_mlflow_uri)}\n"
         f"Dagster instance: {os.environ['DAGSTER_HOME']}\n"
         "Open the UI with `make ui` (http://127.0.0.1:3000): Assets → ohlcv/* shows partitions, metadata and "
         "checks; backtest_report/<strategy> shows metrics and plots.\n"

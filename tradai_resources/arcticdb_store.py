@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tradai_core.candles import OHLCV_COLUMNS, empty_candles, normalize_candles, utc_timestamp
 from tradai_core.errors import DataLossRefusedError, NotFoundError, StorageError, ValidationError
 from tradai_core.settings import TradAISettings, pair_slug
+from tradai_core.urls import redact_uri, scrub
 from tradai_resources.symbol_lock import lock_root, symbol_lock, symbol_locks
 
 logger = logging.getLogger(__name__)
@@ -133,7 +134,10 @@ class StoredCandles(BaseModel):
 class ArcticDBResource(ConfigurableResource):
     """ArcticDB at `uri`: `lmdb://<folder>` on one machine, `s3://…` (or S3-compatible) to scale out."""
 
-    uri: str = Field(description="ArcticDB URI, e.g. lmdb:///path/to/arcticdb or s3://host:bucket?...")
+    uri: str = Field(
+        description="ArcticDB URI, e.g. lmdb:///path/to/arcticdb or s3://host:bucket?access=…&secret=…; "
+        "when it carries credentials, set it as EnvVar('TRADAI_ARCTICDB_URI') so the UI shows the name."
+    )
     rows_per_segment: int = Field(
         default=8760,
         description="Rows per ArcticDB segment: a year of 1h candles. Smaller segments make window "
@@ -160,17 +164,23 @@ class ArcticDBResource(ConfigurableResource):
         with symbol_lock(self._lock_root(), library, symbol):
             yield
 
+    def __repr__(self) -> str:  # the URI may carry credentials: never show it whole
+        return f"ArcticDBResource(uri={redact_uri(self.uri)!r})"
+
+    __str__ = __repr__
+
     def arctic(self) -> arcticdb.Arctic:
         """The ArcticDB connection, opened on first use and shared by every resource on the same URI."""
         with _CONNECTIONS_LOCK:
             if self.uri not in _CONNECTIONS:
                 try:
                     _CONNECTIONS[self.uri] = arcticdb.Arctic(self.uri)
-                except Exception as error:
+                except Exception as error:  # raised from None: the chained error may quote the URI
                     raise StorageError(
-                        f"cannot open ArcticDB at {self.uri}: {error}",
+                        f"cannot open ArcticDB at {redact_uri(self.uri)}: "
+                        f"{scrub(f'{type(error).__name__}: {error}', self.uri)}",
                         "check TRADAI_ARCTICDB_URI (lmdb://<folder> or s3://…) and its credentials",
-                    ) from error
+                    ) from None
             return _CONNECTIONS[self.uri]
 
     @staticmethod

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import dagster as dg
 import mlflow
@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tradai_core.errors import NotFoundError, ValidationError
 from tradai_core.settings import PROJECT_ROOT, TradAISettings
+from tradai_core.urls import redact_uri, scrub
 
 logger = logging.getLogger(__name__)
 
@@ -77,16 +78,6 @@ def project_git_commit() -> str:
         return UNKNOWN_COMMIT
     commit = result.stdout.strip()
     return commit if result.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", commit) else UNKNOWN_COMMIT
-
-
-def redact_uri(uri: str) -> str:
-    """`uri` without any user name or password, safe to log or show in the UI."""
-    parts = urlsplit(uri)
-    if parts.username is None and parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 @contextmanager
@@ -318,6 +309,11 @@ class MLflowResource(dg.ConfigurableResource):
         "http://127.0.0.1:5000), to link runs from Dagster; default the tracking URI when it is http(s).",
     )
 
+    def __repr__(self) -> str:  # the URIs may carry credentials: never show them whole
+        return f"MLflowResource(tracking_uri={redact_uri(self.tracking_uri)!r})"
+
+    __str__ = __repr__
+
     # -- plumbing
 
     @property
@@ -436,7 +432,7 @@ class MLflowResource(dg.ConfigurableResource):
                     handle._close()
                 status = RunStatus.to_string(RunStatus.FINISHED)
             except Exception as exc:
-                self._tag_failure(client, run_id, exc)
+                self._tag_failure(client, run_id, exc, (self.tracking_uri, self.resolved_registry_uri))
                 raise
             except BaseException:
                 status = RunStatus.to_string(RunStatus.KILLED)
@@ -445,9 +441,11 @@ class MLflowResource(dg.ConfigurableResource):
                 self._end_run(client, run_id, status)
 
     @staticmethod
-    def _tag_failure(client: mlflow.MlflowClient, run_id: str, exc: Exception) -> None:
+    def _tag_failure(
+        client: mlflow.MlflowClient, run_id: str, exc: Exception, secrets: tuple[str, ...]
+    ) -> None:
         try:
-            client.set_tag(run_id, TAG_ERROR, f"{type(exc).__name__}: {exc}"[:4000])
+            client.set_tag(run_id, TAG_ERROR, scrub(f"{type(exc).__name__}: {exc}", *secrets)[:4000])
         except Exception:  # the original error matters more than this tag
             logger.warning("could not tag MLflow run %s with its error", run_id, exc_info=True)
 
@@ -499,7 +497,7 @@ class MLflowResource(dg.ConfigurableResource):
 
     def _ui_base(self) -> str | None:
         base = self.ui_url or (self.tracking_uri if _is_http(self.tracking_uri) else None)
-        return redact_uri(base).rstrip("/") if base else None
+        return redact_uri(base).split("?")[0].split("#")[0].rstrip("/") if base else None
 
     def run_url(self, run_id: str, experiment_id: str | None = None) -> str | None:
         """Link to the run in the MLflow UI, or None when no UI URL is known (a local SQLite store
