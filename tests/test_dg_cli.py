@@ -20,6 +20,8 @@ from tradai_replay.server import ReplayServer
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DG = Path(sys.executable).parent / "dg"
 SUPERSEDED = "superseded"
+IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
+"""Run config: every step in the run's own process (no step subprocess to start on a busy machine)."""
 
 
 def dg_env(home: Path, **settings: str) -> dict[str, str]:
@@ -80,3 +82,54 @@ def test_dg_launch_a_candle_partition(tmp_path: Path, demo_candles_dir: Path) ->
     with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         done = instance.get_materialized_partitions(AssetKey(["ohlcv", "BTC_USDT"]))
     assert done == {"2022-08-01"}
+
+
+@pytest.mark.slow
+def test_dg_launch_backtests_a_universe_beyond_the_demo_pairs(
+    tmp_path: Path, shared_candles_dir: Path
+) -> None:
+    """SOL/USDT and BNB/USDT (outside the bundled exchangeInfo snapshot) ingested through the replay server,
+    then backtested from the CLI with run-config pairs and timerange; the report names those pairs."""
+    universe = "BTC/USDT,SOL/USDT,BNB/USDT"
+    with ReplayServer(shared_candles_dir) as server:
+        env = dg_env(
+            tmp_path,
+            TRADAI_EXCHANGE_BASE_URL=server.base_url,
+            TRADAI_HISTORY_START="2022-07-01",
+            TRADAI_HISTORY_END="2022-10-12",
+            TRADAI_PAIRS=universe,
+        )
+        candles = ",".join(f"ohlcv/{pair.replace('/', '_')}" for pair in universe.split(","))
+        dg(
+            env,
+            "launch",
+            "--assets",
+            candles,
+            "--partition-range",
+            "2022-07-22...2022-08-14",  # the window, and RsiMeanReversion's 200 startup candles before it
+            "--config-json",
+            json.dumps(IN_PROCESS),
+            timeout=1800,
+        )
+    config = {"pairs": ["SOL/USDT", "BNB/USDT", "BTC/USDT"], "timerange": "20220801-20220815"}
+    run_config = {
+        "ops": {"backtest_plan": {"config": config}, "backtest_report": {"config": config}},
+        **IN_PROCESS,
+    }
+    dg(
+        env,
+        "launch",
+        "--assets",
+        "backtest_plan,backtest_report",
+        "--partition",
+        "RsiMeanReversion",
+        "--config-json",
+        json.dumps(run_config),
+        timeout=1800,
+    )
+    with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        [event] = instance.fetch_materializations(AssetKey("backtest_report"), limit=1).records
+    metadata = event.asset_materialization.metadata
+    assert metadata["pairs"].value == "SOL/USDT, BNB/USDT, BTC/USDT"
+    assert metadata["timerange"].value == "20220801-20220815"
+    assert {"ohlcv.binance.1h/SOL_USDT", "ohlcv.binance.1h/BNB_USDT"} <= set(metadata["data_versions"].value)
