@@ -203,3 +203,26 @@ def test_reports_show_an_undefined_statistic_as_text_and_log_no_number_for_it() 
     assert set(undefined_tags(result.metrics)) == {
         f"tradai.undefined.{n}" for n in ("sharpe", "sortino", "calmar", "sqn")
     }
+
+
+def test_the_rollback_sensor_reads_an_undefined_champion_sharpe_as_none_with_its_reason() -> None:
+    from sensors.events import Materialized
+    from sensors.rollback import champion_performance
+
+    meta = {
+        "model_name": "tradai-lgbm-1h",
+        "model_version": 3,
+        "window_start": START.timestamp(),
+        "window_end": END.timestamp(),
+        "trade_count": 4,
+        "total_profit": 0.0,
+        "max_drawdown": 0.0,
+        "sharpe": "n/a (the bar returns never vary (no position moved the equity))",
+    }
+    event = Materialized(storage_id=7, at=END, run_id="r", partition=None, metadata=meta)
+    performance = champion_performance(event)
+    assert performance is not None and performance.sharpe is None
+    assert "never vary" in (performance.sharpe_undefined or "")
+    assert not assess_performance(performance, RollbackLimits(min_trades=1)).judged
+    numeric = champion_performance(event.model_copy(update={"metadata": {**meta, "sharpe": -0.5}}))
+    assert numeric is not None and numeric.sharpe == -0.5
