@@ -84,7 +84,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, demo_candles_dir: Path) -> Ite
 def backtest(
     lab: dict[str, object], strategy: str, settings: TradAISettings | None = None, **window: object
 ) -> ExecuteInProcessResult:
-    config = {"config": {**WINDOW, **window}}
+    config = {"config": {**({} if "timerange" in window else WINDOW), **window}}
     return materialize(
         build_backtest_assets(settings or lab["settings"], lab["folder"]),  # type: ignore[arg-type]
         resources=lab["resources"],  # type: ignore[arg-type]
@@ -227,8 +227,8 @@ def test_default_pairs_outside_the_universe_are_dropped_and_said_so(lab: dict[st
     [report] = result.asset_materializations_for_node("backtest_report")
     assert report.metadata["pairs"].value == "BTC/USDT, ETH/USDT"
     assert set(report.metadata["dropped_pairs"].value) == set(dropped)
-    logged = [e.message for e in result.all_events if e.event_type == DagsterEventType.LOG_MESSAGE]
-    assert any("dropped ADA/USDT: not in the pair universe" in (m or "") for m in logged)
+    logged = [entry.user_message for entry in lab["instance"].all_logs(result.run_id)]  # type: ignore[union-attr]
+    assert any("dropped ADA/USDT: not in the pair universe" in message for message in logged)
 
 
 def test_run_config_pairs_choose_the_backtested_pairs(lab: dict[str, object]) -> None:
