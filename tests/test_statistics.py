@@ -226,3 +226,10 @@ def test_the_rollback_sensor_reads_an_undefined_champion_sharpe_as_none_with_its
     assert not assess_performance(performance, RollbackLimits(min_trades=1)).judged
     numeric = champion_performance(event.model_copy(update={"metadata": {**meta, "sharpe": -0.5}}))
     assert numeric is not None and numeric.sharpe == -0.5
+
+
+def test_a_rule_asking_no_out_of_sample_evidence_does_not_judge_an_undefined_sharpe() -> None:
+    waived = OOSRule(min_sharpe=0.0, min_fraction=0.0, min_trades=0)
+    assert overfitting_gate(None, 0.0, 2.0, None, 1, waived, "n/a", "one trade").reasons == (
+        "DSR could not be computed: n/a",
+    )

@@ -509,11 +509,14 @@ def oos_collapse_reasons(
     oos_sharpe_undefined: str | None = None,
 ) -> list[str]:
     """Why out-of-sample performance collapsed (or cannot be shown to hold) under `rule`; empty when it
-    held. An undefined out-of-sample Sharpe (None) is not enough evidence that it held."""
+    held. An undefined out-of-sample Sharpe (None) is not enough evidence that it held, unless the rule
+    asks for no out-of-sample evidence at all (`min_trades=0`); its Sharpe rules are then not applied."""
     reasons = []
     if oos_trades < rule.min_trades:
         reasons.append(f"{oos_trades} out-of-sample trades, fewer than {rule.min_trades}")
     if oos_sharpe is None:
+        if rule.min_trades == 0:
+            return reasons
         reasons.append(
             f"out-of-sample Sharpe is undefined ({oos_sharpe_undefined or 'no variance'}): not enough "
             "evidence that performance held"
