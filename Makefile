@@ -26,8 +26,8 @@ lint: setup
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 
-validate: setup  ## `dagster definitions validate` on the code location
-	set -a && source offline.env && set +a && $(UV) run --frozen dagster definitions validate -w workspace.yaml
+validate: setup  ## `dg check defs`: the code location loads and its definitions are valid
+	set -a && source offline.env && set +a && $(UV) run --frozen dg check defs
 
 replay: setup  ## serve the bundled candles as a Binance REST replay on 127.0.0.1:$(REPLAY_PORT)
 	$(UV) run --frozen python -m tradai_replay --candles-dir demo_data/binance_spot_1h --port $(REPLAY_PORT)
@@ -39,7 +39,7 @@ ui: setup  ## the Dagster UI on http://127.0.0.1:3000, offline against the repla
 	{ $(UV) run --frozen python -m tradai_replay --candles-dir demo_data/binance_spot_1h --port $(REPLAY_PORT) & \
 	replay=$$!; trap "kill $$replay 2>/dev/null" EXIT; \
 	scripts/replay-port wait $(REPLAY_PORT) $$replay && \
-	$(UV) run --frozen dagster dev -w workspace.yaml; }
+	$(UV) run --frozen dg dev --host 127.0.0.1 --port 3000; }
 
 mlflow-ui: setup  ## the MLflow UI on http://127.0.0.1:5000 over the local store
 	$(UV) run --frozen mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.tradai/mlflow.db --port 5000

@@ -100,6 +100,11 @@ def run_model_loop(settings: TradAISettings, instance: DagsterInstance) -> None:
     print(demo_drift_loop(settings, instance, run_requested=True).text())
 
 
+def show_statistic(value: object) -> str:
+    """A statistic from report metadata: `1.23`, or the report's `n/a (why)` when it is undefined."""
+    return f"{value:5.2f}" if isinstance(value, int | float) else str(value)
+
+
 def run_backtests(settings: TradAISettings, instance: DagsterInstance) -> bool:
     """One backtest run (plan, gates, report) per strategy partition; True when every one succeeded."""
     from jobs.backtests import BACKTEST_JOB
@@ -122,7 +127,7 @@ def run_backtests(settings: TradAISettings, instance: DagsterInstance) -> bool:
         meta = {key: value.value for key, value in reports[0].metadata.items()}
         print(
             f"  {strategy:<20} {meta['trade_count']:>4} trades, profit {meta['total_profit_pct']:6.2f} %, "
-            f"Sharpe {meta['sharpe']:5.2f}, max drawdown {meta['max_drawdown_pct']:5.2f} %"
+            f"Sharpe {show_statistic(meta['sharpe'])}, max drawdown {meta['max_drawdown_pct']:5.2f} %"
         )
     return ok
 

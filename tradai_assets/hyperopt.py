@@ -363,6 +363,7 @@ def build_hyperopt_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
             oos.metrics.trade_count,
             config.oos_rule(),
             study.dsr_problem,
+            oos.metrics.undefined["sharpe"].reason if "sharpe" in oos.metrics.undefined else None,
         )
         (context.log.info if gate.passed else context.log.warning)("overfitting gate %s", gate.summary())
         digest = source_hash(report)
@@ -400,9 +401,10 @@ def build_hyperopt_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
             "optimization_history": MetadataValue.md(plot),
             "in_sample": f"{windows.in_sample_timerange}: Sharpe {best.sharpe:.2f}, {best.trades} trades, "
             f"profit {best.profit_total * 100:.2f} %",
-            "out_of_sample": f"{windows.oos_timerange}: Sharpe {m.sharpe:.2f}, {m.trade_count} trades, "
+            "out_of_sample": f"{windows.oos_timerange}: Sharpe {m.display('sharpe')}, "
+            f"{m.trade_count} trades, "
             f"profit {m.total_profit_pct:.2f} %, max drawdown {m.max_drawdown_ratio * 100:.2f} %",
-            "oos_sharpe": m.sharpe,
+            "oos_sharpe": m.sharpe if m.sharpe is not None else MetadataValue.text(m.display("sharpe")),
             "dsr": MetadataValue.float(study.dsr.dsr) if study.dsr else MetadataValue.text("n/a"),
             "dsr_threshold": config.dsr_threshold,
             "gate": gate.summary(),
@@ -422,7 +424,7 @@ def build_hyperopt_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
                 "n_trials": study.distinct_trials,
                 "expected_max_sharpe_per_day": study.dsr.expected_max_sharpe if study.dsr else 0.0,
                 "in_sample_sharpe": best.sharpe,
-                "oos_sharpe": m.sharpe,
+                "oos_sharpe": m.sharpe if m.sharpe is not None else MetadataValue.text(m.display("sharpe")),
                 "oos_collapsed": gate.oos_collapsed,
                 "mlflow_run_id": run_id,
             },
@@ -561,8 +563,7 @@ def _log_to_mlflow(
             "in_sample_sharpe": best.sharpe,
             "in_sample_trades": best.trades,
             "in_sample_profit_ratio": best.profit_total,
-            "oos_sharpe": oos.metrics.sharpe,
-            "oos_sortino": oos.metrics.sortino,
+            **{f"oos_{k}": v for k in ("sharpe", "sortino") if (v := getattr(oos.metrics, k)) is not None},
             "oos_profit_ratio": oos.metrics.total_profit_ratio,
             "oos_trades": oos.metrics.trade_count,
             "oos_max_drawdown": oos.metrics.max_drawdown_ratio,
@@ -577,6 +578,7 @@ def _log_to_mlflow(
                 best_sharpe_per_day=study.dsr.sharpe,
             )
         tracked.log_metrics(metrics)
+        tracked.set_tags({f"tradai.undefined.oos_{k}": v.reason for k, v in oos.metrics.undefined.items()})
         tracked.log_dict(tuned.model_dump(mode="json"), tuned_artifact_path(strategy))
         tracked.log_dataframe(trials_frame(study.trials), "study/trials.parquet")
         tracked.log_dict(study.importances, "study/importances.json")
