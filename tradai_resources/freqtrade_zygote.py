@@ -21,6 +21,13 @@ first starts it, detached (its own session); zygotes started at the same time el
 file. It stops after an idle period, on SIGTERM (`stop_shared_zygotes`), or as soon as a module it
 imported changed on disk — it refuses the job as `stale`, and the caller transparently starts one on the
 current code. A requester that goes away still takes its backtest with it.
+
+Trust, shared mode: the socket folder (by default in a world-writable /tmp) is opened once, refusing a
+symbolic link, a non-folder and anything not ours and private, and then used only through that descriptor
+(`worker_folder`), which the zygote inherits. Job requests carry an allowlisted environment, never a secret
+(`worker_env`). The requester signals a pid the zygote reported only if /proc shows it is a child of the
+process serving the socket (`SO_PEERCRED`) and ours; `stop_shared_zygotes` signals a pid from a lock file
+only if it runs our `--shared` zygote for that lock's socket in that very folder.
 """
 
 from __future__ import annotations
@@ -701,8 +708,9 @@ def running_zygotes() -> list[WorkerZygote]:
 def _forget_after_fork() -> None:
     """In a process forked from this one: drop the parent's zygotes (closing only our copy of their
     sockets); the child starts its own if it backtests."""
-    global _registry_lock
+    global _registry_lock, _folders_lock
     _registry_lock = threading.Lock()  # it may have been held by another thread at fork time
+    _folders_lock = threading.Lock()  # the open folders stay valid in the child
     for zygote in [*_zygotes.values(), *_retired]:
         with contextlib.suppress(OSError):
             zygote._control.close()
