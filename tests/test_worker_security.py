@@ -27,8 +27,10 @@ from conftest import DEMO_CANDLES, load_recorded
 
 from strategies.validation import STRATEGIES_DIR
 from tradai_core.backtest_config import BacktestRunConfig
+from tradai_core.hyperopt import StudySpec
 from tradai_core.settings import PROJECT_ROOT
 from tradai_resources.freqtrade_backtester import FreqtradeResource
+from tradai_resources.freqtrade_hyperopt import HyperoptResource
 from tradai_resources.freqtrade_worker import EXIT_BAD_JOB, ForkRequest
 from tradai_resources.freqtrade_zygote import (
     SharedZygote,
@@ -199,28 +201,28 @@ ENV_PROBE = """
 """
 
 
-def test_secrets_in_the_requesters_environment_never_reach_the_backtest_child(
-    base: Path, monkeypatch: pytest.MonkeyPatch, candles: dict[str, pd.DataFrame]
-) -> None:
-    for name, value in CANARIES.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("TRADAI_MLFLOW_URI", "sqlite:////tmp/canary-models.db")  # the ML strategy needs it
-    strategies = base / "strategies"
-    strategies.mkdir()
+def _env_probe_strategy(folder: Path, out: Path) -> Path:
+    """RsiMeanReversion, copied into `folder`, writing the environment of the process that computes its
+    indicators (as Python sees it, and as the process was started with) to `out`."""
+    folder.mkdir()
     for suffix in (".py", ".yaml"):
-        shutil.copy(STRATEGIES_DIR / f"rsi_mean_reversion{suffix}", strategies)
-    module = strategies / "rsi_mean_reversion.py"
-    out = base / "child_env.json"
+        shutil.copy(STRATEGIES_DIR / f"rsi_mean_reversion{suffix}", folder)
+    module = folder / "rsi_mean_reversion.py"
     hook = '        """RSI(14) and EMA(200) from TA-Lib."""\n'
     source = module.read_text()
     assert hook in source
     probe = ENV_PROBE.format(parent=os.getpid(), out=str(out)).replace("\n    ", "\n        ")
     module.write_text(source.replace(hook, hook + probe.lstrip("\n")))
-    folder = base / "workers"  # a zygote started now, by a requester holding the secrets
-    resource = FreqtradeResource(
-        start_method="shared", shared_worker_folder=str(folder), work_dir=str(base / "work")
-    )
-    assert resource.backtest("RsiMeanReversion", strategies, candles, WEEK).timerange == WEEK.timerange
+    return folder
+
+
+def _plant_canaries(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in CANARIES.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TRADAI_MLFLOW_URI", "sqlite:////tmp/canary-models.db")  # the ML strategy needs it
+
+
+def _assert_no_canary(out: Path) -> None:
     seen = json.loads(out.read_text())
     for value in CANARIES.values():
         assert value not in json.dumps(seen["environ"])
@@ -228,6 +230,32 @@ def test_secrets_in_the_requesters_environment_never_reach_the_backtest_child(
     assert seen["environ"]["TRADAI_MLFLOW_URI"] == "sqlite:////tmp/canary-models.db"
     assert seen["environ"]["PATH"] == os.environ["PATH"]
     assert str(PROJECT_ROOT) in seen["environ"]["PYTHONPATH"]
+
+
+def test_secrets_in_the_requesters_environment_never_reach_the_backtest_child(
+    base: Path, monkeypatch: pytest.MonkeyPatch, candles: dict[str, pd.DataFrame]
+) -> None:
+    _plant_canaries(monkeypatch)
+    out = base / "child_env.json"
+    strategies = _env_probe_strategy(base / "strategies", out)
+    folder = base / "workers"  # a zygote started now, by a requester holding the secrets
+    resource = FreqtradeResource(
+        start_method="shared", shared_worker_folder=str(folder), work_dir=str(base / "work")
+    )
+    assert resource.backtest("RsiMeanReversion", strategies, candles, WEEK).timerange == WEEK.timerange
+    _assert_no_canary(out)
+
+
+def test_secrets_in_the_requesters_environment_never_reach_a_hyperopt_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, candles: dict[str, pd.DataFrame]
+) -> None:
+    _plant_canaries(monkeypatch)
+    out = tmp_path / "worker_env.json"
+    strategies = _env_probe_strategy(tmp_path / "strategies", out)
+    study = HyperoptResource(storage_url=f"sqlite:///{tmp_path / 'study.db'}", work_dir=str(tmp_path / "w"))
+    spec = StudySpec(n_trials=1, workers=1, seed=1, min_trades=0, startup_trials=1)
+    assert study.optimize("RsiMeanReversion", strategies, candles, WEEK, spec).trials_run == 1
+    _assert_no_canary(out)
 
 
 def test_a_fork_request_never_carries_a_secret_over_the_socket() -> None:

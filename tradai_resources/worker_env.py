@@ -40,6 +40,7 @@ ALLOWED_PREFIXES: Final[tuple[str, ...]] = (
     "OMP_",
     "OPENBLAS_",
     "MKL_",
+    "KMP_",
     "NUMEXPR_",
     "VECLIB_",
 )
