@@ -364,10 +364,7 @@ def private_folder(folder: Path) -> PrivateFolder:
             opened = open_private_folder(Path(key), create=True)
         except (UnsafeFolderError, OSError) as exc:
             raise ZygoteError(str(exc), started=False) from exc
-        if held is not None:
-            with contextlib.suppress(OSError):
-                os.close(held.fd)
-        _folders[key] = opened
+        _folders[key] = opened  # a removed folder's descriptor stays open: a running job may still use it
         return opened
 
 
