@@ -284,7 +284,7 @@ while True:
 """
 
 
-def test_a_pid_a_forged_worker_reports_is_not_signalled(base: Path) -> None:
+def test_a_pid_a_forged_worker_reports_is_not_signalled(base: Path, caplog: pytest.LogCaptureFixture) -> None:
     folder = base / "workers"
     folder.mkdir(mode=0o700)
     victim = _victim()
@@ -299,6 +299,9 @@ def test_a_pid_a_forged_worker_reports_is_not_signalled(base: Path) -> None:
             _probe(zygote, base)
         time.sleep(0.5)
         assert victim.poll() is None, "the client killed the process a forged worker named"
+        assert any(
+            f"reported pid {victim.pid}, which is not its child" in r.getMessage() for r in caplog.records
+        )
     finally:
         _stop(forger)
         _stop(victim)

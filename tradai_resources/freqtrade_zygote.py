@@ -57,6 +57,7 @@ from tradai_resources.worker_env import child_environment
 from tradai_resources.worker_folder import (
     PROC_FD,
     PrivateFolder,
+    ProcessInfo,
     UnsafeFolderError,
     open_own_file,
     open_private_folder,
@@ -145,19 +146,38 @@ def _with_log(reason: str, tail: str, started: bool) -> ZygoteError:
     return ZygoteError(f"{reason}\n--- zygote log ---\n{tail}" if tail else reason, started=started)
 
 
-def _kill_child(pid: int, zygote_pid: int | None) -> None:
-    """SIGKILL the backtest `pid` a zygote reported — its process group once it leads one — but only if
-    /proc shows it is that zygote's child and ours: a pid taken on a zygote's word alone could name any
-    process. (The zygote kills the child itself when our socket closes; this is the fallback.)"""
+def _verified_child(pid: int, zygote_pid: int | None) -> ProcessInfo | None:
+    """The process a zygote reported as its newly forked child, if /proc confirms it is that zygote's child
+    and ours; else None, and it is never signalled (a pid taken on a zygote's word alone could name any
+    process). Checked when reported, while the zygote surely is its parent; `_kill_child` later only checks
+    it is still the same process, so a child orphaned by a dead zygote can still be killed."""
     info = process_info(pid) if zygote_pid is not None else None
-    if info is None or info.ppid != zygote_pid or info.uid != os.getuid():
-        logger.warning("not signalling pid %d: it is not a backtest of the worker zygote %s", pid, zygote_pid)
+    if info is None:  # already exited and reaped (or no /proc): nothing to signal later
+        return None
+    if info.ppid != zygote_pid or info.uid != os.getuid():
+        logger.warning(
+            "the worker zygote %s reported pid %d, which is not its child; it will not be signalled",
+            zygote_pid,
+            pid,
+        )
+        return None
+    return info
+
+
+def _kill_child(child: ProcessInfo | None) -> None:
+    """SIGKILL a verified backtest child — its process group once it leads one — if it is still the same
+    process (same start time, ours). The zygote kills the child itself when our socket closes; this is the
+    fallback for a zygote that is gone."""
+    if child is None:
+        return
+    now = process_info(child.pid)
+    if now is None or now.start_ticks != child.start_ticks or now.uid != os.getuid():
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        if info.pgid == pid:
-            os.killpg(pid, signal.SIGKILL)
+        if now.pgid == child.pid:
+            os.killpg(child.pid, signal.SIGKILL)
         else:  # forked but not yet in its own session
-            os.kill(pid, signal.SIGKILL)
+            os.kill(child.pid, signal.SIGKILL)
 
 
 def _await_child(
@@ -186,6 +206,7 @@ def _await_child(
         pid = int(answer["pid"])
     except (TypeError, ValueError):
         raise fail(f"the zygote answered no valid pid: {answer}", False) from None
+    child = _verified_child(pid, zygote_pid)
     finished = False
     try:
         try:
@@ -196,7 +217,7 @@ def _await_child(
                 conn.sendall(b"kill\n")
                 killed = lines.read(time.monotonic() + ANSWER_TIMEOUT_S)
             if killed is None:
-                _kill_child(pid, zygote_pid)
+                _kill_child(child)
             finished = True
             raise ZygoteTimeoutError(f"killed after {timeout:g} s") from None
         if done is None:
@@ -207,7 +228,7 @@ def _await_child(
         if not finished:  # interrupted, or the zygote died: the child goes too
             with contextlib.suppress(OSError):
                 conn.sendall(b"kill\n")
-            _kill_child(pid, zygote_pid)
+            _kill_child(child)
 
 
 class WorkerZygote:

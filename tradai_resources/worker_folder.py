@@ -126,13 +126,15 @@ def read_own_file(folder: PrivateFolder, name: str, limit: int = 1 << 20) -> byt
 
 @dataclass(frozen=True)
 class ProcessInfo:
-    """What /proc says of a process: its parent, process group, real user and command line."""
+    """What /proc says of a process: its parent, process group, real user, start time (clock ticks after
+    boot: with the pid, it names one process for good, even once the pid is reused) and command line."""
 
     pid: int
     ppid: int
     pgid: int
     uid: int
     zombie: bool
+    start_ticks: int
     cmdline: tuple[str, ...]
 
 
@@ -149,7 +151,8 @@ def process_info(pid: int) -> ProcessInfo | None:
     except (OSError, IndexError, StopIteration, ValueError):
         return None
     cmdline = tuple(part.decode(errors="replace") for part in raw.split(b"\0")[:-1])
-    return ProcessInfo(pid, int(fields[1]), int(fields[2]), uid, fields[0] == "Z", cmdline)
+    # fields of /proc/<pid>/stat from the 3rd on: state, ppid, pgrp, ... starttime (the 22nd)
+    return ProcessInfo(pid, int(fields[1]), int(fields[2]), uid, fields[0] == "Z", int(fields[19]), cmdline)
 
 
 def peer_credentials(conn: socket.socket) -> tuple[int, int] | None:
