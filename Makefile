@@ -6,7 +6,7 @@ UV := $(shell scripts/ensure-uv)
 export DAGSTER_HOME ?= $(CURDIR)/.tradai/dagster
 REPLAY_PORT ?= 8765
 
-.PHONY: setup demo test test-all lint validate ui mlflow-ui replay bench clean
+.PHONY: setup demo test test-all test-browser browser lint validate ui mlflow-ui replay bench clean
 
 setup:  ## install the locked environment into .venv
 	$(UV) sync --frozen
@@ -16,11 +16,17 @@ setup:  ## install the locked environment into .venv
 demo: setup  ## materialize the graph offline from the bundled recorded candles
 	$(UV) run --frozen python -m tradai.demo
 
-test: setup  ## the fast suite (excludes tests marked slow)
+test: setup  ## the fast suite (excludes tests marked slow or browser)
 	$(UV) run --frozen pytest
 
-test-all: setup lint validate  ## everything CI runs: lint, definitions, all tests including slow ones
+test-all: setup lint validate browser  ## everything CI runs: lint, definitions, all tests incl. slow and browser
 	$(UV) run --frozen pytest -m "slow or not slow"
+
+test-browser: setup browser  ## only the real-browser UI tests (screenshots in .tradai/test-artifacts/browser/)
+	$(UV) run --frozen pytest -m browser
+
+browser:  ## Debian's chromium + chromium-driver for the browser tests (apt, needs root or sudo)
+	scripts/install-browser
 
 lint: setup
 	$(UV) run --frozen ruff check .
