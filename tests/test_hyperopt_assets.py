@@ -25,7 +25,7 @@ from tradai_assets.hyperopt import (
     run_demo_study,
     summarize_demo_study,
 )
-from tradai_core.errors import ValidationError
+from tradai_core.errors import NotFoundError, TradAIError, ValidationError
 from tradai_core.settings import TradAISettings
 from tradai_core.tuned_params import apply_tuned
 from tradai_resources.arcticdb_store import ArcticDBResource
@@ -222,3 +222,38 @@ def test_the_demo_study_summarizes_its_outcome(lab: dict[str, object]) -> None:
     assert AssetKey("hyperopt_study") in {
         m.asset_key for m in result.asset_materializations_for_node("hyperopt_study")
     }
+
+
+# -- reading tuned parameters back: "none recorded" is not the same as "MLflow failed"
+
+
+def hyperopt_run(mlflow_store: MLflowResource, artifact_location: str | None = None) -> str:
+    """An MLflow run tagged like a hyperopt run of RsiMeanReversion, with no artifact logged yet."""
+    client = mlflow_store.client()
+    location = artifact_location or f"{mlflow_store.resolved_artifact_root()}/probe"
+    experiment = client.create_experiment("probe", artifact_location=location)
+    return client.create_run(experiment, tags={"strategy": "RsiMeanReversion"}).info.run_id
+
+
+def test_a_run_without_tuned_parameters_is_reported_as_not_found(tmp_path: Path) -> None:
+    store = MLflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = hyperopt_run(store)
+    with pytest.raises(NotFoundError, match="holds no tuned parameters for RsiMeanReversion"):
+        load_tuned_parameters(store, run_id)
+
+
+def test_an_mlflow_failure_is_not_taken_for_missing_tuned_parameters(tmp_path: Path) -> None:
+    store = MLflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = hyperopt_run(store, artifact_location="nosuchscheme://bucket/tuned")  # no such artifact store
+    with pytest.raises(TradAIError, match="could not read the tuned parameters") as caught:
+        load_tuned_parameters(store, run_id)
+    assert not isinstance(caught.value, NotFoundError)
+    assert run_id in str(caught.value) and "INTERNAL_ERROR" in str(caught.value)
+
+
+def test_a_corrupt_tuned_parameters_artifact_is_a_validation_error(tmp_path: Path) -> None:
+    store = MLflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = hyperopt_run(store)
+    store.client().log_dict(run_id, {"strategy": "RsiMeanReversion"}, "tuned/RsiMeanReversion.json")
+    with pytest.raises(ValidationError, match="is not a tuned-parameters record"):
+        load_tuned_parameters(store, run_id)
