@@ -23,6 +23,16 @@ SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 SHARED_CANDLES = SHARED_DATA / "binance_spot_1h"
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The suite runs in random order (pytest-randomly); its header names the seed, but `-q` drops the
+    header, so say it then too: a failure that depends on order is reproduced with that seed."""
+    config = session.config
+    seed = getattr(config.option, "randomly_seed", None)  # absent under `-p no:randomly`
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if seed is not None and reporter is not None and config.get_verbosity() < 0:
+        reporter.write_line(f"Using --randomly-seed={seed}")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def test_worker_dir() -> Iterator[Path]:
     """A private folder for the shared Freqtrade workers the suite's Definitions start (`TRADAI_WORKER_DIR`,

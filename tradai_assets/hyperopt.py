@@ -25,6 +25,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
+import pydantic
 from dagster import (
     AllPartitionMapping,
     AssetCheckResult,
@@ -44,6 +45,7 @@ from dagster import (
     asset,
     materialize,
 )
+from mlflow.exceptions import MlflowException
 from pydantic import Field
 
 from strategies.config import StrategyConfig
@@ -54,7 +56,7 @@ from tradai_assets.strategy_partitions import source_hash, strategy_partitions
 from tradai_core.backtest_config import BacktestRunConfig
 from tradai_core.backtest_plan import plan_window
 from tradai_core.backtest_result import BacktestResult
-from tradai_core.errors import ConfigurationError, NotFoundError, ValidationError
+from tradai_core.errors import ConfigurationError, NotFoundError, TradAIError, ValidationError
 from tradai_core.hyperopt import (
     MIN_TRADES_PENALTY,
     GateDecision,
@@ -73,7 +75,7 @@ from tradai_core.tuned_params import TunedParameters, apply_values, tuned_artifa
 from tradai_resources.arcticdb_store import ArcticDBResource
 from tradai_resources.freqtrade_backtester import FreqtradeResource
 from tradai_resources.freqtrade_hyperopt import HyperoptResource
-from tradai_resources.mlflow_tracking import MLflowResource
+from tradai_resources.mlflow_tracking import MLflowResource, redact_uri
 
 HYPEROPT_GROUP = "hyperopt"
 STUDY_KEY = AssetKey("hyperopt_study")
@@ -83,6 +85,8 @@ MLFLOW_EXPERIMENT = "hyperopt"
 TAG_STRATEGY = "strategy"
 TAG_TUNED_VERSION = "tradai.tuned.version"
 TAG_GATE = "tradai.gate"
+_MISSING_ARTIFACT_CODES = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
+"""MLflow error codes meaning "the run has no such artifact" (anything else is a real failure)."""
 
 
 class HyperoptConfig(Config):
@@ -247,21 +251,43 @@ def load_tuned_parameters(
 ) -> TunedParameters:
     """The tuned parameters a hyperopt MLflow run stored, for a backtest that names them explicitly.
 
-    Raises NotFoundError when the run has none, ValidationError when they belong to another strategy or
-    (unless `allow_refused`) the overfitting gate refused them.
+    Raises NotFoundError only when MLflow says the run has no such artifact; ValidationError when the
+    artifact is not a tuned-parameters record, belongs to another strategy or (unless `allow_refused`) the
+    overfitting gate refused it; TradAIError when MLflow fails otherwise (store unreachable, misconfigured
+    artifact location) — that is not "no tuned parameters" and must not be mistaken for it.
     """
     run = mlflow.get_run(run_id)
     name = strategy or run.data.tags.get(TAG_STRATEGY)
     if not name:
         raise NotFoundError(f"MLflow run {run_id} is not a hyperopt run", "name a run of experiment hyperopt")
+    artifact = tuned_artifact_path(name)
     try:
-        tuned = TunedParameters.model_validate(mlflow.load_dict(run_id, tuned_artifact_path(name)))
-    except Exception as exc:
-        if isinstance(exc, ValidationError):
-            raise
-        raise NotFoundError(
-            f"MLflow run {run_id} holds no tuned parameters for {name} ({tuned_artifact_path(name)})",
-            "name the MLflow run id a hyperopt_study materialization shows (mlflow_run_id)",
+        raw = mlflow.load_dict(run_id, artifact)
+    except MlflowException as exc:
+        code = str(getattr(exc, "error_code", ""))
+        if code in _MISSING_ARTIFACT_CODES:
+            raise NotFoundError(
+                f"MLflow run {run_id} holds no tuned parameters for {name} ({artifact})",
+                "name the MLflow run id a hyperopt_study materialization shows (mlflow_run_id)",
+            ) from exc
+        raise TradAIError(
+            f"could not read the tuned parameters {artifact} of MLflow run {run_id} from "
+            f"{redact_uri(mlflow.tracking_uri)}: MLflow failed ({code or type(exc).__name__})",
+            "check that the MLflow tracking server and the run's artifact store are reachable and "
+            "configured (see the chained error), then re-run",
+        ) from exc
+    except ValueError as exc:  # the artifact is there but is not JSON
+        raise ValidationError(
+            f"MLflow run {run_id} has an unreadable {artifact}: {exc}",
+            "re-run the hyperopt study to record the tuned parameters again",
+        ) from exc
+    try:
+        tuned = TunedParameters.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        raise ValidationError(
+            f"{artifact} of MLflow run {run_id} is not a tuned-parameters record "
+            f"({exc.error_count()} problems, first: {exc.errors()[0]['loc']} {exc.errors()[0]['msg']})",
+            "re-run the hyperopt study to record the tuned parameters again",
         ) from exc
     if tuned.strategy != name:
         raise ValidationError(f"run {run_id} tuned {tuned.strategy}, not {name}", f"name a run of {name}")
