@@ -6,7 +6,7 @@ UV := $(shell scripts/ensure-uv)
 export DAGSTER_HOME ?= $(CURDIR)/.tradai/dagster
 REPLAY_PORT ?= 8765
 
-.PHONY: setup demo test test-all lint validate ui mlflow-ui replay bench clean
+.PHONY: setup demo test test-all test-stack lint validate ui mlflow-ui replay bench clean stack-up stack-down stack-status stack-demo
 
 setup:  ## install the locked environment into .venv
 	$(UV) sync --frozen
@@ -43,6 +43,18 @@ mlflow-ui: setup  ## the MLflow UI on http://127.0.0.1:5000 over the local store
 
 bench: setup  ## benchmarks, printed as ratios against same-run baselines
 	$(UV) run --frozen python -m bench
+
+stack-up: setup  ## the production profile on 127.0.0.1: Postgres, Redis, S3 (moto), MLflow, Dagster, Celery
+	deploy/stack.sh up
+
+stack-down:  ## stop every service stack-up started (TERM, wait, KILL)
+	deploy/stack.sh down
+
+stack-status:
+	deploy/stack.sh status
+
+stack-demo: stack-up  ## the demo against the running stack (candles into ArcticDB on S3, runs in Postgres)
+	set -a && source deploy/stack.env && set +a && $(UV) run --frozen python -m tradai.demo
 
 clean:  ## remove all local state (candles, runs, experiments) but keep the environment
 	rm -rf .tradai/arcticdb .tradai/dagster .tradai/mlflow.db .tradai/mlartifacts .tradai/data
