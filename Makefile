@@ -16,11 +16,14 @@ setup:  ## install the locked environment into .venv
 demo: setup  ## materialize the graph offline from the bundled recorded candles
 	$(UV) run --frozen python -m tradai.demo
 
-test: setup  ## the fast suite (excludes tests marked slow)
+test: setup  ## the fast suite (excludes tests marked slow or stack)
 	$(UV) run --frozen pytest
 
-test-all: setup lint validate  ## everything CI runs: lint, definitions, all tests including slow ones
-	$(UV) run --frozen pytest -m "slow or not slow"
+test-all: setup lint validate  ## everything CI runs: lint, definitions, all tests including slow and stack ones
+	$(UV) run --frozen pytest -m "slow or stack or not (slow or stack)"
+
+test-stack: setup  ## the tests against the real production stack (started and stopped by the tests)
+	$(UV) run --frozen pytest -m stack
 
 lint: setup
 	$(UV) run --frozen ruff check .
