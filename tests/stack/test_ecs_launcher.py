@@ -44,7 +44,9 @@ def aws_network() -> dict[str, str]:
     group = ec2.create_security_group(
         GroupName=f"tradai-{uuid.uuid4().hex[:6]}", Description="runs", VpcId=vpc
     )
-    cluster = boto3.client("ecs").create_cluster(clusterName="tradai")["cluster"]["clusterArn"]
+    cluster = boto3.client("ecs").create_cluster(clusterName=f"tradai-{uuid.uuid4().hex[:6]}")["cluster"][
+        "clusterArn"
+    ]
     return {
         "TRADAI_ECS_SUBNET": subnet,
         "TRADAI_ECS_SECURITY_GROUP": group["GroupId"],
@@ -77,14 +79,14 @@ def test_a_launched_run_becomes_an_ecs_task_running_dagster_api_execute_run(
     home = tmp_path / "dagster"
     home.mkdir()
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
-    with psycopg2.connect(
+    connection = psycopg2.connect(
         host="127.0.0.1", port=env["TRADAI_PG_PORT"], user="postgres", dbname="postgres"
-    ) as c:
-        c.autocommit = True
-        with c.cursor() as cursor:
-            cursor.execute("DROP DATABASE IF EXISTS dagster_ecs")
-            cursor.execute("CREATE DATABASE dagster_ecs")
-    c.close()
+    )
+    connection.autocommit = True  # CREATE DATABASE runs outside a transaction
+    with connection.cursor() as cursor:
+        cursor.execute("DROP DATABASE IF EXISTS dagster_ecs")
+        cursor.execute("CREATE DATABASE dagster_ecs")
+    connection.close()
 
     env["DAGSTER_HOME"] = str(home)
     launched = subprocess.run(
@@ -114,17 +116,21 @@ def test_a_launched_run_becomes_an_ecs_task_running_dagster_api_execute_run(
     assert override["name"] == "run"
     assert override["command"][:3] == ["dagster", "api", "execute_run"]
     args = json.loads(override["command"][3])
-    assert args["job_origin"]["job_name"] == "market_data_job"
+    assert args["__class__"] == "ExecuteRunArgs" and '"market_data_job"' in override["command"][3]
+    run_id = args.get("run_id") or args["pipeline_run_id"]
 
     previous = os.environ.get("DAGSTER_HOME"), os.environ.get("TRADAI_DAGSTER_DB")
     os.environ.update(DAGSTER_HOME=str(home), TRADAI_DAGSTER_DB="dagster_ecs")
     try:
         instance = DagsterInstance.get()
         [run] = instance.get_runs()
-        assert run.tags["ecs/task_arn"] == task_arn and run.run_id == args["run_id"]
+        assert run.tags["ecs/task_arn"] == task_arn and run.run_id == run_id
     finally:
         os.environ.update(DAGSTER_HOME=previous[0] or "", TRADAI_DAGSTER_DB=previous[1] or "")
-    print(json.dumps(override)[:3000])
-    environment = {item["name"]: item["value"] for item in override.get("environment", [])}
-    assert environment.get("TRADAI_ARCTICDB_URI") == stack.env["TRADAI_ARCTICDB_URI"]
-    assert not {"AWS_SECRET_ACCESS_KEY", "PGPASSWORD"} & set(environment)
+    # The task's settings come from the task definition; the Postgres password only from Secrets Manager.
+    [container] = ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]["containerDefinitions"]
+    environment = {item["name"]: item["value"] for item in container["environment"]}
+    assert environment["TRADAI_ARCTICDB_URI"] == stack.env["TRADAI_ARCTICDB_URI"]
+    assert [s["name"] for s in container["secrets"]] == ["PGPASSWORD"]
+    shown = json.dumps([container, override])
+    assert "AWS_SECRET_ACCESS_KEY" not in shown and "PGPASSWORD=" not in shown

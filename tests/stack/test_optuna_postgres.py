@@ -42,7 +42,7 @@ def test_two_worker_processes_fill_one_study_on_postgres(stack: Stack) -> None:
     assert [w.wait(timeout=300) for w in workers] == [0, 0]
 
     study = optuna.load_study(study_name=name, storage=make_storage(url))
-    trials = study.get_trials(deep_copy=False)
+    trials = study.get_trials()
     assert len(trials) == 12 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert {t.user_attrs["pid"] for t in trials} == {w.pid for w in workers}
     assert sorted(t.number for t in trials) == list(range(12))  # one numbering: one study, not two
