@@ -1,8 +1,9 @@
 """One real production stack per test session (marker `stack`): `deploy/stack.sh up` on its own ports and
 folder (.tradai/stack-test), pointed at a loopback replay server of the recorded candles; `down` at the end.
 
-The test process gets the stack's environment (DAGSTER_HOME, Postgres, AWS endpoint and test credentials of
-moto), so `DagsterInstance.get()` is the stack's instance and boto3 talks to the stack's moto.
+Each test's process gets the stack's environment for its duration (DAGSTER_HOME, Postgres, AWS endpoint
+and test credentials of moto), so `DagsterInstance.get()` is the stack's instance and boto3 talks to
+the stack's moto.
 """
 
 from __future__ import annotations
@@ -83,9 +84,10 @@ def run_script(command: str, env: dict[str, str], timeout_s: float = 900) -> Non
         raise AssertionError(f"deploy/stack.sh {command} failed:\n{result.stderr[-4000:]}")
 
 
-@pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
-    """The whole stack, started once for the session over a replay server of the recorded candles."""
+@pytest.fixture(scope="package")
+def running_stack() -> Iterator[Stack]:
+    """The whole stack, started once for the tests of this package (stopped when they are done, so the
+    rest of a `make test-all` session runs without it), over a replay server of the recorded candles."""
     home = ROOT / ".tradai" / "stack-test"
     with ReplayServer(DEMO_CANDLES, port=REPLAY_PORT) as replay:
         overrides = {
@@ -101,13 +103,17 @@ def stack() -> Iterator[Stack]:
         if not REUSE:
             run_script("down", env)  # a stack left over by an interrupted session
             shutil.rmtree(home, ignore_errors=True)
-        previous = dict(os.environ)
         try:
             run_script("up", env)
-            os.environ.update(env)
             yield Stack(env=env, home=home)
         finally:
-            os.environ.clear()
-            os.environ.update(previous)
             if not REUSE:
                 run_script("down", env)
+
+
+@pytest.fixture
+def stack(running_stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Stack:
+    """The running stack, with its environment in this test's process (restored after the test)."""
+    for key, value in running_stack.env.items():
+        monkeypatch.setenv(key, value)
+    return running_stack
