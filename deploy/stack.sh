@@ -101,6 +101,13 @@ as_postgres() {
 start_postgres() {
     local bin
     bin="$(pg_bin)" || die "PostgreSQL is not installed: run 'deploy/stack.sh install' (or apt-get install postgresql)"
+    if [[ "$(id -u)" == 0 ]] && ! runuser -u postgres -- test -x "$TRADAI_STACK_HOME"; then
+        # Postgres runs as `postgres`, who cannot reach a data folder inside a private checkout.
+        PGDATA="/var/tmp/tradai-stack-$(echo "$TRADAI_STACK_HOME" | md5sum | cut -c1-8)/postgres"
+        mkdir -p "$(dirname "$PGDATA")"
+        log "postgres cannot reach $TRADAI_STACK_HOME: its data goes to $PGDATA"
+    fi
+    echo "$PGDATA" >"$TRADAI_STACK_HOME/postgres.datadir"
     if [[ ! -f "$PGDATA/PG_VERSION" ]]; then
         mkdir -p "$PGDATA"
         [[ "$(id -u)" == 0 ]] && chown postgres:postgres "$PGDATA"
@@ -109,14 +116,17 @@ start_postgres() {
         as_postgres "$bin/initdb" -D "$PGDATA" -U "$TRADAI_PG_USER" -A trust -E UTF8 >"$LOGS/initdb.log" 2>&1 \
             || die "initdb failed (log: $LOGS/initdb.log)"
     fi
+    mkdir -p "$(dirname "$PGDATA")"
     if as_postgres "$bin/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
         log "postgres already running"
     else
-        touch "$LOGS/postgres.log"
-        [[ "$(id -u)" == 0 ]] && chown postgres "$LOGS/postgres.log"
-        as_postgres "$bin/pg_ctl" -D "$PGDATA" -l "$LOGS/postgres.log" -w -t 60 start \
+        local pglog="$LOGS/postgres.log"
+        [[ "$PGDATA" == /var/tmp/* ]] && pglog="$(dirname "$PGDATA")/postgres.log"
+        touch "$pglog"
+        [[ "$(id -u)" == 0 ]] && chown postgres "$pglog"
+        as_postgres "$bin/pg_ctl" -D "$PGDATA" -l "$pglog" -w -t 60 start \
             -o "-c listen_addresses=127.0.0.1 -p $TRADAI_PG_PORT -c unix_socket_directories='$PGDATA' -c max_connections=200" \
-            >/dev/null || die "postgres did not start (log: $LOGS/postgres.log)"
+            >/dev/null || die "postgres did not start (log: $pglog)"
         log "postgres started on 127.0.0.1:$TRADAI_PG_PORT"
     fi
     head -n 1 "$PGDATA/postmaster.pid" >"$PIDS/postgres.pid"
@@ -231,6 +241,9 @@ down() {
     done
     for name in webserver daemon code-server mlflow s3 redis; do stop "$name"; done
     stop postgres INT
+    if [[ -f "$TRADAI_STACK_HOME/postgres.datadir" && "$(cat "$TRADAI_STACK_HOME/postgres.datadir")" == /var/tmp/* ]]; then
+        rm -rf "$(dirname "$(cat "$TRADAI_STACK_HOME/postgres.datadir")")"
+    fi
 }
 
 status() {
