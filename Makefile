@@ -21,7 +21,8 @@ test: setup  ## the fast suite (excludes tests marked slow, browser or stack)
 	$(UV) run --frozen pytest
 
 test-all: setup lint validate browser services  ## everything CI runs: lint, definitions, every test (slow, browser, stack)
-	$(UV) run --frozen pytest -m "slow or not slow"
+	$(UV) run --frozen pytest -m "(slow or not slow) and not stack"
+	$(UV) run --frozen pytest -m stack  # a session of its own: one stack, up only while its tests run
 
 test-stack: setup services  ## the tests against the real production stack (started and stopped by the tests)
 	$(UV) run --frozen pytest -m stack
