@@ -2,10 +2,11 @@
 each judged by comparing the store with the recorded source, never by trusting the code's own claims.
 
 Rows:
-- every fault kind and variant of the replay server (`supported_faults()`), injected once (transient) into a
-  re-materialization of a good day already stored, and persistently (outlasting the client's retries) into
-  the materialization of a new day: Dagster `materialize` of `ohlcv/BTC_USDT` → `ExchangeResource` (ccxt
-  over HTTP to the loopback replay server) → `ArcticDBResource` on LMDB in a temp folder;
+- every fault kind and variant of the replay server (`supported_faults()`), injected once (transient, on
+  the first request: the market list) into a re-materialization of a good day already stored, and on every
+  candle-page request (outlasting the client's retries) into the materialization of a new day: Dagster
+  `materialize` of `ohlcv/BTC_USDT` → `ExchangeResource` (ccxt over HTTP to the loopback replay server) →
+  `ArcticDBResource` on LMDB in a temp folder;
 - a `kill -9` in the middle of a multi-day backfill (one Dagster run per day in a subprocess), then a re-run;
 - two processes writing one symbol at once, and a `kill -9` in the middle of a big ArcticDB write, through
   the writer processes of tests/test_write_safety.py (`tests.arcticdb_writers`).
@@ -47,7 +48,7 @@ from tradai_assets.market_data import build_market_data_assets
 from tradai_core.candles import OHLCV_COLUMNS, normalize_candles
 from tradai_core.settings import TradAISettings, pair_slug
 from tradai_replay import FAULT_KINDS, supported_faults
-from tradai_replay.faults import Fault
+from tradai_replay.faults import KLINES_PATH, Fault
 from tradai_replay.server import ReplayServer
 from tradai_resources.arcticdb_store import ArcticDBResource
 from tradai_resources.ccxt_exchange import ExchangeResource
@@ -108,13 +109,14 @@ def stored(uri: str) -> pd.DataFrame | None:
 
 
 def _failure_text(result: ExecuteInProcessResult) -> str:
-    """The error each failed step raised (the innermost cause under Dagster's wrapper), one per line."""
+    """The error each failed step raised (under Dagster's wrapper, without the causes it chains), one per
+    line."""
     messages = []
     for event in result.all_events:
         if event.event_type != DagsterEventType.STEP_FAILURE:
             continue
         error = event.step_failure_data.error
-        while error.cause is not None:
+        while error.cls_name and error.cls_name.startswith("Dagster") and error.cause is not None:
             error = error.cause
         messages.append(" ".join(error.message.split()))
     return "\n".join(messages)
@@ -135,7 +137,7 @@ def _flagged(result: ExecuteInProcessResult) -> dict[pd.Timestamp, list[str]]:
     return flagged
 
 
-def _first_line(text: str, limit: int = 110) -> str:
+def _first_line(text: str, limit: int = 170) -> str:
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
@@ -240,16 +242,17 @@ def fault_cases(work: Path, server: ReplayServer, source: pd.DataFrame) -> list[
     assert {f.kind for f in faults} == set(FAULT_KINDS)
     cases = []
     for n, fault in enumerate(faults):
-        for day, count, how in (
-            (REMATERIALIZED, 1, "re-run, once"),
-            (NEW_DAY, PERSISTENT, "new day, always"),
-        ):
+        runs = (
+            (REMATERIALIZED, 1, None, "re-run, once"),  # any path: the first request is the market list
+            (NEW_DAY, PERSISTENT, KLINES_PATH, "new day, klines always"),  # the candle pages
+        )
+        for day, count, path, how in runs:
             folder = work / f"case-{n}-{day}"
             shutil.copytree(template, folder)
             uri = f"lmdb://{folder}"
             before = stored(uri)
             server.clear_faults()
-            server.inject(fault.model_copy(update={"count": count}))
+            server.inject(fault.model_copy(update={"count": count, "path_prefix": path}))
             started = time.perf_counter()
             try:
                 result = materialize_days(uri, server.base_url, day, day)
@@ -357,11 +360,11 @@ def crash_mid_backfill(work: Path, server: ReplayServer, source: pd.DataFrame) -
     )
     if outcome != "survived":
         return Case("kill -9 mid-backfill, then re-run", outcome, detail)
-    stored_days = len(after) // 24
     return Case(
         "kill -9 mid-backfill, then re-run",
         "survived",
-        f"killed after {len(done)} day runs: {stored_days} whole days stored, none partial; re-run: {detail}",
+        f"killed in day run {len(done) + 1}: {len(after) // 24} whole days stored "
+        f"({len(before) // 24} before), none partial; re-run: {detail}",
     )
 
 
