@@ -181,9 +181,10 @@ def classify(
     lost_before = before.index.difference(after.index)
     if len(lost_before):
         return "lost data", f"{len(lost_before)} candles stored before are gone (first {lost_before[0]})"
-    altered_before = [t for t in _changed(before, after) if not (start <= t < end)]
-    if altered_before:
-        return "silently altered", f"{len(altered_before)} candles outside the window changed"
+    outside = [t for t in _changed(before, after) if not (start <= t < end)]
+    outside += [t for t in after.index.difference(before.index) if not (start <= t < end)]
+    if outside:
+        return "silently altered", f"{len(outside)} candles outside the window changed or appeared"
     if not result_ok:
         if not same(after, before):
             return "failed unclearly", "the run failed but changed the store"
@@ -205,9 +206,10 @@ def classify(
     if unflagged:
         return "silently altered", f"{len(unflagged)} candles differ from the source, no check said so"
     named = sorted({name for t in changed for name in flagged[t]})
-    ratio = float(inside.loc[changed[0], "close"] / served.loc[changed[0], "close"])
+    first = changed[0]
+    ratio = f" x{inside.loc[first, 'close'] / served.loc[first, 'close']:g}" if first in served.index else ""
     return "survived", (
-        f"stored as sent ({len(changed)} candle(s) x{ratio:g} at {changed[0]:%Y-%m-%d %H:%M}); "
+        f"stored as sent ({len(changed)} candle(s){ratio} at {first:%Y-%m-%d %H:%M}); "
         f"{', '.join(named)} warned"
     )
 

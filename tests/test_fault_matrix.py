@@ -63,6 +63,8 @@ def test_a_changed_candle_is_silently_altered_unless_a_check_named_it(source: pd
     )
     outcome, detail = classify(True, before, after, source, DAY, "", {spiked: ["outliers"]})
     assert outcome == "survived" and "x1000" in detail and "outliers warned" in detail
+    appeared = window(source, "2021-05-01", "2021-05-03")  # a run of 2021-05-02 wrote 2021-05-03 too
+    assert classify(True, before, appeared, source, DAY, "", {})[0] == "silently altered"
     outside = before.copy()
     outside.iloc[3, 0] += 1.0  # a candle outside the window changed: never allowed, even if flagged
     assert classify(True, before, outside, source, DAY, "", {outside.index[3]: ["outliers"]})[0] == (
