@@ -81,6 +81,7 @@ def test_an_outage_is_returned_as_a_gap_never_filled(server: ReplayServer, share
         Fault(kind="truncated", count=2, path_prefix=KLINES),
         Fault(kind="truncated", count=1, variant="connection", path_prefix=KLINES),
         Fault(kind="http_5xx", count=1, status=502, path_prefix="/api/v3/exchangeInfo"),
+        Fault(kind="truncated", count=1, path_prefix="/api/v3/exchangeInfo"),  # not "no market ETH/USDT"
     ],
     ids=lambda f: f"{f.kind}-{f.variant or f.status}-{f.path_prefix}",
 )
@@ -122,6 +123,17 @@ def test_a_fault_that_outlasts_the_retries_fails_clearly(server: ReplayServer) -
     assert kline_requests(server) - before == 4  # the first try and three retries
     message = str(caught.value)
     assert "after 3 retries" in message and "nothing was written" in message
+
+
+def test_a_market_list_that_stays_unreadable_fails_naming_the_fault_not_the_pair(
+    server: ReplayServer,
+) -> None:
+    server.inject(Fault(kind="truncated", count=10, path_prefix="/api/v3/exchangeInfo"))
+    with pytest.raises(ExchangeUnavailableError) as caught:
+        exchange(server, max_retries=2).fetch_candles("ETH/USDT", "1h", DAY0, DAY1)
+    message = str(caught.value)
+    assert "kept failing to load markets after 2 retries" in message and "unreadable market list" in message
+    assert "no market" not in message
 
 
 @pytest.mark.parametrize(
