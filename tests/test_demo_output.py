@@ -3,8 +3,10 @@ error shows in full, and MLflow's model logging and loading print no progress ba
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
+import time
 from pathlib import Path
 
 import lightgbm as lgb
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 from dagster import AssetCheckResult, AssetCheckSpec, MaterializeResult, asset, materialize
 
-from tradai.demo_output import QUIET_RUN_CONFIG, outcome_lines, refusals, unexpected_errors
+from tradai.demo_output import QUIET_RUN_CONFIG, outcome_lines, progress, refusals, unexpected_errors
 from tradai_resources.mlflow_tracking import MLflowResource
 
 NOISE = re.compile(
@@ -88,3 +90,19 @@ def test_logging_and_loading_a_model_prints_no_progress_bar_or_requirement_warni
     captured = capfd.readouterr()
     assert model.predict(features[:2]).shape == (2,)
     assert not NOISE.search(captured.out + captured.err), (captured.out + captured.err)[-2000:]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_one_line_rewritten_in_place_on_a_terminal_and_nothing_in_a_log() -> None:
+    log, terminal = io.StringIO(), Terminal()
+    for stream in (log, terminal):
+        with progress("backtesting", stream=stream, every=0.05):
+            time.sleep(0.3)
+    assert log.getvalue() == ""
+    text = terminal.getvalue()
+    assert "\n" not in text and text.count("\r  … backtesting (") >= 2
+    assert text.endswith("\r\033[K")  # the line is cleared before the result is printed
