@@ -120,7 +120,7 @@ def run_model_loop(settings: TradAISettings, instance: DagsterInstance) -> None:
 
     print("→ scoring drift against the champion; the model loop's state")
     with progress("drift and the model loop"):
-        state = demo_drift_loop(settings, instance, run_requested=True)
+        state = demo_drift_loop(settings, instance, run_requested=True, loggers=QUIET_LOGGERS)
     print(state.text())
 
 
