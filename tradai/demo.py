@@ -186,6 +186,8 @@ def main() -> int:
     # MLflow logs at INFO through its own handler (e.g. "Creating initial MLflow database tables"); the
     # demo prints results, so only its warnings and errors pass.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # Offline, notifications go to this logger; the model loop's lines already say what was notified.
+    logging.getLogger("tradai.notify").setLevel(logging.CRITICAL)
     prepare_environment()
     try:
         return run_demo()

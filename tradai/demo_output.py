@@ -35,7 +35,8 @@ def refusals(result: ExecuteInProcessResult) -> list[str]:
         if check.passed:
             continue
         reason = (check.description or "no reason given").strip().splitlines()[0]
-        lines.append(f"{check.asset_key.to_user_string()} check {check.check_name} refused: {reason}")
+        said = reason if reason.lower().startswith("refused") else f"refused: {reason}"
+        lines.append(f"{check.asset_key.to_user_string()} check {check.check_name} {said}")
     return lines
 
 
