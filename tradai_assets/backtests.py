@@ -36,6 +36,7 @@ from strategies.validation import (
     StrategyValidationReport,
     validate_strategy,
 )
+from tradai_assets.backtest_charts import monthly_returns_metadata, strategy_indicators, trade_charts
 from tradai_assets.hyperopt import load_tuned_parameters
 from tradai_assets.market_data import ohlcv_key
 from tradai_assets.models import CHAMPION, TAG_HOLDOUT_START, default_model_name
@@ -415,9 +416,11 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
             result = freqtrade.backtest(
                 name, Path(report.path).parent, candles, run, strategy_config=strategy_config
             )
+            indicators = strategy_indicators(name, Path(report.path).parent, candles)
         pin = candle_store.pin_versions(  # the candle versions this report names stay readable
             f"tradai.backtest.{context.run.run_id}.{name}", versions, note=f"backtest {name}"
         )
+        charts, chart_pages = trade_charts(result, candles, indicators, pd.Timestamp(window.start, tz="UTC"))
         digest = source_hash(report)
         equity = result.equity_frame()["equity"]
         plot = png_markdown(equity_and_drawdown_figure(equity, f"{name} {window.timerange}"), "equity")
@@ -454,6 +457,8 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
             tracked.log_dict(run.model_dump(mode="json"), "report/run_config.json")
             tracked.log_dict(versions, "report/data_versions.json")
             tracked.log_file(report.path, "report/source")
+            for artifact_file, page in chart_pages.items():
+                tracked.log_text(page, artifact_file)
             run_id, experiment_id = tracked.run_id, tracked.experiment_id
         context.log.info(
             "%s %s on %s: %d trades, profit %.2f %%, Sharpe %s, max drawdown %.2f %%",
@@ -469,7 +474,9 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
             metadata={
                 "metrics": MetadataValue.md(metrics_markdown(result)),
                 "equity_and_drawdown": MetadataValue.md(plot),
+                "monthly_returns": monthly_returns_metadata(result),
                 "best_and_worst_pairs": MetadataValue.md(pairs_markdown(result)),
+                **charts,
                 "total_profit_pct": metrics.total_profit_pct,
                 **statistic_metadata(metrics),
                 "max_drawdown_pct": metrics.max_drawdown_ratio * 100,

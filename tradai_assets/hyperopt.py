@@ -631,13 +631,14 @@ def run_demo_study(
     workers: int = 2,
     folder: Path = STRATEGIES_DIR,
     config: dict[str, Any] | None = None,
+    loggers: dict[str, Any] | None = None,
 ) -> ExecuteInProcessResult:
     """A short study of one strategy (study, gate, and tuned parameters when the gate passes) in one run.
 
     `resources` must hold `candle_store`, `hyperopt`, `freqtrade` and `mlflow`; the candles of the
     in-sample and out-of-sample windows must be materialized. A refusing gate is an outcome, not a
     failure: the run then stops before `tuned_parameters`, and `summarize_demo_study` says why. `config`
-    sets any other `HyperoptConfig` field (e.g. shorter windows).
+    sets any other `HyperoptConfig` field (e.g. shorter windows); `loggers` is the run's logger config.
     """
     run_config = {**(config or {}), "n_trials": n_trials, "workers": workers}
     return materialize(
@@ -645,7 +646,7 @@ def run_demo_study(
         resources=resources,
         instance=instance,
         partition_key=strategy,
-        run_config={"ops": {"hyperopt_study": {"config": run_config}}},
+        run_config={"ops": {"hyperopt_study": {"config": run_config}}, "loggers": loggers or {}},
         raise_on_error=False,
     )
 

@@ -229,6 +229,7 @@ class HyperoptResource(ConfigurableResource):
         import optuna
 
         storage = make_storage(self.resolved_storage_url())
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "[I ...] A new study created" line
         study = optuna.create_study(
             study_name=name, storage=storage, direction="maximize", load_if_exists=True
         )
