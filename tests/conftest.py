@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from dagster._core.storage.defs_state import base as defs_state
 
 from tradai_core.candles import normalize_candles
 from tradai_resources.freqtrade_zygote import stop_shared_zygotes
@@ -31,6 +32,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if seed is not None and reporter is not None and config.get_verbosity() < 0:
         reporter.write_line(f"Using --randomly-seed={seed}")
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_dagster_instance() -> Iterator[None]:
+    """Clear Dagster's "current defs-state storage" after each test. Dagster 1.13 leaves it pointing at an
+    instance when `execute_in_process` fails on run config (tests/test_model_lifecycle.py does so on
+    purpose); once that instance is collected, every later `Definitions` load in the process fails with
+    "Attempted to resolve undefined DagsterInstance weakref", so a test would break the ones after it."""
+    yield
+    defs_state._current_storage.set(None)
 
 
 @pytest.fixture(scope="session", autouse=True)
