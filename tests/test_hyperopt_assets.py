@@ -154,6 +154,9 @@ def test_a_passing_gate_hands_the_tuned_parameters_on(
     assert meta["optimization_history"].startswith("![optimization history](data:image/png;base64,")
     assert meta["out_of_sample"].startswith("20210304-20210401: Sharpe ")
     assert 0.0 <= meta["dsr"] <= 1.0 and meta["tuned_version"] == 1
+    pinned = lab["resources"]["candle_store"].pinned_versions(meta["arcticdb_snapshot"])  # type: ignore[index]
+    read = {key: int(version) for key, version in meta["data_versions"].items()}
+    assert pinned == read and pinned  # the candle versions the study read stay readable
     tuned_meta = materialized(passed, "tuned_parameters")
     assert tuned_meta is not None and tuned_meta["mlflow_run_id"] == meta["mlflow_run_id"]
     assert latest_tuned_run_id(lab["instance"], "RsiMeanReversion") == meta["mlflow_run_id"]  # type: ignore[arg-type]

@@ -133,6 +133,8 @@ def test_drift_goes_severe_a_retrain_is_requested_and_the_comparison_is_acted_on
     assert (champion["model_version"], challenger["model_version"]) == (1, 2)
     assert champion["timerange"] == challenger["timerange"] == "20210522-20210701"
     assert champion["bars"] == challenger["bars"] == 40 * 24 - 1
+    for backtest in (champion, challenger):  # the candle versions each validation read stay pinned
+        assert lab.store.pinned_versions(backtest["arcticdb_snapshot"]) == backtest["data_versions"]
     comparison = values(retrained, "model_comparison")
     assert (comparison["champion_version"], comparison["challenger_version"]) == (1, 2)
     assert (

@@ -372,6 +372,9 @@ def build_hyperopt_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
             config.spec(),
             strategy_config=strategy_config,
         )
+        pin = candle_store.pin_versions(  # the candle versions this study names stay readable
+            f"tradai.hyperopt.{context.run.run_id}.{name}", versions, note=f"hyperopt study {name}"
+        )
         best = study.best
         tuned_config = apply_values(
             strategy_config, best.buy_params, best.sell_params, best.roi, best.stoploss
@@ -437,6 +440,7 @@ def build_hyperopt_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
             "tuned_version": tuned.version,
             "source_sha256": digest,
             "data_versions": MetadataValue.json(versions),
+            "arcticdb_snapshot": pin.name,
             **mlflow.run_metadata(run_id, experiment_id),
         }
         check = AssetCheckResult(

@@ -113,6 +113,8 @@ class ModelBacktest(BaseModel):
     bar_sharpe_undefined: str | None = None
     mlflow_run_id: str
     mlflow_experiment_id: str
+    data_versions: dict[str, int]
+    arcticdb_snapshot: str
 
 
 class BacktestSettings(Config):
@@ -282,6 +284,11 @@ def run_model_backtest(
         result = freqtrade.backtest(
             config.strategy, Path(report.path).parent, candles, run, strategy_config=strategy_config
         )
+    pin = candle_store.pin_versions(  # the candle versions this validation names stay readable
+        f"tradai.validation.{dagster_run_id}.{alias}",
+        data_versions,
+        note=f"validation backtest of {version.name} v{version.version} ({alias})",
+    )
     returns = bar_returns(result, window, settings.timeframe)
     sharpe_undefined = sharpe_undefined_reason(returns.to_numpy())
     sharpe = (
@@ -301,6 +308,7 @@ def run_model_backtest(
             "model.alias": alias,
             "purpose": purpose,
             "strategy": config.strategy,
+            "tradai.arcticdb_snapshot": pin.name,
         },
     ) as tracked:
         tracked.log_params({"timerange": window.timerange, "pairs": ",".join(pairs), "alias": alias})
@@ -337,6 +345,8 @@ def run_model_backtest(
         bar_sharpe_undefined=sharpe_undefined,
         mlflow_run_id=run_id,
         mlflow_experiment_id=experiment_id,
+        data_versions={key: int(value) for key, value in data_versions.items()},
+        arcticdb_snapshot=pin.name,
     )
 
 
@@ -361,6 +371,8 @@ def backtest_metadata(backtest: ModelBacktest, mlflow: MLflowResource) -> dict[s
             m.sharpe, m.undefined["sharpe"].reason if "sharpe" in m.undefined else None
         ),
         "bars": len(backtest.bar_returns),
+        "data_versions": MetadataValue.json(backtest.data_versions),
+        "arcticdb_snapshot": backtest.arcticdb_snapshot,
         **mlflow.run_metadata(backtest.mlflow_run_id, backtest.mlflow_experiment_id),
     }
 
