@@ -279,7 +279,10 @@ def test_a_model_that_cannot_be_scored_gets_no_alias_and_fails_its_blocking_chec
         mlflow.get_version_by_alias(NAME, CHAMPION)
 
 
-def test_an_embargo_shorter_than_the_label_horizon_is_refused(lab: Lab) -> None:
+def test_an_embargo_shorter_than_the_label_horizon_is_refused(
+    lab: Lab, first: ExecuteInProcessResult
+) -> None:
+    # The model alone, over the training set `first` stored (the embargo is checked before fitting).
     result = train(lab, model={**MODEL, "embargo": 2}, selection=[MODEL_KEY])
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
