@@ -13,11 +13,10 @@ from dagster import (
     schedule,
 )
 
-from tradai_assets.drift import DRIFT_KEY, drift_partitions
-from tradai_assets.model_lifecycle import alias_version
-from tradai_assets.models import CHAMPION, default_model_name
-from tradai_assets.validation import last_candle_end
+from tradai_assets.drift import drift_partitions
+from tradai_assets.keys import DRIFT_KEY
 from tradai_core.errors import NotFoundError
+from tradai_core.registry import CHAMPION, default_model_name
 from tradai_core.settings import TradAISettings, pair_slug
 from tradai_resources.arcticdb_store import ArcticDBResource
 from tradai_resources.mlflow_tracking import MLflowResource
@@ -61,13 +60,13 @@ def build_drift_schedule(
     def _drift_schedule(
         context: ScheduleEvaluationContext, mlflow: MLflowResource, candle_store: ArcticDBResource
     ) -> list[RunRequest] | SkipReason:
-        version = alias_version(mlflow, model, CHAMPION)
+        version = mlflow.alias_version(model, CHAMPION)
         if version is None:
             return SkipReason(f"no champion of {model} yet: train one (features → training_set → model)")
         requests = []
         for pair in settings.pairs:
             try:
-                end = last_candle_end(candle_store, settings, (pair,))
+                end = candle_store.last_candle_end(settings.exchange_id, settings.timeframe, (pair,))
             except NotFoundError:
                 context.log.info("no candles stored for %s; not scored", pair)
                 continue

@@ -13,7 +13,7 @@ from dagster import (
     schedule,
 )
 
-from tradai_assets.market_data import MARKET_DATA_GROUP
+from tradai_assets.keys import MARKET_DATA_GROUP
 from tradai_assets.partitions import daily_partitions
 from tradai_core.settings import TradAISettings
 

@@ -4,8 +4,7 @@ from typing import TYPE_CHECKING
 
 from dagster import AssetSelection, define_asset_job
 
-from tradai_assets.features import FEATURES_GROUP
-from tradai_assets.models import MODELS_GROUP
+from tradai_assets.keys import FEATURES_GROUP, MODELS_GROUP
 from tradai_assets.partitions import daily_partitions
 from tradai_core.settings import TradAISettings
 

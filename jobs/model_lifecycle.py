@@ -34,18 +34,13 @@ from sensors.drift import DRIFT_SENSOR, build_drift_sensor, drift_decisions
 from sensors.events import materializations_after
 from sensors.promotion import PROMOTION_SENSOR, build_promotion_sensor
 from sensors.rollback import build_rollback_sensor
-from tradai_assets.drift import DRIFT_KEY, build_drift_asset
-from tradai_assets.model_lifecycle import (
-    CHAMPION_MODEL_KEY,
-    COMPARISON_KEY,
-    alias_version,
-    build_champion_model_asset,
-    read_audit_history,
-)
-from tradai_assets.models import CHALLENGER, CHAMPION, MODEL_KEY, default_model_name
-from tradai_assets.validation import PERFORMANCE_KEY, build_validation_assets, last_candle_end, model_pairs
+from tradai_assets.drift import build_drift_asset
+from tradai_assets.keys import CHAMPION_MODEL_KEY, COMPARISON_KEY, DRIFT_KEY, MODEL_KEY, PERFORMANCE_KEY
+from tradai_assets.model_lifecycle import build_champion_model_asset
+from tradai_assets.validation import build_validation_assets, model_pairs
 from tradai_core.errors import NotFoundError
 from tradai_core.model_lifecycle import DriftPolicy, RollbackLimits
+from tradai_core.registry import CHALLENGER, CHAMPION, default_model_name
 from tradai_core.settings import TradAISettings, pair_slug
 from tradai_resources.arcticdb_store import ArcticDBResource
 from tradai_resources.mlflow_tracking import MLflowResource
@@ -127,7 +122,9 @@ def build_performance_schedule(
     ) -> RunRequest | SkipReason:
         try:
             champion = mlflow.get_version_by_alias(model, CHAMPION)
-            end = last_candle_end(candle_store, settings, model_pairs(champion, settings))
+            end = candle_store.last_candle_end(
+                settings.exchange_id, settings.timeframe, model_pairs(champion, settings)
+            )
         except NotFoundError as exc:
             return SkipReason(f"nothing to judge: {exc}")
         return RunRequest(
@@ -358,10 +355,10 @@ def demo_drift_loop(
         )
     return DriftLoopSummary(
         model=model,
-        champion=alias_version(mlflow, model, CHAMPION),
-        challenger=alias_version(mlflow, model, CHALLENGER),
+        champion=mlflow.alias_version(model, CHAMPION),
+        challenger=mlflow.alias_version(model, CHALLENGER),
         drift=tuple(lines),
         drift_sensor=tuple(sensor_lines),
         loop_runs=tuple(loop_runs),
-        audit=tuple(entry.summary for entry in read_audit_history(mlflow, model)),
+        audit=tuple(entry.summary for entry in mlflow.audit_history(model)),
     )

@@ -5,9 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 from dagster import AssetSelection, DefaultScheduleStatus, ScheduleDefinition, define_asset_job
 
-from tradai_assets.model_lifecycle import COMPARISON_KEY
-from tradai_assets.models import MODEL_KEY, TRAINING_SET_KEY
-from tradai_assets.validation import VALIDATION_KEYS
+from tradai_assets.keys import COMPARISON_KEY, MODEL_KEY, TRAINING_SET_KEY, VALIDATION_KEYS
 from tradai_core.settings import TradAISettings
 
 if TYPE_CHECKING:

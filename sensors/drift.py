@@ -32,10 +32,9 @@ from dagster import (
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from sensors.events import Materialized, materializations_after
-from tradai_assets.drift import DRIFT_KEY
-from tradai_assets.model_lifecycle import alias_version
-from tradai_assets.models import CHAMPION
+from tradai_assets.keys import DRIFT_KEY
 from tradai_core.model_lifecycle import DriftDecision, DriftEvent, DriftPolicy, decide_drift_action
+from tradai_core.registry import CHAMPION
 from tradai_resources.mlflow_tracking import MLflowResource
 from tradai_resources.notifier import Notification, NotifierResource
 
@@ -95,7 +94,7 @@ def drift_decisions(
             logger.warning("drift score %s lacks the sensor's fields; skipped", materialized.storage_id)
             continue
         if event.model not in champions:
-            champions[event.model] = alias_version(mlflow, event.model, CHAMPION)
+            champions[event.model] = mlflow.alias_version(event.model, CHAMPION)
         decision = decide_drift_action(event, champions[event.model], last_request, policy)
         if decision.action == "retrain":
             last_request = datetime.now(tz=UTC)

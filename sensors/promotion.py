@@ -31,8 +31,7 @@ from dagster import (
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from sensors.events import Materialized, materializations_after
-from tradai_assets.model_lifecycle import COMPARISON_KEY, alias_version, read_audit_history
-from tradai_assets.models import CHAMPION, MODEL_KEY
+from tradai_assets.keys import COMPARISON_KEY, MODEL_KEY
 from tradai_core.model_lifecycle import (
     AuditEntry,
     ComparisonOutcome,
@@ -40,6 +39,7 @@ from tradai_core.model_lifecycle import (
     decide_promotion,
     float_metrics,
 )
+from tradai_core.registry import CHAMPION
 from tradai_resources.mlflow_tracking import MLflowResource
 
 PROMOTION_SENSOR = "promotion_sensor"
@@ -117,7 +117,7 @@ def build_promotion_sensor(promote_job: UnresolvedAssetJobDefinition) -> SensorD
                 continue
             name, version = str(meta["model_name"]), int(meta["model_version"])
             if name not in histories:
-                histories[name] = read_audit_history(mlflow, name)
+                histories[name] = mlflow.audit_history(name)
             if already_recorded(histories[name], f"model:{event.storage_id}") is not None:
                 continue
             requests.append(
@@ -140,8 +140,8 @@ def build_promotion_sensor(promote_job: UnresolvedAssetJobDefinition) -> SensorD
                 context.log.warning("comparison %s lacks the sensor's fields; skipped", event.storage_id)
                 continue
             if outcome.model not in histories:
-                histories[outcome.model] = read_audit_history(mlflow, outcome.model)
-            champion = alias_version(mlflow, outcome.model, CHAMPION)
+                histories[outcome.model] = mlflow.audit_history(outcome.model)
+            champion = mlflow.alias_version(outcome.model, CHAMPION)
             decision = decide_promotion(outcome, champion, histories[outcome.model])
             context.log.info("%s: %s — %s", outcome.event_key, decision.action, decision.reason)
             if decision.action == "none":

@@ -30,10 +30,9 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from sensors.events import Materialized, materializations_after
 from sensors.promotion import champion_run_config
-from tradai_assets.model_lifecycle import alias_version, read_audit_history
-from tradai_assets.models import CHAMPION
-from tradai_assets.validation import PERFORMANCE_KEY
+from tradai_assets.keys import PERFORMANCE_KEY
 from tradai_core.model_lifecycle import ChampionPerformance, RollbackLimits, decide_rollback
+from tradai_core.registry import CHAMPION
 from tradai_resources.mlflow_tracking import MLflowResource
 from tradai_resources.notifier import Notification, NotifierResource
 
@@ -96,8 +95,8 @@ def build_rollback_sensor(
             if performance is None:
                 context.log.warning("performance %s lacks the sensor's fields; skipped", event.storage_id)
                 continue
-            history = read_audit_history(mlflow, performance.model)
-            champion = alias_version(mlflow, performance.model, CHAMPION)
+            history = mlflow.audit_history(performance.model)
+            champion = mlflow.alias_version(performance.model, CHAMPION)
             decision = decide_rollback(performance, champion, history, rules)
             context.log.info("%s: %s — %s", performance.event_key, decision.action, decision.reason)
             if decision.action == "alert":

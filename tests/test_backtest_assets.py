@@ -19,8 +19,8 @@ from strategies.config import load_strategy_config
 from strategies.validation import STRATEGIES_DIR
 from tradai_assets.backtests import build_backtest_assets, model_problem
 from tradai_assets.market_data import build_market_data_assets
-from tradai_assets.models import TAG_HOLDOUT_START
 from tradai_core.backtest_plan import plan_window
+from tradai_core.registry import TAG_HOLDOUT_START
 from tradai_core.settings import TradAISettings
 from tradai_replay.server import ReplayServer
 from tradai_resources.arcticdb_store import ArcticDBResource

@@ -17,11 +17,12 @@ from strategies.lgbm_classifier import LgbmClassifier, filler_candles, load_mode
 from strategies.metadata import StrategyCategory
 from strategies.validation import STRATEGIES_DIR, find_strategy_file, validate_strategy
 from tests.conftest import load_recorded
-from tradai_assets.models import CHALLENGER, CHAMPION, register_trained_model, store_training_set
+from tradai_assets.models import register_trained_model, store_training_set
 from tradai_core.backtest_config import BacktestRunConfig, build_freqtrade_config, prepare_strategy_dir
 from tradai_core.errors import BacktestError, NotFoundError
 from tradai_core.features import WARMUP_BARS, compute_features
 from tradai_core.labels import LabelSpec
+from tradai_core.registry import CHALLENGER, CHAMPION
 from tradai_core.training import (
     LightGBMParams,
     build_training_set,

@@ -22,17 +22,10 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from tests.conftest import load_recorded
 from tradai_assets.features import build_feature_assets
-from tradai_assets.models import (
-    CHALLENGER,
-    CHAMPION,
-    MODEL_KEY,
-    REFERENCE_ARTIFACT,
-    TRAINING_SET_KEY,
-    build_model_assets,
-    load_reference_distribution,
-    load_training_set,
-)
+from tradai_assets.keys import MODEL_KEY, TRAINING_SET_KEY
+from tradai_assets.models import build_model_assets, load_reference_distribution, load_training_set
 from tradai_core.features import FEATURE_NAMES, feature_set_hash
+from tradai_core.registry import CHALLENGER, CHAMPION, REFERENCE_ARTIFACT
 from tradai_core.settings import TradAISettings
 from tradai_core.training import LightGBMParams, reference_distribution, train_walk_forward
 from tradai_core.walk_forward import WalkForwardSpec

@@ -27,14 +27,7 @@ from jobs.model_lifecycle import PERFORMANCE_SCHEDULE, PROMOTE_JOB, ROLLBACK_JOB
 from sensors.promotion import PROMOTION_SENSOR
 from sensors.rollback import ROLLBACK_SENSOR
 from tests.model_loop_fixtures import NAME, Lab, empty_mlflow_db, make_lab
-from tradai_assets.model_lifecycle import (
-    CHAMPION_MODEL_KEY,
-    COMPARISON_KEY,
-    alias_version,
-    read_audit_history,
-)
-from tradai_assets.models import CHALLENGER, CHAMPION, MODEL_KEY
-from tradai_assets.validation import PERFORMANCE_KEY
+from tradai_assets.keys import CHAMPION_MODEL_KEY, COMPARISON_KEY, MODEL_KEY, PERFORMANCE_KEY
 from tradai_core.model_lifecycle import (
     AuditAction,
     AuditEntry,
@@ -49,6 +42,7 @@ from tradai_core.model_lifecycle import (
     decide_rollback,
     previous_champion,
 )
+from tradai_core.registry import CHALLENGER, CHAMPION
 from tradai_core.settings import TradAISettings
 from tradai_resources.mlflow_tracking import MLflowResource
 
@@ -252,13 +246,13 @@ def test_a_promotion_moves_champion_archives_the_old_one_and_is_audited_in_mlflo
     lab: Lab,
 ) -> None:
     [metadata] = change(lab, **PROMOTE)
-    assert alias_version(lab.mlflow, NAME, CHAMPION) == 2
+    assert lab.mlflow.alias_version(NAME, CHAMPION) == 2
     old, new = lab.mlflow.get_version(NAME, 1), lab.mlflow.get_version(NAME, 2)
     assert old.tags["tradai.archived"] == "true"
     assert old.tags["tradai.archived_reason"] == "replaced by v2: challenger is significantly better"
     assert (new.tags["tradai.archived"], new.tags["tradai.promoted_from"]) == ("false", "1")
 
-    [audited] = read_audit_history(lab.mlflow, NAME)
+    [audited] = lab.mlflow.audit_history(NAME)
     assert (audited.action, audited.from_version, audited.to_version) == (AuditAction.PROMOTE, 1, 2)
     assert (audited.p_value, audited.metrics["sharpe_diff"], audited.trigger) == (0.012, 1.7, Trigger.SENSOR)
     assert audited.event_key == "model_comparison:42" and audited.dagster_run_id
@@ -280,15 +274,15 @@ def test_the_same_promotion_decision_seen_twice_does_nothing(lab: Lab) -> None:
     lab.mlflow.set_alias(NAME, CHALLENGER, 3)  # even with a new challenger, the old decision stays done
     assert change(lab, **PROMOTE) == []
     assert change(lab, **{**PROMOTE, "expected_champion": None}) == []
-    assert alias_version(lab.mlflow, NAME, CHAMPION) == 2
-    assert len(read_audit_history(lab.mlflow, NAME)) == 1
+    assert lab.mlflow.alias_version(NAME, CHAMPION) == 2
+    assert len(lab.mlflow.audit_history(NAME)) == 1
     assert len(lab.instance.fetch_materializations(CHAMPION_MODEL_KEY, limit=10).records) == 1
 
 
 def test_a_decision_about_a_champion_that_has_since_changed_does_nothing(lab: Lab) -> None:
     lab.mlflow.set_alias(NAME, CHAMPION, 3)
     assert change(lab, **PROMOTE) == []
-    assert alias_version(lab.mlflow, NAME, CHAMPION) == 3 and read_audit_history(lab.mlflow, NAME) == []
+    assert lab.mlflow.alias_version(NAME, CHAMPION) == 3 and lab.mlflow.audit_history(NAME) == []
 
 
 def test_a_keep_leaves_the_champion_and_records_why_on_the_judged_version(lab: Lab) -> None:
@@ -303,20 +297,20 @@ def test_a_keep_leaves_the_champion_and_records_why_on_the_judged_version(lab: L
         p_value=0.41,
         decision="inconclusive",
     )
-    assert alias_version(lab.mlflow, NAME, CHAMPION) == 1
+    assert lab.mlflow.alias_version(NAME, CHAMPION) == 1
     assert lab.mlflow.get_version(NAME, 2).tags["tradai.validation"] == "kept v1: no significant difference"
     assert (metadata["action"], metadata["to_version"], metadata["challenger_version"]) == ("keep", 1, 2)
-    [kept] = read_audit_history(lab.mlflow, NAME)
+    [kept] = lab.mlflow.audit_history(NAME)
     assert kept.summary.endswith("keep v1 kept over v2 (sensor, p=0.4100): no significant difference")
 
 
 def test_a_manual_rollback_from_the_ui_restores_the_previous_version(lab: Lab) -> None:
     change(lab, action="bootstrap", reason="first champion", trigger="sensor", event_key="model:1")
     change(lab, **PROMOTE)
-    assert alias_version(lab.mlflow, NAME, CHAMPION) == 2
+    assert lab.mlflow.alias_version(NAME, CHAMPION) == 2
     # What the launchpad sends: the job's default config with the reason written in.
     [metadata] = change(lab, ROLLBACK_JOB, action="rollback", reason="v2 misbehaves live", trigger="manual")
-    assert alias_version(lab.mlflow, NAME, CHAMPION) == 1
+    assert lab.mlflow.alias_version(NAME, CHAMPION) == 1
     rolled_back = lab.mlflow.get_version(NAME, 2).tags
     assert rolled_back["tradai.archived"] == "true" and rolled_back["tradai.rolled_back"].endswith(
         "v2 misbehaves live"
@@ -329,10 +323,10 @@ def test_a_manual_rollback_from_the_ui_restores_the_previous_version(lab: Lab) -
         "manual",
     )
     assert metadata["champion_lineage"] == "v1"
-    actions = [(e.action.value, e.from_version, e.to_version) for e in read_audit_history(lab.mlflow, NAME)]
+    actions = [(e.action.value, e.from_version, e.to_version) for e in lab.mlflow.audit_history(NAME)]
     assert actions == [("bootstrap", None, 1), ("promote", 1, 2), ("rollback", 2, 1)]
     assert not lab.run(ROLLBACK_JOB).success  # v1 has no earlier champion: nothing to return to
-    assert alias_version(lab.mlflow, NAME, CHAMPION) == 1
+    assert lab.mlflow.alias_version(NAME, CHAMPION) == 1
 
 
 def test_a_rollback_with_no_earlier_champion_fails_saying_what_to_do(lab: Lab) -> None:
@@ -377,8 +371,8 @@ def test_the_promotion_sensor_turns_each_decision_into_one_run_and_records_the_b
 
     for request in first.run_requests:
         assert lab.launch(PROMOTE_JOB, request).success
-    assert alias_version(lab.mlflow, NAME, CHAMPION) == 2
-    assert [e.action for e in read_audit_history(lab.mlflow, NAME)] == [
+    assert lab.mlflow.alias_version(NAME, CHAMPION) == 2
+    assert [e.action for e in lab.mlflow.audit_history(NAME)] == [
         AuditAction.BOOTSTRAP,
         AuditAction.PROMOTE,
     ]
@@ -426,8 +420,8 @@ def test_the_rollback_sensor_rolls_back_on_a_breach_and_alerts_when_it_cannot(
     assert config["metrics"]["max_drawdown"] == 0.35 and config["metrics"]["limit_max_drawdown"] == 0.2
 
     assert lab.launch(ROLLBACK_JOB, request).success
-    assert alias_version(lab.mlflow, NAME, CHAMPION) == 1
-    [*_, rollback] = read_audit_history(lab.mlflow, NAME)
+    assert lab.mlflow.alias_version(NAME, CHAMPION) == 1
+    [*_, rollback] = lab.mlflow.audit_history(NAME)
     assert (rollback.action, rollback.trigger, rollback.event_key) == (
         AuditAction.ROLLBACK,
         Trigger.SENSOR,
@@ -492,4 +486,4 @@ def test_materializing_the_champion_without_saying_what_to_do_is_refused(lab: La
             asset_selection=[CHAMPION_MODEL_KEY],
             run_config={"ops": {"champion_model": {"config": {"reason": "clicked Materialize"}}}},
         )
-    assert alias_version(lab.mlflow, NAME, CHAMPION) == 1
+    assert lab.mlflow.alias_version(NAME, CHAMPION) == 1

@@ -28,9 +28,9 @@ from sensors.drift import DRIFT_SENSOR
 from sensors.promotion import PROMOTION_SENSOR
 from sensors.rollback import ROLLBACK_SENSOR
 from tests.model_loop_fixtures import MODEL, NAME, PAIRS, Lab, empty_mlflow_db, make_lab
-from tradai_assets.model_lifecycle import alias_version, read_audit_history
-from tradai_assets.models import CHALLENGER, CHAMPION, MODEL_KEY, TRAINING_SET_KEY
+from tradai_assets.keys import MODEL_KEY, TRAINING_SET_KEY
 from tradai_core.model_lifecycle import AuditAction, RollbackLimits
+from tradai_core.registry import CHALLENGER, CHAMPION
 from tradai_core.settings import pair_slug
 
 UNREACHABLE = RollbackLimits(min_sharpe=50.0, min_trades=1)
@@ -98,7 +98,7 @@ def test_drift_goes_severe_a_retrain_is_requested_and_the_comparison_is_acted_on
     bootstrap = tick(lab, PROMOTION_SENSOR, None)
     [request] = bootstrap.run_requests
     assert lab.launch(PROMOTE_JOB, request).success
-    assert [e.action for e in read_audit_history(lab.mlflow, NAME)] == [AuditAction.BOOTSTRAP]
+    assert [e.action for e in lab.mlflow.audit_history(NAME)] == [AuditAction.BOOTSTRAP]
 
     # 2. Drift of both pairs, two weeks before 2021-07-01 against the champion's training data: severe.
     scores = {}
@@ -168,9 +168,9 @@ def test_drift_goes_severe_a_retrain_is_requested_and_the_comparison_is_acted_on
         "promote",
     )
     assert audit["metrics"]["challenger_sharpe"] == pytest.approx(comparison["challenger_sharpe"])
-    assert alias_version(lab.mlflow, NAME, CHAMPION) == 2
-    assert alias_version(lab.mlflow, NAME, CHALLENGER) == 2
-    history = read_audit_history(lab.mlflow, NAME)
+    assert lab.mlflow.alias_version(NAME, CHAMPION) == 2
+    assert lab.mlflow.alias_version(NAME, CHALLENGER) == 2
+    history = lab.mlflow.audit_history(NAME)
     assert [e.action.value for e in history] == ["bootstrap", "promote"]
 
     # 6. Seeing the same decision twice does nothing: not the sensor, not the run.
@@ -178,7 +178,7 @@ def test_drift_goes_severe_a_retrain_is_requested_and_the_comparison_is_acted_on
     assert tick(lab, PROMOTION_SENSOR, promotion.cursor).skip_message == "no new comparisons or models"
     again = lab.launch(PROMOTE_JOB, decided)
     assert again.success and again.asset_materializations_for_node("champion_model") == []
-    assert len(read_audit_history(lab.mlflow, NAME)) == 2
+    assert len(lab.mlflow.audit_history(NAME)) == 2
     assert json.loads(promotion.cursor or "{}")["model"] > json.loads(bootstrap.cursor or "{}")["model"]
 
     # 7. The promoted champion's rolling performance breaches the limits: it is rolled back to v1.
@@ -196,9 +196,9 @@ def test_drift_goes_severe_a_retrain_is_requested_and_the_comparison_is_acted_on
     alarm = tick(lab, ROLLBACK_SENSOR, None)
     [rollback] = alarm.run_requests
     assert lab.launch(ROLLBACK_JOB, rollback).success
-    assert alias_version(lab.mlflow, NAME, CHAMPION) == 1
+    assert lab.mlflow.alias_version(NAME, CHAMPION) == 1
     assert "tradai.rolled_back" in lab.mlflow.get_version(NAME, 2).tags
-    assert [e.action.value for e in read_audit_history(lab.mlflow, NAME)] == [
+    assert [e.action.value for e in lab.mlflow.audit_history(NAME)] == [
         "bootstrap",
         "promote",
         "rollback",
@@ -216,9 +216,9 @@ def test_the_demo_runs_what_the_sensors_request_then_the_cooldown_holds(lab: Lab
     assert retraining.startswith("retraining run ") and "challenger v2 vs champion v1 → " in retraining
     assert " → promote (p=" in retraining  # as in the loop test: on this data v2 is significantly better
     assert acted.startswith("promote:model_comparison:") and acted.endswith("succeeded")
-    assert alias_version(lab.mlflow, NAME, CHAMPION) == 2
+    assert lab.mlflow.alias_version(NAME, CHAMPION) == 2
     assert (summary.champion, summary.challenger) == (2, 2)
-    assert len(summary.audit) == len(read_audit_history(lab.mlflow, NAME)) == 2
+    assert len(summary.audit) == len(lab.mlflow.audit_history(NAME)) == 2
 
     # Second call: the same drift again, but the retraining run was requested minutes ago: notify only.
     again = demo_drift_loop(lab.settings, lab.instance, definitions=lab.defs, run_requested=True)

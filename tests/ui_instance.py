@@ -32,7 +32,7 @@ from jobs.market_data import MARKET_DATA_JOB
 from jobs.ml import FEATURES_JOB, TRAINING_JOB
 from tradai.definitions import build_definitions
 from tradai.demo import run_daily_job
-from tradai_assets.features import features_key
+from tradai_assets.keys import features_key
 from tradai_assets.partitions import daily_partitions
 from tradai_core.settings import DEFAULT_PAIRS, PROJECT_ROOT, TradAISettings, pair_slug
 

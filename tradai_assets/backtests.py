@@ -38,8 +38,7 @@ from strategies.validation import (
 )
 from tradai_assets.backtest_charts import monthly_returns_metadata, strategy_indicators, trade_charts
 from tradai_assets.hyperopt import load_tuned_parameters
-from tradai_assets.market_data import ohlcv_key
-from tradai_assets.models import CHAMPION, TAG_HOLDOUT_START, default_model_name
+from tradai_assets.keys import ohlcv_key
 from tradai_assets.plots import equity_and_drawdown_figure, png_markdown
 from tradai_assets.strategy_partitions import source_hash, strategy_partitions
 from tradai_core.backtest_config import BacktestRunConfig
@@ -55,6 +54,7 @@ from tradai_core.backtest_plan import (
 from tradai_core.backtest_result import BacktestMetrics, BacktestResult
 from tradai_core.candles import find_gaps
 from tradai_core.errors import NotFoundError, ValidationError
+from tradai_core.registry import CHAMPION, TAG_ARCTICDB_PIN, TAG_HOLDOUT_START, default_model_name
 from tradai_core.settings import TradAISettings
 from tradai_core.statistics import GUARDED_STATISTICS
 from tradai_core.timeframes import timeframe_ms
@@ -436,7 +436,7 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
                 "strategy.version": strategy_config.version,
                 "source_sha256": digest,
                 "tradai.tuned_params_run_id": config.tuned_params_run_id or "none",
-                "tradai.arcticdb_snapshot": pin.name,
+                TAG_ARCTICDB_PIN: pin.name,
                 **{f"tradai.{key}": value for key, value in lineage.items()},
             },
         ) as tracked:

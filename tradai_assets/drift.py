@@ -33,7 +33,6 @@ from dagster import (
     AllPartitionMapping,
     AssetDep,
     AssetExecutionContext,
-    AssetKey,
     AssetRecordsFilter,
     AssetsDefinition,
     Config,
@@ -45,16 +44,17 @@ from dagster import (
 )
 from pydantic import BaseModel, ConfigDict
 
-from tradai_assets.features import (
+from tradai_assets.features import compute_window_features
+from tradai_assets.keys import (
+    CHAMPION_MODEL_KEY,
+    DRIFT_KEY,
+    LIFECYCLE_GROUP,
     META_FEATURE_SET_HASH,
-    compute_window_features,
     features_key,
     features_library,
 )
-from tradai_assets.model_lifecycle import CHAMPION_MODEL_KEY, LIFECYCLE_GROUP, alias_version
-from tradai_assets.models import CHAMPION, default_model_name, load_reference_distribution, load_training_set
+from tradai_assets.models import load_reference_distribution, load_training_set
 from tradai_assets.plots import plt, png_markdown
-from tradai_assets.validation import last_candle_end
 from tradai_core.drift import DEFAULT_WINDOW_DAYS, DriftVerdict, drift_verdict
 from tradai_core.errors import ConfigurationError, NotFoundError, ValidationError
 from tradai_core.features import FEATURE_NAMES, WARMUP_BARS, feature_set_hash
@@ -68,13 +68,11 @@ from tradai_core.psi import (
     score_psi,
     summarize_reference,
 )
+from tradai_core.registry import CHAMPION, TAG_TRAINING_SET, default_model_name
 from tradai_core.settings import TradAISettings, pair_slug
 from tradai_core.timeframes import timeframe_delta
 from tradai_resources.arcticdb_store import ArcticDBResource
 from tradai_resources.mlflow_tracking import MLflowResource, ModelVersionInfo
-
-DRIFT_KEY = AssetKey("drift_score")
-TAG_TRAINING_SET = "tradai.training_set"
 
 
 def drift_partitions(settings: TradAISettings) -> StaticPartitionsDefinition:
@@ -136,7 +134,7 @@ class PairDrift(BaseModel):
 
 def _end(text: str | None, store: ArcticDBResource, settings: TradAISettings, pair: str) -> datetime:
     if text is None:
-        return last_candle_end(store, settings, (pair,))
+        return store.last_candle_end(settings.exchange_id, settings.timeframe, (pair,))
     try:
         stamp = pd.Timestamp(date.fromisoformat(text)) if len(text) == 10 else pd.Timestamp(text)
     except ValueError as exc:
@@ -216,7 +214,7 @@ def prediction_drift(
     """PSI of the champion's predicted probabilities on `current` against its predictions on its own
     training rows of `pair` (all its training rows when the pair was not among them)."""
     booster = mlflow.load_model(version.name, CHAMPION, flavor="lightgbm")
-    if alias_version(mlflow, version.name, CHAMPION) != version.version:
+    if mlflow.alias_version(version.name, CHAMPION) != version.version:
         raise ValidationError(
             f"the champion of {version.name} moved while drift was being scored", "re-run the drift score"
         )

@@ -37,7 +37,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetKey,
     AssetsDefinition,
     BackfillPolicy,
     Config,
@@ -46,7 +45,14 @@ from dagster import (
     asset,
 )
 
-from tradai_assets.market_data import ohlcv_key, preview_markdown
+from tradai_assets.keys import (
+    FEATURES_GROUP,
+    META_FEATURE_SET_HASH,
+    features_key,
+    features_library,
+    ohlcv_key,
+)
+from tradai_assets.market_data import preview_markdown
 from tradai_assets.partitions import daily_partitions
 from tradai_core.candles import utc_timestamp
 from tradai_core.errors import NotFoundError, ValidationError
@@ -61,9 +67,7 @@ from tradai_core.settings import TradAISettings, pair_slug
 from tradai_core.timeframes import timeframe_delta
 from tradai_resources.arcticdb_store import ArcticDBResource, symbol_pool
 
-FEATURES_GROUP = "features"
 PARTITION = timedelta(days=1)
-META_FEATURE_SET_HASH = "feature_set_hash"
 CHECK_DESCRIPTIONS = {
     "rows_match_candles": "The stored window holds exactly one feature row per candle (none for the first "
     "WARMUP_BARS candles of the history).",
@@ -82,16 +86,6 @@ class FeaturesConfig(Config):
     allow_missing_warmup_days: bool = False
     """Compute even when a day between the warm-up start and the window end has no candle at all (off:
     such a day is taken to be an unmaterialized candle partition; turn on for a real day-long outage)."""
-
-
-def features_key(pair: str) -> AssetKey:
-    """Asset key of a pair's features: `features/BTC_USDT`."""
-    return AssetKey(["features", pair_slug(pair)])
-
-
-def features_library(exchange_id: str, timeframe: str) -> str:
-    """ArcticDB library holding one exchange's features of one timeframe."""
-    return f"features.{exchange_id}.{timeframe}"
 
 
 # -- plain logic (no Dagster): what a window's features are and whether its warm-up is there ---------------

@@ -50,7 +50,7 @@ from pydantic import Field
 
 from strategies.config import StrategyConfig
 from strategies.validation import STRATEGIES_DIR, load_strategy_class, validate_strategy
-from tradai_assets.market_data import ohlcv_key
+from tradai_assets.keys import ohlcv_key
 from tradai_assets.plots import png_markdown
 from tradai_assets.strategy_partitions import source_hash, strategy_partitions
 from tradai_core.backtest_config import BacktestRunConfig

@@ -15,7 +15,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetKey,
     AssetsDefinition,
     BackfillPolicy,
     Config,
@@ -25,16 +24,16 @@ from dagster import (
     asset,
 )
 
+from tradai_assets.keys import MARKET_DATA_GROUP, ohlcv_key
 from tradai_assets.partitions import daily_partitions
 from tradai_core.candles import Gap
 from tradai_core.outliers import DEFAULT_K, DEFAULT_WINDOW
 from tradai_core.quality import QualityResult, run_quality_checks
-from tradai_core.settings import TradAISettings, pair_slug
+from tradai_core.settings import TradAISettings
 from tradai_core.timeframes import candle_grid, timeframe_delta, timeframe_ms
 from tradai_resources.arcticdb_store import ArcticDBResource
 from tradai_resources.ccxt_exchange import ExchangeResource
 
-MARKET_DATA_GROUP = "market_data"
 BLOCKING_CHECKS = ("no_duplicates", "monotonic_index", "ohlc_consistent", "timeframe_grid")
 CHECK_DESCRIPTIONS = {
     "no_duplicates": "No two candles share an open time.",
@@ -56,11 +55,6 @@ class MarketDataConfig(Config):
     allow_removing_candles: bool = False
     """Let a re-fetch remove candles already stored in its window (off: exchanges never delete history,
     so an answer with fewer candles than before is refused and nothing is written)."""
-
-
-def ohlcv_key(pair: str) -> AssetKey:
-    """Asset key of a pair's candles: `ohlcv/BTC_USDT`."""
-    return AssetKey(["ohlcv", pair_slug(pair)])
 
 
 def exchange_pool(exchange_id: str) -> str:

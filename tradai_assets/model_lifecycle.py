@@ -18,23 +18,20 @@ same decision seen twice) materializes nothing and says why in its log.
 
 import json
 from collections.abc import Iterator
-from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from dagster import (
     AssetExecutionContext,
-    AssetKey,
     AssetsDefinition,
     Config,
     MaterializeResult,
     MetadataValue,
     asset,
 )
-from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict, Field
 
-from tradai_assets.models import CHALLENGER, CHAMPION, TAG_REJECTED, default_model_name
+from tradai_assets.keys import CHAMPION_MODEL_KEY, COMPARISON_KEY, LIFECYCLE_GROUP
 from tradai_core.errors import NotFoundError, ValidationError
 from tradai_core.model_lifecycle import (
     AuditAction,
@@ -44,92 +41,28 @@ from tradai_core.model_lifecycle import (
     champion_lineage,
     previous_champion,
 )
+from tradai_core.registry import (
+    CHALLENGER,
+    CHAMPION,
+    TAG_ARCHIVED,
+    TAG_ARCHIVED_AT,
+    TAG_ARCHIVED_REASON,
+    TAG_PROMOTED_AT,
+    TAG_PROMOTED_FROM,
+    TAG_REJECTED,
+    TAG_RESTORED_AT,
+    TAG_ROLLED_BACK,
+    TAG_VALIDATION,
+    default_model_name,
+)
 from tradai_core.settings import TradAISettings
 from tradai_resources.mlflow_tracking import MLflowResource
 from tradai_resources.notifier import Notification, NotifierResource
 
-LIFECYCLE_GROUP = "model_lifecycle"
-CHAMPION_MODEL_KEY = AssetKey("champion_model")
-COMPARISON_KEY = AssetKey("model_comparison")
-AUDIT_EXPERIMENT = "model-audit"
-TAG_AUDIT_MODEL = "tradai.audit.model"
-TAG_AUDIT_ENTRY = "tradai.audit.entry"
-TAG_AUDIT_LAST = "tradai.audit.last"
-TAG_ARCHIVED = "tradai.archived"
 HISTORY_ROWS = 50
 REGISTRY_POOL = "model_registry"
 """Concurrency pool of `champion_model`: one change of a champion at a time (dagster.yaml's default limit
 of 1), so two decisions never read the same champion and both act."""
-
-
-# -- registry reads --------------------------------------------------------------------------------
-
-
-def alias_version(mlflow: MLflowResource, name: str, alias: str) -> int | None:
-    """The version `alias` points at, or None when the model or the alias does not exist."""
-    try:
-        return mlflow.get_version_by_alias(name, alias).version
-    except NotFoundError:
-        return None
-
-
-# -- the audit history in MLflow ---------------------------------------------------------------------
-
-
-def read_audit_history(mlflow: MLflowResource, name: str) -> list[AuditEntry]:
-    """Every audit entry of model `name` recorded in MLflow, oldest first ([] when there is none)."""
-    client = mlflow.client()
-    experiment = client.get_experiment_by_name(mlflow.experiment_name(AUDIT_EXPERIMENT))
-    if experiment is None:
-        return []
-    entries: list[AuditEntry] = []
-    token: str | None = None
-    while True:
-        page = client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.`{TAG_AUDIT_MODEL}` = '{name}'",
-            max_results=1000,
-            page_token=token,
-        )
-        for run in page:
-            raw = run.data.tags.get(TAG_AUDIT_ENTRY)
-            if raw:
-                entries.append(AuditEntry.model_validate_json(raw))
-        token = page.token
-        if not token:
-            break
-    return sorted(entries, key=lambda entry: entry.at)
-
-
-def record_audit_entry(mlflow: MLflowResource, entry: AuditEntry) -> tuple[str, str]:
-    """Append `entry` to the model's history in MLflow; returns (run id, experiment id) of its run."""
-    to = f"v{entry.to_version}" if entry.to_version is not None else "none"
-    tags = {
-        TAG_AUDIT_MODEL: entry.model,
-        "tradai.audit.action": entry.action.value,
-        "tradai.audit.from_version": str(entry.from_version),
-        "tradai.audit.to_version": str(entry.to_version),
-        "tradai.audit.trigger": entry.trigger.value,
-        "tradai.audit.event_key": entry.event_key or "-",
-        "tradai.audit.reason": entry.reason[:4000],
-        TAG_AUDIT_ENTRY: entry.model_dump_json(),
-    }
-    with mlflow.start_run(
-        AUDIT_EXPERIMENT,
-        f"{entry.model} {entry.action.value} {to}",
-        dagster_run_id=entry.dagster_run_id,
-        tags=tags,
-    ) as run:
-        metrics = dict(entry.metrics)
-        if entry.p_value is not None:
-            metrics["p_value"] = entry.p_value
-        if metrics:
-            run.log_metrics(metrics)
-        run.log_dict(entry.model_dump(mode="json"), "audit/entry.json")
-        run_id, experiment_id = run.run_id, run.experiment_id
-    with suppress(MlflowException):  # the history run is what matters; the glance tag is a convenience
-        mlflow.client().set_registered_model_tag(entry.model, TAG_AUDIT_LAST, entry.summary[:4000])
-    return run_id, experiment_id
 
 
 # -- registry writes -------------------------------------------------------------------------------
@@ -157,15 +90,15 @@ def promote_version(mlflow: MLflowResource, name: str, version: int, reason: str
             previous,
             {
                 TAG_ARCHIVED: "true",
-                "tradai.archived_at": stamp,
-                "tradai.archived_reason": f"replaced by v{version}: {reason}"[:4000],
+                TAG_ARCHIVED_AT: stamp,
+                TAG_ARCHIVED_REASON: f"replaced by v{version}: {reason}"[:4000],
             },
         )
     _tag(
         mlflow,
         name,
         version,
-        {TAG_ARCHIVED: "false", "tradai.promoted_at": stamp, "tradai.promoted_from": str(previous)},
+        {TAG_ARCHIVED: "false", TAG_PROMOTED_AT: stamp, TAG_PROMOTED_FROM: str(previous)},
     )
     return previous
 
@@ -183,12 +116,12 @@ def rollback_version(
         from_version,
         {
             TAG_ARCHIVED: "true",
-            "tradai.archived_at": stamp,
-            "tradai.archived_reason": f"rolled back to v{to_version}: {reason}"[:4000],
-            "tradai.rolled_back": f"{stamp}: {reason}"[:4000],
+            TAG_ARCHIVED_AT: stamp,
+            TAG_ARCHIVED_REASON: f"rolled back to v{to_version}: {reason}"[:4000],
+            TAG_ROLLED_BACK: f"{stamp}: {reason}"[:4000],
         },
     )
-    _tag(mlflow, name, to_version, {TAG_ARCHIVED: "false", "tradai.restored_at": stamp})
+    _tag(mlflow, name, to_version, {TAG_ARCHIVED: "false", TAG_RESTORED_AT: stamp})
 
 
 # -- one change of the champion --------------------------------------------------------------------
@@ -242,11 +175,11 @@ def apply_champion_change(
     """
     at = now or datetime.now(tz=UTC)
     name = change.model
-    history = read_audit_history(mlflow, name)
+    history = mlflow.audit_history(name)
     done = already_recorded(history, change.event_key)
     if done is not None:
         return _skip(f"event {change.event_key} was already acted on: {done.summary}", history)
-    current = alias_version(mlflow, name, CHAMPION)
+    current = mlflow.alias_version(name, CHAMPION)
     if change.expected_champion is not None and current != change.expected_champion:
         return _skip(
             f"the decision was about champion v{change.expected_champion}, but the champion is now "
@@ -256,7 +189,7 @@ def apply_champion_change(
 
     challenger = change.challenger_version
     if change.action is AuditAction.PROMOTE:
-        target = change.to_version or alias_version(mlflow, name, CHALLENGER)
+        target = change.to_version or mlflow.alias_version(name, CHALLENGER)
         if target is None:
             raise NotFoundError(f"{name} has no challenger to promote", "run the retraining job first")
         if target == current:
@@ -266,10 +199,10 @@ def apply_champion_change(
     elif change.action is AuditAction.KEEP:
         if current is None:
             raise NotFoundError(f"{name} has no champion to keep", "train a model first")
-        challenger = challenger or alias_version(mlflow, name, CHALLENGER)
+        challenger = challenger or mlflow.alias_version(name, CHALLENGER)
         if challenger is not None and challenger != current:
             mlflow.set_version_tag(
-                name, challenger, "tradai.validation", f"kept v{current}: {change.reason}"[:4000]
+                name, challenger, TAG_VALIDATION, f"kept v{current}: {change.reason}"[:4000]
             )
         from_version, to_version = current, current
     elif change.action is AuditAction.ROLLBACK:
@@ -307,7 +240,7 @@ def apply_champion_change(
         dagster_run_id=dagster_run_id,
         trigger=change.trigger,
     )
-    run_id, experiment_id = record_audit_entry(mlflow, entry)
+    run_id, experiment_id = mlflow.record_audit_entry(entry)
     if notifier is not None:
         notifier.notify(_notification(entry, mlflow))
     return ChangeOutcome(

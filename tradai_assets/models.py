@@ -36,7 +36,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetKey,
     AssetsDefinition,
     Config,
     MaterializeResult,
@@ -46,11 +45,34 @@ from dagster import (
 from pydantic import BaseModel, ConfigDict
 from pydantic import ValidationError as PydanticValidationError
 
-from tradai_assets.features import META_FEATURE_SET_HASH, features_key, features_library
-from tradai_assets.market_data import ohlcv_key
+from tradai_assets.keys import (
+    META_FEATURE_SET_HASH,
+    MODEL_KEY,
+    MODELS_GROUP,
+    TRAINING_SET_KEY,
+    features_key,
+    features_library,
+    ohlcv_key,
+    training_library,
+)
 from tradai_core.errors import ConfigurationError, NotFoundError, ValidationError
 from tradai_core.features import WARMUP_BARS, feature_set_hash
 from tradai_core.labels import LabelSpec
+from tradai_core.registry import (
+    CHALLENGER,
+    CHAMPION,
+    MODEL_ARTIFACT,
+    REFERENCE_ARTIFACT,
+    TAG_ARCTICDB_PIN,
+    TAG_BOOTSTRAP,
+    TAG_FEATURE_SET_HASH,
+    TAG_HOLDOUT_END,
+    TAG_HOLDOUT_START,
+    TAG_PAIRS,
+    TAG_REJECTED,
+    TAG_TRAINING_SET,
+    default_model_name,
+)
 from tradai_core.settings import TradAISettings, pair_slug
 from tradai_core.training import (
     LightGBMParams,
@@ -68,25 +90,7 @@ from tradai_core.walk_forward import WalkForwardSpec
 from tradai_resources.arcticdb_store import META_PIN, ArcticDBResource, symbol_pool
 from tradai_resources.mlflow_tracking import MLflowResource, ModelVersionInfo, project_git_commit
 
-MODELS_GROUP = "models"
-TRAINING_SET_KEY = AssetKey(["training_set"])
-MODEL_KEY = AssetKey(["model"])
 TRAINING_SET_SYMBOL = "training_set"
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-MODEL_ARTIFACT = "model"
-REFERENCE_ARTIFACT = "reference/feature_distribution.json"
-TAG_REJECTED = "tradai.rejected"
-TAG_BOOTSTRAP = "tradai.bootstrap_champion"
-TAG_FEATURE_SET_HASH = "tradai.feature_set_hash"
-TAG_HOLDOUT_START = "tradai.holdout_start"
-TAG_HOLDOUT_END = "tradai.holdout_end"
-TAG_ARCTICDB_PIN = "tradai.arcticdb_snapshot"
-
-
-def training_library(exchange_id: str, timeframe: str) -> str:
-    """ArcticDB library holding the training sets of one exchange and timeframe."""
-    return f"training.{exchange_id}.{timeframe}"
 
 
 def arcticdb_inputs(input_versions: Mapping[str, int], exchange_id: str, timeframe: str) -> dict[str, int]:
@@ -110,11 +114,6 @@ def arcticdb_inputs(input_versions: Mapping[str, int], exchange_id: str, timefra
 def pin_name(kind: str, dagster_run_id: str | None) -> str:
     """Name of the ArcticDB snapshot pinning what a run read: `tradai.<kind>.<run id>`."""
     return f"tradai.{kind}.{dagster_run_id or 'local-' + uuid.uuid4().hex}"
-
-
-def default_model_name(timeframe: str) -> str:
-    """Registered-model name of the LightGBM model of a timeframe: `tradai-lgbm-1h`."""
-    return f"tradai-lgbm-{timeframe}"
 
 
 # -- run config ----------------------------------------------------------------------------------------
@@ -379,12 +378,12 @@ def register_trained_model(
         "tradai.label": label.description,
         "tradai.label_spec": json.dumps(label.model_dump(mode="json"), sort_keys=True),
         "tradai.walk_forward": result.walk_forward.description,
-        "tradai.training_set": f"{training.library}/{training.symbol}@v{training.version}",
+        TAG_TRAINING_SET: f"{training.library}/{training.symbol}@v{training.version}",
         "tradai.train_start": window.start.isoformat(),
         "tradai.train_end": window.end.isoformat(),
         TAG_HOLDOUT_START: window.end.isoformat(),
         TAG_HOLDOUT_END: window.holdout_end.isoformat(),
-        "tradai.pairs": ",".join(training.pairs),
+        TAG_PAIRS: ",".join(training.pairs),
         "tradai.timeframe": label.timeframe,
         "tradai.rows": str(result.n_rows),
     }

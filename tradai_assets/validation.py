@@ -34,7 +34,6 @@ from dagster import (
     AssetDep,
     AssetExecutionContext,
     AssetIn,
-    AssetKey,
     AssetsDefinition,
     Config,
     MaterializeResult,
@@ -45,15 +44,14 @@ from dagster import (
 from pydantic import BaseModel, ConfigDict
 
 from strategies.validation import STRATEGIES_DIR, load_strategy_class, validate_strategy
-from tradai_assets.market_data import ohlcv_key
-from tradai_assets.model_lifecycle import CHAMPION_MODEL_KEY, COMPARISON_KEY, LIFECYCLE_GROUP, alias_version
-from tradai_assets.models import (
-    CHALLENGER,
-    CHAMPION,
+from tradai_assets.keys import (
+    CHAMPION_MODEL_KEY,
+    COMPARISON_KEY,
+    LIFECYCLE_GROUP,
     MODEL_KEY,
-    TAG_HOLDOUT_END,
-    TAG_HOLDOUT_START,
-    default_model_name,
+    PERFORMANCE_KEY,
+    VALIDATION_KEYS,
+    ohlcv_key,
 )
 from tradai_assets.plots import equity_and_drawdown_figure, plt, png_markdown
 from tradai_core.backtest_config import BacktestRunConfig
@@ -68,8 +66,17 @@ from tradai_core.comparison import (
     returns_from_equity,
     sharpe_undefined_reason,
 )
-from tradai_core.errors import NotFoundError, ValidationError
+from tradai_core.errors import ValidationError
 from tradai_core.model_lifecycle import ChampionPerformance, RollbackLimits, assess_performance
+from tradai_core.registry import (
+    CHALLENGER,
+    CHAMPION,
+    TAG_ARCTICDB_PIN,
+    TAG_HOLDOUT_END,
+    TAG_HOLDOUT_START,
+    TAG_PAIRS,
+    default_model_name,
+)
 from tradai_core.settings import TradAISettings
 from tradai_core.statistics import format_statistic
 from tradai_core.timeframes import timeframe_delta
@@ -79,11 +86,6 @@ from tradai_resources.mlflow_tracking import MLflowResource, ModelVersionInfo
 
 VALIDATION_EXPERIMENT = "validation"
 DEFAULT_STRATEGY = "LgbmClassifier"
-VALIDATION_KEYS = {
-    CHALLENGER: AssetKey(["validation_backtest", CHALLENGER]),
-    CHAMPION: AssetKey(["validation_backtest", CHAMPION]),
-}
-PERFORMANCE_KEY = AssetKey("champion_performance")
 MLFLOW_URI_ENV = "TRADAI_MLFLOW_URI"
 
 _ENV_LOCK = threading.Lock()
@@ -198,7 +200,7 @@ def check_out_of_sample(start: date, versions: list[ModelVersionInfo]) -> None:
 
 def model_pairs(version: ModelVersionInfo, settings: TradAISettings) -> tuple[str, ...]:
     """The pairs a model was trained on that the platform trades (tag `tradai.pairs`)."""
-    trained = [p for p in version.tags.get("tradai.pairs", "").split(",") if p]
+    trained = [p for p in version.tags.get(TAG_PAIRS, "").split(",") if p]
     pairs = tuple(p for p in (trained or settings.pairs) if p in settings.pairs)
     if not pairs:
         raise ValidationError(
@@ -308,7 +310,7 @@ def run_model_backtest(
             "model.alias": alias,
             "purpose": purpose,
             "strategy": config.strategy,
-            "tradai.arcticdb_snapshot": pin.name,
+            TAG_ARCTICDB_PIN: pin.name,
         },
     ) as tracked:
         tracked.log_params({"timerange": window.timerange, "pairs": ",".join(pairs), "alias": alias})
@@ -633,7 +635,7 @@ def build_comparison_asset(settings: TradAISettings) -> AssetsDefinition:
                 "re-run both validation backtests with the same config",
             )
         name = challenger.model
-        now = {alias: alias_version(mlflow, name, alias) for alias in (CHAMPION, CHALLENGER)}
+        now = {alias: mlflow.alias_version(name, alias) for alias in (CHAMPION, CHALLENGER)}
         if (now[CHAMPION], now[CHALLENGER]) != (champion.version, challenger.version):
             raise ValidationError(
                 f"the aliases moved since the validation backtests (they traded champion v{champion.version} "
@@ -695,31 +697,15 @@ def build_comparison_asset(settings: TradAISettings) -> AssetsDefinition:
 # -- the champion's rolling performance ----------------------------------------------------------------
 
 
-def last_candle_end(store: ArcticDBResource, settings: TradAISettings, pairs: tuple[str, ...]) -> datetime:
-    """The end (exclusive) of the newest candle stored for any of `pairs`."""
-    library = store.library(settings.exchange_id, settings.timeframe, create=False)
-    newest: pd.Timestamp | None = None
-    for pair in pairs:
-        symbol = pair.replace("/", "_").replace(":", "_")
-        if not library.has_symbol(symbol):
-            continue
-        tail = library.tail(symbol, 1, columns=["close"]).data
-        if len(tail):
-            stamp = pd.Timestamp(tail.index[-1])
-            stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-            newest = stamp if newest is None else max(newest, stamp)
-    if newest is None:
-        raise NotFoundError(
-            f"no candles stored for {', '.join(pairs)}", "materialize the market-data assets first"
-        )
-    return (newest + pd.Timedelta(timeframe_delta(settings.timeframe))).to_pydatetime()
-
-
 def performance_window(
     config: PerformanceConfig, store: ArcticDBResource, settings: TradAISettings, pairs: tuple[str, ...]
 ) -> tuple[date, date]:
     """`window_days` days ending at `end` (default: the day after the last complete stored day)."""
-    end = _day(config.end, "end") if config.end else last_candle_end(store, settings, pairs).date()
+    end = (
+        _day(config.end, "end")
+        if config.end
+        else store.last_candle_end(settings.exchange_id, settings.timeframe, pairs).date()
+    )
     return end - timedelta(days=config.window_days), end
 
 

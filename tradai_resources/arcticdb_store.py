@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tradai_core.candles import OHLCV_COLUMNS, empty_candles, normalize_candles, utc_timestamp
 from tradai_core.errors import DataLossRefusedError, NotFoundError, StorageError, ValidationError
 from tradai_core.settings import TradAISettings, pair_slug
+from tradai_core.timeframes import timeframe_delta
 from tradai_core.urls import redact_uri, scrub
 from tradai_resources.symbol_lock import lock_root, symbol_lock, symbol_locks
 
@@ -345,6 +346,25 @@ class ArcticDBResource(ConfigurableResource):
         lib = self.library(exchange_id, timeframe)
         symbol = pair_slug(pair)
         return self._latest(lib, symbol) if lib.has_symbol(symbol) else None
+
+    def last_candle_end(self, exchange_id: str, timeframe: str, pairs: Sequence[str]) -> datetime:
+        """The end (exclusive) of the newest candle stored for any of `pairs`: how far the history
+        reaches, which windows ending "now" (drift, the champion's performance) end at offline too."""
+        library = self.library(exchange_id, timeframe, create=False)
+        newest: pd.Timestamp | None = None
+        for pair in pairs:
+            symbol = pair_slug(pair)
+            if not library.has_symbol(symbol):
+                continue
+            tail = library.tail(symbol, 1, columns=["close"]).data
+            if len(tail):
+                stamp = utc_timestamp(tail.index[-1])
+                newest = stamp if newest is None else max(newest, stamp)
+        if newest is None:
+            raise NotFoundError(
+                f"no candles stored for {', '.join(pairs)}", "materialize the market-data assets first"
+            )
+        return (newest + pd.Timedelta(timeframe_delta(timeframe))).to_pydatetime()
 
     @staticmethod
     def _latest(lib: Library, symbol: str) -> int:

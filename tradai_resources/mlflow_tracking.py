@@ -42,6 +42,14 @@ from mlflow.models.model import ModelInfo
 from pydantic import BaseModel, ConfigDict, Field
 
 from tradai_core.errors import NotFoundError, ValidationError
+from tradai_core.model_lifecycle import AuditEntry
+from tradai_core.registry import (
+    AUDIT_EXPERIMENT,
+    TAG_AUDIT_ENTRY,
+    TAG_AUDIT_LAST,
+    TAG_AUDIT_MODEL,
+    TAG_AUDIT_PREFIX,
+)
 from tradai_core.settings import PROJECT_ROOT, TradAISettings
 from tradai_core.urls import redact_uri, scrub
 
@@ -643,7 +651,7 @@ class MLflowResource(dg.ConfigurableResource):
     def set_alias(self, name: str, alias: str, version: int | str) -> int | None:
         """Point `alias` (e.g. `champion`) at a version; returns the version it pointed at before, if any,
         so a caller can record or undo the move."""
-        previous = self._alias_version(name, alias)
+        previous = self.alias_version(name, alias)
         self.get_version(name, version)
         self.client().set_registered_model_alias(name, alias, str(version))
         logger.info("alias %s of %s: version %s -> %s", alias, name, previous, version)
@@ -651,10 +659,11 @@ class MLflowResource(dg.ConfigurableResource):
 
     def delete_alias(self, name: str, alias: str) -> None:
         """Remove `alias` from whichever version holds it (nothing if none does)."""
-        if self._alias_version(name, alias) is not None:
+        if self.alias_version(name, alias) is not None:
             self.client().delete_registered_model_alias(name, alias)
 
-    def _alias_version(self, name: str, alias: str) -> int | None:
+    def alias_version(self, name: str, alias: str) -> int | None:
+        """The version `alias` points at, or None when the model or the alias does not exist."""
         try:
             return int(self.client().get_model_version_by_alias(name, alias).version)
         except MlflowException as exc:
@@ -698,3 +707,61 @@ class MLflowResource(dg.ConfigurableResource):
         module = importlib.import_module(f"mlflow.{flavor}")
         with _mlflow_globals(self.tracking_uri, self.resolved_registry_uri):
             return module.load_model(f"models:/{name}/{version}")
+
+    # -- the champion's audit history: one run per entry in the audit experiment (vocabulary: registry)
+
+    def audit_history(self, name: str) -> list[AuditEntry]:
+        """Every audit entry of model `name`, oldest first ([] when there is none)."""
+        client = self.client()
+        experiment = client.get_experiment_by_name(self.experiment_name(AUDIT_EXPERIMENT))
+        if experiment is None:
+            return []
+        entries: list[AuditEntry] = []
+        token: str | None = None
+        while True:
+            page = client.search_runs(
+                [experiment.experiment_id],
+                filter_string=f"tags.`{TAG_AUDIT_MODEL}` = '{name}'",
+                max_results=1000,
+                page_token=token,
+            )
+            for run in page:
+                raw = run.data.tags.get(TAG_AUDIT_ENTRY)
+                if raw:
+                    entries.append(AuditEntry.model_validate_json(raw))
+            token = page.token
+            if not token:
+                break
+        return sorted(entries, key=lambda entry: entry.at)
+
+    def record_audit_entry(self, entry: AuditEntry) -> tuple[str, str]:
+        """Append `entry` to its model's history; returns (run id, experiment id) of its run."""
+        to = f"v{entry.to_version}" if entry.to_version is not None else "none"
+        tags = {
+            TAG_AUDIT_MODEL: entry.model,
+            f"{TAG_AUDIT_PREFIX}action": entry.action.value,
+            f"{TAG_AUDIT_PREFIX}from_version": str(entry.from_version),
+            f"{TAG_AUDIT_PREFIX}to_version": str(entry.to_version),
+            f"{TAG_AUDIT_PREFIX}trigger": entry.trigger.value,
+            f"{TAG_AUDIT_PREFIX}event_key": entry.event_key or "-",
+            f"{TAG_AUDIT_PREFIX}reason": entry.reason[:4000],
+            TAG_AUDIT_ENTRY: entry.model_dump_json(),
+        }
+        with self.start_run(
+            AUDIT_EXPERIMENT,
+            f"{entry.model} {entry.action.value} {to}",
+            dagster_run_id=entry.dagster_run_id,
+            tags=tags,
+        ) as run:
+            metrics = dict(entry.metrics)
+            if entry.p_value is not None:
+                metrics["p_value"] = entry.p_value
+            if metrics:
+                run.log_metrics(metrics)
+            run.log_dict(entry.model_dump(mode="json"), "audit/entry.json")
+            run_id, experiment_id = run.run_id, run.experiment_id
+        try:  # the history run is what matters; the glance tag on the model is a convenience
+            self.client().set_registered_model_tag(entry.model, TAG_AUDIT_LAST, entry.summary[:4000])
+        except MlflowException:
+            logger.debug("could not set %s on %s", TAG_AUDIT_LAST, entry.model)
+        return run_id, experiment_id
