@@ -49,7 +49,7 @@ from bench import sweep_job
 from bench.common import PROJECT_ROOT, candles_dir, median_seconds, report
 from strategies.metadata import StrategyCategory
 from strategies.validation import STRATEGIES_DIR, discover_strategies, validate_strategy
-from tradai_core.backtest_config import BacktestRunConfig, BacktestWorkspace, prepare_workspace
+from tradai_core.backtest_config import BacktestRunConfig
 from tradai_core.candles import normalize_candles
 from tradai_core.errors import TradAIError
 from tradai_core.urls import rebase_urls
@@ -60,6 +60,7 @@ from tradai_resources.freqtrade_backtester import (
     FreqtradeResource,
     backtest_exchange_info,
 )
+from tradai_resources.freqtrade_workspace import BacktestWorkspace, prepare_workspace
 from tradai_resources.freqtrade_zygote import shutdown_zygotes, stop_shared_zygotes
 
 TF = "1h"

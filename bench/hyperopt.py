@@ -42,14 +42,16 @@ import pandas as pd
 from bench.common import PROJECT_ROOT, candles_dir, median_seconds, report
 from strategies.config import load_strategy_config
 from strategies.validation import STRATEGIES_DIR, find_strategy_file, load_strategy_class
-from tradai_core.backtest_config import BacktestRunConfig, prepare_workspace
+from tradai_core.backtest_config import BacktestRunConfig
 from tradai_core.candles import normalize_candles
-from tradai_core.hyperopt import StudyReport, StudySpec, objective_value, search_space
+from tradai_core.hyperopt import StudyReport, StudySpec, objective_value
 from tradai_core.tuned_params import apply_values
 from tradai_core.urls import rebase_urls
 from tradai_replay.server import ReplayServer
 from tradai_resources.freqtrade_backtester import FreqtradeResource
 from tradai_resources.freqtrade_hyperopt import HyperoptResource, hyperopt_argv
+from tradai_resources.freqtrade_workspace import prepare_workspace
+from tradai_resources.hyperopt_space import search_space
 
 STRATEGY = "RsiMeanReversion"
 PAIRS = ("BTC/USDT", "ETH/USDT", "ADA/USDT", "LTC/USDT", "XRP/USDT", "DOGE/USDT")

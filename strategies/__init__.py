@@ -2,7 +2,8 @@
 
 - `strategies.base`: `TradAIStrategy` (the base class), `StrategyMetadata`, `StrategyCategory`,
   `StrategyStatus`;
-- `strategies.config`: `StrategyConfig` (the frozen per-strategy config schema) and its YAML loader;
+- `strategies.config`: the YAML loader of `StrategyConfig` (the schema is `tradai_core.strategy_config`);
+- `strategies.model_store`: how a model strategy loads its model from the store Freqtrade's config names;
 - `strategies.validation`: the validator (`validate_strategy`) and discovery (`discover_strategies`);
 - `strategies.scaffold`: `create_strategy`, behind `tradai strategy new`.
 

@@ -12,16 +12,8 @@ from abc import abstractmethod
 
 from freqtrade.strategy import IStrategy
 
-from strategies.metadata import (
-    SEMVER,
-    STRATEGY_NAME,
-    TAG,
-    StrategyCategory,
-    StrategyMetadata,
-    StrategyStatus,
-    check_semver,
-    check_timeframe,
-)
+from strategies.metadata import TAG, StrategyCategory, StrategyMetadata, StrategyStatus
+from tradai_core.strategy_config import SEMVER, STRATEGY_NAME, check_semver, check_timeframe
 
 __all__ = [
     "SEMVER",

@@ -8,8 +8,9 @@ version behind an alias for that probability, enters long above `entry_threshold
 
 - **Which model.** The alias is the `model_alias` buy parameter: `champion` by default; a validation
   backtest sets `buy_params: {model_alias: challenger}` in its strategy config. The model is loaded once
-  per process from the MLflow store at `TRADAI_MLFLOW_URI` (else the settings' default). A missing model
-  or alias fails the backtest with MLflow's not-found message; it never silently trades nothing.
+  per process from the MLflow store the backtest's Freqtrade config names (`self.config["tradai"]`, see
+  `strategies.model_store`). A missing model or alias fails the backtest with the registry's not-found
+  message; it never silently trades nothing.
 - **No lookahead.** A feature at candle t uses candles up to t only, and the prediction at t uses the
   features at t only; Freqtrade acts on a signal at the next candle's open.
 - **Outages.** Freqtrade fills missing candles with flat, zero-volume ones; the model was trained on the
@@ -21,68 +22,16 @@ version behind an alias for that probability, enters long above `entry_threshold
 
 from __future__ import annotations
 
-import logging
-import os
-import threading
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from freqtrade.strategy import CategoricalParameter, DecimalParameter
 from pandas import DataFrame
 
 from strategies.base import StrategyCategory, StrategyMetadata, StrategyStatus, TradAIStrategy
-from tradai_core.errors import ConfigurationError
-from tradai_core.features import FEATURE_NAMES, WARMUP_BARS, compute_features, feature_set_hash
-
-logger = logging.getLogger(__name__)
-
-MODEL_ALIASES = ("champion", "challenger")
-TAG_FEATURE_SET_HASH = "tradai.feature_set_hash"
-
-# (tracking URI, model name, alias) → (booster, version); one load per process.
-_MODELS: dict[tuple[str, str, str], tuple[Any, int]] = {}
-_MODELS_LOCK = threading.Lock()
-
-
-def tracking_uri() -> str:
-    """The MLflow store models are loaded from: `TRADAI_MLFLOW_URI`, else the settings' default."""
-    from tradai_core.settings import TradAISettings
-
-    return os.environ.get("TRADAI_MLFLOW_URI") or TradAISettings().resolved_mlflow_uri
-
-
-def load_model(name: str, alias: str, uri: str | None = None) -> tuple[Any, int]:
-    """The LightGBM booster of the version `alias` points at, and that version; cached per process.
-
-    Raises NotFoundError (from the MLflow resource, saying what to do) when the model or the alias is
-    missing, and ConfigurationError when the version was trained on other features than this code computes.
-    """
-    uri = uri or tracking_uri()
-    key = (uri, name, alias)
-    with _MODELS_LOCK:
-        if key not in _MODELS:
-            from tradai_resources.mlflow_tracking import MLflowResource, redact_uri
-
-            resource = MLflowResource(tracking_uri=uri)
-            version = resource.get_version_by_alias(name, alias)
-            trained_on = version.tags.get(TAG_FEATURE_SET_HASH)
-            if trained_on != feature_set_hash():
-                raise ConfigurationError(
-                    f"{name} version {version.version} ({alias}) was trained on feature set {trained_on}, "
-                    f"but this code computes feature set {feature_set_hash()}",
-                    "retrain the model on the current features (materialize features, training_set, model)",
-                )
-            booster = resource.load_model(name, alias, flavor="lightgbm")
-            if tuple(booster.feature_name()) != FEATURE_NAMES:
-                raise ConfigurationError(
-                    f"{name} version {version.version} expects features {booster.feature_name()}",
-                    "retrain the model on the current features",
-                )
-            logger.info(  # the URI may carry a password: never logged as is
-                "loaded %s version %s (alias %s) from %s", name, version.version, alias, redact_uri(uri)
-            )
-            _MODELS[key] = (booster, version.version)
-        return _MODELS[key]
+from strategies.model_store import load_model, model_store_uri
+from tradai_core.features import FEATURE_NAMES, WARMUP_BARS, compute_features
+from tradai_core.registry import CHAMPION, MODEL_ALIASES, default_model_name
 
 
 def filler_candles(dataframe: DataFrame) -> np.ndarray:
@@ -104,7 +53,7 @@ class LgbmClassifier(TradAIStrategy):
     stoploss = -0.05
     minimal_roi: ClassVar[dict[str, float]] = {"0": 0.03, "240": 0.005}
 
-    model_alias = CategoricalParameter(list(MODEL_ALIASES), default="champion", space="buy", optimize=False)
+    model_alias = CategoricalParameter(list(MODEL_ALIASES), default=CHAMPION, space="buy", optimize=False)
     entry_threshold = DecimalParameter(0.50, 0.80, default=0.55, decimals=3, space="buy")
     exit_threshold = DecimalParameter(0.20, 0.55, default=0.45, decimals=3, space="sell")
 
@@ -126,11 +75,13 @@ class LgbmClassifier(TradAIStrategy):
     @property
     def model_name(self) -> str:
         """Registered model this strategy trades: `tradai-lgbm-<timeframe>`."""
-        return f"tradai-lgbm-{self.timeframe}"
+        return default_model_name(self.timeframe)
 
     def populate_indicators(self, dataframe: DataFrame, metadata: dict) -> DataFrame:
         """The model's probability (`ml_probability`) for every candle with a full feature warm-up."""
-        booster, version = load_model(self.model_name, str(self.model_alias.value))
+        booster, version = load_model(
+            self.model_name, str(self.model_alias.value), model_store_uri(self.config)
+        )
         real = ~filler_candles(dataframe)
         candles = dataframe.loc[real, ["date", "open", "high", "low", "close", "volume"]].set_index("date")
         features = compute_features(candles)

@@ -12,35 +12,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tradai_core.timeframes import timeframe_seconds
-
-SEMVER = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
-)
-"""Semantic Versioning 2.0.0 (the official regular expression from semver.org)."""
-
-STRATEGY_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*$")
-"""A strategy's name is its class name: CamelCase, letters and digits, starting with a capital."""
+from tradai_core.strategy_config import STRATEGY_NAME, check_semver, check_timeframe
 
 TAG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-
-
-def check_semver(value: str) -> str:
-    """Return `value` if it is a semantic version (`1.2.3`, `1.0.0-rc.1`), else raise ValueError."""
-    if not SEMVER.match(value):
-        raise ValueError(f"version {value!r} is not a semantic version; use MAJOR.MINOR.PATCH, e.g. 1.0.0")
-    return value
-
-
-def check_timeframe(value: str) -> str:
-    """Return `value` if it is a timeframe like `5m`, `1h` or `1d`, else raise ValueError."""
-    try:
-        timeframe_seconds(value)
-    except Exception as exc:  # tradai_core raises its own ValidationError; pydantic wants ValueError
-        raise ValueError(f"timeframe {value!r} is not valid; use e.g. 5m, 1h, 4h or 1d") from exc
-    return value
 
 
 class StrategyCategory(StrEnum):

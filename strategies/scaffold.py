@@ -25,11 +25,12 @@ from pathlib import Path
 from string import Template
 from typing import Final
 
-from strategies.config import StrategyConfig, dump_strategy_config
-from strategies.metadata import STRATEGY_NAME, StrategyCategory, StrategyStatus, check_timeframe
+from strategies.config import dump_strategy_config
+from strategies.metadata import StrategyCategory, StrategyStatus
 from strategies.validation import INFRASTRUCTURE_MODULES, STRATEGIES_DIR, discover_strategies
 from tradai_core.errors import ValidationError
 from tradai_core.settings import DEFAULT_PAIRS
+from tradai_core.strategy_config import STRATEGY_NAME, StrategyConfig, check_timeframe
 
 logger = logging.getLogger(__name__)
 

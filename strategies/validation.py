@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any, Final
 from pydantic import BaseModel, ConfigDict
 from pydantic import ValidationError as PydanticValidationError
 
-from strategies.config import StrategyConfig, config_path_for, load_strategy_config
+from strategies.config import config_path_for, load_strategy_config
 from strategies.metadata import StrategyMetadata, StrategyStatus
 from tradai_core.errors import NotFoundError, StrategyValidationError, TradAIError
+from tradai_core.strategy_config import StrategyConfig
 
 if TYPE_CHECKING:  # Freqtrade is imported only when a strategy class is loaded
     from strategies.base import TradAIStrategy

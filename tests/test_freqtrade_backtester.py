@@ -34,7 +34,6 @@ from dagster import DagsterInstance, asset, materialize_to_memory
 
 from strategies.config import load_strategy_config
 from strategies.validation import STRATEGIES_DIR, discover_strategies
-from tradai_core.backtest_config import FREQTRADE_USER_SUBDIRS, prepare_workspace
 from tradai_core.backtest_result import (
     BacktestMetrics,
     Trade,
@@ -65,6 +64,7 @@ from tradai_resources.freqtrade_worker import (
     network_guard,
     offline_markets,
 )
+from tradai_resources.freqtrade_workspace import FREQTRADE_USER_SUBDIRS, prepare_workspace
 from tradai_resources.freqtrade_zygote import ZygoteTimeoutError, running_zygotes, zygote_for
 
 PAIRS = ("BTC/USDT", "ETH/USDT", "ADA/USDT")
@@ -620,8 +620,8 @@ def test_contract_freqtrade_loads_markets_from_the_snapshot_with_no_network() ->
     from freqtrade.enums import RunMode
     from freqtrade.resolvers import ExchangeResolver
 
-    from strategies.config import StrategyConfig
     from tradai_core.backtest_config import build_freqtrade_config
+    from tradai_core.strategy_config import StrategyConfig
 
     assert __version__ == "2026.9", "Freqtrade is pinned; re-check the offline-markets hook when it moves"
     snapshot = json.loads(DEFAULT_EXCHANGE_INFO.read_text())

@@ -29,7 +29,7 @@ from conftest import DEMO_CANDLES, PROJECT_ROOT, load_recorded
 
 from strategies.config import load_strategy_config
 from strategies.validation import STRATEGIES_DIR, find_strategy_file
-from tradai_core.backtest_config import BacktestRunConfig, prepare_workspace
+from tradai_core.backtest_config import BacktestRunConfig
 from tradai_core.backtest_result import parse_backtest_stats
 from tradai_core.urls import rebase_urls
 from tradai_replay.markets import load_exchange_info
@@ -39,6 +39,7 @@ from tradai_resources.freqtrade_backtester import (
     FreqtradeResource,
     backtest_exchange_info,
 )
+from tradai_resources.freqtrade_workspace import prepare_workspace
 
 WALL_CLOCK_KEYS = {"backtest_run_start_ts", "backtest_run_end_ts"}
 PAIRS = ("BTC/USDT", "ETH/USDT", "ADA/USDT")

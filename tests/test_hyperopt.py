@@ -36,7 +36,6 @@ from tradai_core.hyperopt import (
     oos_collapse_reasons,
     overfitting_gate,
     return_stats,
-    search_space,
     study_deflated_sharpe,
     worker_seed,
     worker_shares,
@@ -44,6 +43,7 @@ from tradai_core.hyperopt import (
 from tradai_core.tuned_params import TunedParameters, apply_tuned, apply_values
 from tradai_resources.freqtrade_backtester import FreqtradeResource
 from tradai_resources.freqtrade_hyperopt import HyperoptResource
+from tradai_resources.hyperopt_space import search_space
 
 PAIRS = ("BTC/USDT", "ETH/USDT", "ADA/USDT")
 IN_SAMPLE = BacktestRunConfig(timerange="20210101-20210301", pairs=PAIRS)

@@ -13,12 +13,13 @@ import pandas as pd
 import pytest
 
 from strategies.config import load_strategy_config
-from strategies.lgbm_classifier import LgbmClassifier, filler_candles, load_model
+from strategies.lgbm_classifier import LgbmClassifier, filler_candles
 from strategies.metadata import StrategyCategory
+from strategies.model_store import load_model, model_store_uri
 from strategies.validation import STRATEGIES_DIR, find_strategy_file, validate_strategy
 from tests.conftest import load_recorded
 from tradai_assets.models import register_trained_model, store_training_set
-from tradai_core.backtest_config import BacktestRunConfig, build_freqtrade_config, prepare_strategy_dir
+from tradai_core.backtest_config import BacktestRunConfig, build_freqtrade_config
 from tradai_core.errors import BacktestError, NotFoundError
 from tradai_core.features import WARMUP_BARS, compute_features
 from tradai_core.labels import LabelSpec
@@ -33,6 +34,7 @@ from tradai_core.training import (
 from tradai_core.walk_forward import WalkForwardSpec
 from tradai_resources.arcticdb_store import ArcticDBResource
 from tradai_resources.freqtrade_backtester import FreqtradeResource
+from tradai_resources.freqtrade_workspace import prepare_strategy_dir
 from tradai_resources.mlflow_tracking import MLflowResource
 
 PAIRS = ("BTC/USDT", "ETH/USDT")
@@ -179,3 +181,27 @@ def test_a_missing_alias_fails_the_backtest_with_the_not_found_message(
             strategy_config=validation,
         )
     assert "no model version of 'tradai-lgbm-1h' has alias 'challenger' (versions: 1)" in str(failed.value)
+
+
+def test_the_model_store_reaches_the_strategy_through_freqtrades_config(
+    trained: Trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRADAI_MLFLOW_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")  # holds no model
+    result = FreqtradeResource(work_dir=str(tmp_path / "bt")).backtest(
+        "LgbmClassifier",
+        STRATEGIES_DIR,
+        trained.candles,
+        BacktestRunConfig.for_dates(*HOLDOUT, pairs=PAIRS),
+        model_store_uri=trained.uri,
+    )
+    assert result.metrics.trade_count > 0
+    assert (
+        model_store_uri(
+            build_freqtrade_config(
+                load_strategy_config(STRATEGIES_DIR / "lgbm_classifier.yaml"),
+                BacktestRunConfig.for_dates(*HOLDOUT),
+                model_store_uri=trained.uri,
+            )
+        )
+        == trained.uri
+    )

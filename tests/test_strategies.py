@@ -19,7 +19,7 @@ from conftest import DEMO_CANDLES, load_recorded
 from pydantic import ValidationError as PydanticValidationError
 
 from strategies.base import StrategyCategory, StrategyMetadata, StrategyStatus, TradAIStrategy
-from strategies.config import StrategyConfig, dump_strategy_config, load_strategy_config
+from strategies.config import dump_strategy_config, load_strategy_config
 from strategies.scaffold import class_name_for, create_strategy, module_name_for, render_strategy
 from strategies.validation import (
     STRATEGIES_DIR,
@@ -30,8 +30,10 @@ from strategies.validation import (
     validate_strategy,
 )
 from tradai.cli import main as tradai_main
-from tradai_core.backtest_config import BacktestRunConfig, build_freqtrade_config, prepare_strategy_dir
+from tradai_core.backtest_config import BacktestRunConfig, build_freqtrade_config
 from tradai_core.errors import ConfigurationError, NotFoundError, StrategyValidationError, ValidationError
+from tradai_core.strategy_config import StrategyConfig
+from tradai_resources.freqtrade_workspace import prepare_strategy_dir
 
 SHIPPED = {
     "BollingerBreakout": StrategyCategory.BREAKOUT,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from dagster import MetadataValue
@@ -26,14 +27,18 @@ _SIGNAL_COLUMNS = ("enter_long", "exit_long", "enter_short", "exit_short", "ente
 
 
 def strategy_indicators(
-    name: str, folder: Path, candles: Mapping[str, pd.DataFrame]
+    name: str,
+    folder: Path,
+    candles: Mapping[str, pd.DataFrame],
+    config: Mapping[str, Any] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Per pair, the numeric columns the strategy's `populate_indicators` adds (indexed like the candles);
     empty frames when they cannot be computed in this process. Indicators are drawn with the strategy's
-    default parameters (the markers are the backtest's own trades, whatever its parameters)."""
+    default parameters (the markers are the backtest's own trades, whatever its parameters); `config` is
+    the Freqtrade config the strategy is built with (e.g. the model store of a model strategy)."""
     out: dict[str, pd.DataFrame] = {pair: pd.DataFrame(index=frame.index) for pair, frame in candles.items()}
     try:
-        strategy = load_strategy_class(name, folder)({})
+        strategy = load_strategy_class(name, folder)(dict(config or {}))
         for pair, frame in candles.items():
             source = frame.reset_index()
             analyzed = strategy.populate_indicators(source.copy(), {"pair": pair})

@@ -7,9 +7,6 @@ read from ArcticDB, stores the full report in MLflow, and shows metrics, plots a
 pairs in the UI. A new strategy module appears as a new partition when the code location reloads.
 """
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -29,7 +26,6 @@ from dagster import (
     asset,
 )
 
-from strategies.config import StrategyConfig
 from strategies.metadata import StrategyCategory
 from strategies.validation import (
     STRATEGIES_DIR,
@@ -41,7 +37,7 @@ from tradai_assets.hyperopt import load_tuned_parameters
 from tradai_assets.keys import ohlcv_key
 from tradai_assets.plots import equity_and_drawdown_figure, png_markdown
 from tradai_assets.strategy_partitions import source_hash, strategy_partitions
-from tradai_core.backtest_config import BacktestRunConfig
+from tradai_core.backtest_config import BacktestRunConfig, model_store_config
 from tradai_core.backtest_plan import (
     BacktestWindow,
     PairSelection,
@@ -57,6 +53,7 @@ from tradai_core.errors import NotFoundError, ValidationError
 from tradai_core.registry import CHAMPION, TAG_ARCTICDB_PIN, TAG_HOLDOUT_START, default_model_name
 from tradai_core.settings import TradAISettings
 from tradai_core.statistics import GUARDED_STATISTICS
+from tradai_core.strategy_config import StrategyConfig
 from tradai_core.timeframes import timeframe_ms
 from tradai_core.tuned_params import apply_tuned
 from tradai_resources.arcticdb_store import ArcticDBResource
@@ -169,21 +166,6 @@ def model_problem(
             lineage,
         )
     return None, lineage
-
-
-@contextmanager
-def environment(**values: str) -> Iterator[None]:
-    """Set environment variables for the duration of a block (the backtest child inherits them)."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _startup_candles(report: StrategyValidationReport) -> int:
@@ -412,11 +394,17 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
             problem, lineage = model_problem(mlflow, strategy_config, window)
             if problem:
                 raise ValidationError(problem, "see the backtest_plan check model_ready")
-        with environment(TRADAI_MLFLOW_URI=mlflow.tracking_uri):  # the strategy loads its model in the child
-            result = freqtrade.backtest(
-                name, Path(report.path).parent, candles, run, strategy_config=strategy_config
-            )
-            indicators = strategy_indicators(name, Path(report.path).parent, candles)
+        result = freqtrade.backtest(
+            name,
+            Path(report.path).parent,
+            candles,
+            run,
+            strategy_config=strategy_config,
+            model_store_uri=mlflow.tracking_uri,  # a model strategy loads its model from this run's store
+        )
+        indicators = strategy_indicators(
+            name, Path(report.path).parent, candles, model_store_config(mlflow.tracking_uri)
+        )
         pin = candle_store.pin_versions(  # the candle versions this report names stay readable
             f"tradai.backtest.{context.run.run_id}.{name}", versions, note=f"backtest {name}"
         )

@@ -48,7 +48,6 @@ from dagster import (
 from mlflow.exceptions import MlflowException
 from pydantic import Field
 
-from strategies.config import StrategyConfig
 from strategies.validation import STRATEGIES_DIR, load_strategy_class, validate_strategy
 from tradai_assets.keys import ohlcv_key
 from tradai_assets.plots import png_markdown
@@ -71,6 +70,7 @@ from tradai_core.hyperopt import (
     overfitting_gate,
 )
 from tradai_core.settings import TradAISettings
+from tradai_core.strategy_config import StrategyConfig
 from tradai_core.tuned_params import TunedParameters, apply_values, tuned_artifact_path
 from tradai_resources.arcticdb_store import ArcticDBResource
 from tradai_resources.freqtrade_backtester import FreqtradeResource

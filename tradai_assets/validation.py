@@ -14,15 +14,11 @@ performance: the evidence the promotion and rollback sensors act on.
 
 Per-bar returns come from Freqtrade's realized equity (balance after every closed trade) carried forward
 on the candle grid of the window, so both sides of a comparison are on exactly the same bars. The
-Freqtrade child process loads models from the MLflow store of this run's `MLflowResource`
-(`TRADAI_MLFLOW_URI` is set for the child), never from whatever the environment happens to say.
+Freqtrade child process loads models from the MLflow store of this run's `MLflowResource` (named in the
+backtest's Freqtrade config), never from whatever the environment happens to say.
 """
 
 import math
-import os
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -86,9 +82,6 @@ from tradai_resources.mlflow_tracking import MLflowResource, ModelVersionInfo
 
 VALIDATION_EXPERIMENT = "validation"
 DEFAULT_STRATEGY = "LgbmClassifier"
-MLFLOW_URI_ENV = "TRADAI_MLFLOW_URI"
-
-_ENV_LOCK = threading.Lock()
 
 
 # -- what a model backtest produced ------------------------------------------------------------------
@@ -210,22 +203,6 @@ def model_pairs(version: ModelVersionInfo, settings: TradAISettings) -> tuple[st
     return pairs
 
 
-@contextmanager
-def mlflow_store_for_children(uri: str) -> Iterator[None]:
-    """Set `TRADAI_MLFLOW_URI` to `uri` for the block, so the Freqtrade child loads models from the same
-    store as this run's MLflowResource; the previous value is restored. Serialised between threads."""
-    with _ENV_LOCK:
-        previous = os.environ.get(MLFLOW_URI_ENV)
-        os.environ[MLFLOW_URI_ENV] = uri
-        try:
-            yield
-        finally:
-            if previous is None:
-                os.environ.pop(MLFLOW_URI_ENV, None)
-            else:
-                os.environ[MLFLOW_URI_ENV] = previous
-
-
 def bar_returns(result: BacktestResult, window: BacktestWindow, timeframe: str) -> pd.Series:
     """Per-bar returns of the realized equity carried forward on the candle grid of `[start, end)`."""
     grid = pd.date_range(
@@ -282,10 +259,14 @@ def run_model_backtest(
         starting_balance=config.starting_balance,
         fee=config.fee,
     )
-    with mlflow_store_for_children(mlflow.tracking_uri):
-        result = freqtrade.backtest(
-            config.strategy, Path(report.path).parent, candles, run, strategy_config=strategy_config
-        )
+    result = freqtrade.backtest(
+        config.strategy,
+        Path(report.path).parent,
+        candles,
+        run,
+        strategy_config=strategy_config,
+        model_store_uri=mlflow.tracking_uri,  # the strategy loads both aliases from this run's store
+    )
     pin = candle_store.pin_versions(  # the candle versions this validation names stay readable
         f"tradai.validation.{dagster_run_id}.{alias}",
         data_versions,

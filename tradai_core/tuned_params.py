@@ -14,8 +14,8 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from strategies.config import ParamValue, StrategyConfig
 from tradai_core.errors import ValidationError
+from tradai_core.strategy_config import ParamValue, StrategyConfig
 
 TUNED_ARTIFACT_DIR: Final[str] = "tuned"
 

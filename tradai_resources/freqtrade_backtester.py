@@ -5,7 +5,7 @@
 How one backtest runs:
 1. the strategy is validated (`strategies.validation`); an invalid one fails here, with every problem
    listed, before any work is done;
-2. a fresh temporary workspace is laid out (`tradai_core.backtest_config.prepare_workspace`): the candles
+2. a fresh temporary workspace is laid out (`tradai_resources.freqtrade_workspace`): the candles
    as Freqtrade data files, the strategy module copied *alone* into a new folder (a `<Strategy>.json`
    left by hyperopt beside the source is never loaded; the config's buy/sell params are written as that
    folder's parameter file instead), Freqtrade's config file, and an empty user-data folder;
@@ -52,9 +52,8 @@ import pandas as pd
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
-from strategies.config import StrategyConfig
 from strategies.validation import validate_strategy
-from tradai_core.backtest_config import BacktestRunConfig, BacktestWorkspace, prepare_workspace, resolve_pairs
+from tradai_core.backtest_config import BacktestRunConfig, resolve_pairs
 from tradai_core.backtest_result import (
     BacktestMetrics,
     BacktestResult,
@@ -64,8 +63,10 @@ from tradai_core.backtest_result import (
 )
 from tradai_core.errors import BacktestError, ConfigurationError
 from tradai_core.settings import PROJECT_ROOT, TradAISettings
+from tradai_core.strategy_config import StrategyConfig
 from tradai_replay.markets import exchange_info_for, load_exchange_info, pair_to_symbol
 from tradai_resources.freqtrade_worker import SNAPSHOT_EXCHANGES, ForkRequest, WorkerJob
+from tradai_resources.freqtrade_workspace import BacktestWorkspace, prepare_workspace
 from tradai_resources.freqtrade_zygote import (
     SharedZygote,
     WorkerZygote,
@@ -231,12 +232,15 @@ class FreqtradeResource(ConfigurableResource):
         run: BacktestRunConfig,
         *,
         strategy_config: StrategyConfig | None = None,
+        model_store_uri: str | None = None,
     ) -> BacktestResult:
         """Backtest `strategy_name` (a class in `strategy_dir`) on `candles` with Freqtrade's engine.
 
         `candles` maps each pair to our store's frame (UTC DatetimeIndex `date`, float OHLCV), covering the
         timerange plus the strategy's startup candles. `strategy_config` defaults to the YAML beside the
-        strategy. Raises StrategyValidationError for an invalid strategy, ValidationError/NotFoundError for
+        strategy. `model_store_uri` names the MLflow store a model strategy loads its model from (it reaches
+        the strategy through Freqtrade's config, in a private workspace removed after the run; never
+        logged). Raises StrategyValidationError for an invalid strategy, ValidationError/NotFoundError for
         unusable candles, BacktestError when the engine fails (with the tail of its log).
         """
         strategy_dir = Path(strategy_dir)
@@ -255,7 +259,9 @@ class FreqtradeResource(ConfigurableResource):
         snapshot = self._snapshot_path()
         root = Path(tempfile.mkdtemp(prefix=f"bt-{strategy_name}-", dir=self._work_root()))
         try:
-            workspace = prepare_workspace(root, Path(report.path), config, run, candles)
+            workspace = prepare_workspace(
+                root, Path(report.path), config, run, candles, model_store_uri=model_store_uri
+            )
             markets = backtest_exchange_info(
                 load_exchange_info(snapshot), resolve_pairs(config, run), candles
             )

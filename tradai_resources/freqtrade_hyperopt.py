@@ -40,9 +40,8 @@ import pandas as pd
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from strategies.config import StrategyConfig
 from strategies.validation import find_strategy_file, load_strategy_class, validate_strategy
-from tradai_core.backtest_config import BacktestRunConfig, BacktestWorkspace, prepare_workspace, resolve_pairs
+from tradai_core.backtest_config import BacktestRunConfig, resolve_pairs
 from tradai_core.errors import BacktestError, ConfigurationError, NotFoundError, ValidationError
 from tradai_core.hyperopt import (
     SearchSpace,
@@ -51,16 +50,18 @@ from tradai_core.hyperopt import (
     TrialRecord,
     best_trial,
     default_study_name,
-    search_space,
     study_deflated_sharpe,
     study_fingerprint,
     worker_seed,
     worker_shares,
 )
 from tradai_core.settings import PROJECT_ROOT, TradAISettings
+from tradai_core.strategy_config import StrategyConfig
 from tradai_resources.freqtrade_backtester import snapshot_path, work_root
 from tradai_resources.freqtrade_hyperopt_worker import HyperoptJob, make_storage
 from tradai_resources.freqtrade_worker import SNAPSHOT_EXCHANGES
+from tradai_resources.freqtrade_workspace import BacktestWorkspace, prepare_workspace
+from tradai_resources.hyperopt_space import search_space
 from tradai_resources.mlflow_tracking import redact_uri
 from tradai_resources.worker_env import child_environment
 
