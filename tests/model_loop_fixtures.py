@@ -12,11 +12,10 @@ import pandas as pd
 from dagster import DagsterInstance, Definitions, ExecuteInProcessResult, RunRequest
 from dagster._core.storage.tags import RUN_KEY_TAG
 
-from jobs.ml import build_features_job
-from jobs.model_lifecycle import build_model_loop_definitions
 from tests.conftest import load_recorded
-from tradai_assets.features import build_feature_assets
-from tradai_assets.models import build_model_assets
+from tradai.defs.features import build_features_definitions
+from tradai.defs.model_loop import build_model_loop_definitions
+from tradai.defs.models import build_models_definitions
 from tradai_core.model_lifecycle import DriftPolicy, RollbackLimits
 from tradai_core.settings import TradAISettings
 from tradai_resources.arcticdb_store import ArcticDBResource
@@ -121,16 +120,17 @@ def make_lab(
         drift_policy=drift_policy,
         rollback_limits=rollback_limits,
     )
-    defs = Definitions(
-        assets=[*build_feature_assets(settings), *build_model_assets(settings), *loop["assets"]],
-        jobs=[build_features_job(settings), *loop["jobs"]],
-        schedules=loop["schedules"],
-        sensors=loop["sensors"],
-        resources={
-            "candle_store": store,
-            "mlflow": mlflow,
-            "notifier": notifier,
-            "freqtrade": FreqtradeResource(work_dir=str(home / "backtests")),
-        },
+    defs = Definitions.merge(
+        build_features_definitions(settings),
+        build_models_definitions(settings),
+        loop,
+        Definitions(
+            resources={
+                "candle_store": store,
+                "mlflow": mlflow,
+                "notifier": notifier,
+                "freqtrade": FreqtradeResource(work_dir=str(home / "backtests")),
+            }
+        ),
     )
     return Lab(settings, store, mlflow, notifier, instance, defs, home)

@@ -23,10 +23,11 @@ from dagster import (
     instance_for_test,
 )
 
-from jobs.model_lifecycle import PERFORMANCE_SCHEDULE, PROMOTE_JOB, ROLLBACK_JOB, build_model_loop_definitions
+from jobs.model_lifecycle import PERFORMANCE_SCHEDULE, PROMOTE_JOB, ROLLBACK_JOB
 from sensors.promotion import PROMOTION_SENSOR
 from sensors.rollback import ROLLBACK_SENSOR
 from tests.model_loop_fixtures import NAME, Lab, empty_mlflow_db, make_lab
+from tradai.defs.model_loop import build_model_loop_definitions
 from tradai_assets.keys import CHAMPION_MODEL_KEY, COMPARISON_KEY, MODEL_KEY, PERFORMANCE_KEY
 from tradai_core.model_lifecycle import (
     AuditAction,
@@ -442,7 +443,7 @@ def test_the_loop_merges_into_the_code_location_with_the_documented_default_stat
     defs = build_definitions(settings)
     Definitions.validate_loadable(defs)
     loop = build_model_loop_definitions(settings)
-    statuses = {d.name: d.default_status.value for d in [*loop["schedules"], *loop["sensors"]]}
+    statuses = {d.name: d.default_status.value for d in [*loop.schedules, *loop.sensors]}
     assert statuses == {
         "drift_every_6_hours": "RUNNING",
         "retraining_weekly": "STOPPED",

@@ -22,12 +22,13 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from jobs.drift import DRIFT_JOB
 from jobs.ml import FEATURES_JOB
-from jobs.model_lifecycle import PERFORMANCE_JOB, PROMOTE_JOB, ROLLBACK_JOB, demo_drift_loop
+from jobs.model_lifecycle import PERFORMANCE_JOB, PROMOTE_JOB, ROLLBACK_JOB
 from jobs.retraining import RETRAINING_JOB
 from sensors.drift import DRIFT_SENSOR
 from sensors.promotion import PROMOTION_SENSOR
 from sensors.rollback import ROLLBACK_SENSOR
 from tests.model_loop_fixtures import MODEL, NAME, PAIRS, Lab, empty_mlflow_db, make_lab
+from tradai.model_loop_demo import demo_drift_loop
 from tradai_assets.keys import MODEL_KEY, TRAINING_SET_KEY
 from tradai_core.model_lifecycle import AuditAction, RollbackLimits
 from tradai_core.registry import CHALLENGER, CHAMPION

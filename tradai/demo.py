@@ -117,7 +117,7 @@ def run_hyperopt(settings: TradAISettings, instance: DagsterInstance) -> None:
 
 def run_model_loop(settings: TradAISettings, instance: DagsterInstance) -> None:
     """Drift of every pair against the champion, and what the loop's sensors decide and run."""
-    from jobs.model_lifecycle import demo_drift_loop
+    from tradai.model_loop_demo import demo_drift_loop
 
     print("→ scoring drift against the champion; the model loop's state")
     with progress("drift and the model loop"):
