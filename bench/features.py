@@ -22,10 +22,9 @@ import pandas as pd
 import talib
 
 from bench.common import candles_dir, median_seconds, report
-from tradai_assets.features import compute_window_features
 from tradai_assets.keys import features_library
 from tradai_core.candles import normalize_candles
-from tradai_core.features import WARMUP_BARS, compute_features
+from tradai_core.features import WARMUP_BARS, compute_features, compute_window_features
 from tradai_core.settings import pair_slug
 from tradai_resources.arcticdb_store import ArcticDBResource
 

@@ -26,12 +26,11 @@ from jobs.retraining import RETRAINING_JOB
 from sensors.drift import DRIFT_SENSOR, build_drift_sensor
 from tests.model_loop_fixtures import MODEL, NAME, PAIRS, Lab, empty_mlflow_db, make_lab
 from tradai_assets.drift import drift_history, training_set_version
-from tradai_assets.features import compute_window_features
 from tradai_assets.keys import DRIFT_KEY, META_FEATURE_SET_HASH, MODEL_KEY, TRAINING_SET_KEY, features_library
 from tradai_assets.models import load_training_set
 from tradai_assets.plots import MAX_PNG_BYTES
 from tradai_core.drift import DEFAULT_WINDOW_DAYS, drift_verdict, rows_for_meaningful_psi, window_rows
-from tradai_core.features import FEATURE_NAMES, feature_set_hash
+from tradai_core.features import FEATURE_NAMES, compute_window_features, feature_set_hash
 from tradai_core.model_lifecycle import DriftEvent, DriftPolicy, decide_drift_action
 from tradai_core.psi import DriftSeverity, compute_psi, score_psi, summarize_reference
 from tradai_core.registry import CHAMPION

@@ -11,9 +11,15 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance, ExecuteInProces
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from tests.conftest import load_recorded
-from tradai_assets.features import build_feature_assets, compute_window_features
+from tradai_assets.features import build_feature_assets
 from tradai_assets.keys import features_library
-from tradai_core.features import FEATURE_NAMES, WARMUP_BARS, compute_features, feature_set_hash
+from tradai_core.features import (
+    FEATURE_NAMES,
+    WARMUP_BARS,
+    compute_features,
+    compute_window_features,
+    feature_set_hash,
+)
 from tradai_core.settings import TradAISettings
 from tradai_resources.arcticdb_store import ArcticDBResource
 

@@ -20,11 +20,11 @@ from dagster import DagsterInstance, materialize
 
 from tests.arcticdb_writers import BIG_ROWS, LIBRARY, OWN_DAYS, SHARED_DAY, SYMBOL, day_frame, own_day
 from tests.conftest import PROJECT_ROOT, load_recorded
-from tradai_assets.features import build_feature_assets, compute_window_features
+from tradai_assets.features import build_feature_assets
 from tradai_assets.keys import features_library
 from tradai_assets.models import build_model_assets
 from tradai_core.errors import StorageError
-from tradai_core.features import feature_set_hash
+from tradai_core.features import compute_window_features, feature_set_hash
 from tradai_core.settings import TradAISettings
 from tradai_resources.arcticdb_store import META_PIN, ArcticDBResource
 

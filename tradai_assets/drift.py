@@ -44,7 +44,6 @@ from dagster import (
 )
 from pydantic import BaseModel, ConfigDict
 
-from tradai_assets.features import compute_window_features
 from tradai_assets.keys import (
     CHAMPION_MODEL_KEY,
     DRIFT_KEY,
@@ -57,7 +56,7 @@ from tradai_assets.models import load_reference_distribution, load_training_set
 from tradai_assets.plots import plt, png_markdown
 from tradai_core.drift import DEFAULT_WINDOW_DAYS, DriftVerdict, drift_verdict
 from tradai_core.errors import ConfigurationError, NotFoundError, ValidationError
-from tradai_core.features import FEATURE_NAMES, WARMUP_BARS, feature_set_hash
+from tradai_core.features import FEATURE_NAMES, WARMUP_BARS, compute_window_features, feature_set_hash
 from tradai_core.psi import (
     DEFAULT_MIN_ROWS,
     MODERATE_PSI,

@@ -5,9 +5,9 @@ Each daily partition depends on the same day of `ohlcv/<PAIR>` and is stored in 
 
 **Every day is computed the same way, however it is materialized.** A day's features are computed from
 exactly the `WARMUP_BARS` candles before the day's first candle plus the day's own candles
-(`compute_window_features`). A value at candle t therefore uses only candles up to t, and the stored
-values of a day are a function of the candles alone: a one-run backfill of a year writes bit for bit what
-365 one-day runs write, and appending later days never changes an earlier one.
+(`tradai_core.features.compute_window_features`). A value at candle t therefore uses only candles up to
+t, and the stored values of a day are a function of the candles alone: a one-run backfill of a year
+writes bit for bit what 365 one-day runs write, and appending later days never changes an earlier one.
 
 **Warm-up.** A materialization refuses to run (and says which `ohlcv` partitions to materialize first)
 when the candle store holds fewer than `WARMUP_BARS` candles before the window, or has days without any
@@ -60,7 +60,7 @@ from tradai_core.features import (
     FEATURE_NAMES,
     FEATURE_SET_VERSION,
     WARMUP_BARS,
-    compute_features,
+    compute_window_features,
     feature_set_hash,
 )
 from tradai_core.settings import TradAISettings, pair_slug
@@ -89,35 +89,6 @@ class FeaturesConfig(Config):
 
 
 # -- plain logic (no Dagster): what a window's features are and whether its warm-up is there ---------------
-
-
-def compute_window_features(
-    candles: pd.DataFrame, start: datetime, end: datetime, partition: timedelta = PARTITION
-) -> pd.DataFrame:
-    """Features of the candles in `[start, end)`, each `partition` (a UTC day) computed from exactly the
-    `WARMUP_BARS` candles before its first candle plus its own candles.
-
-    `candles` (indexed by UTC time) must hold those warm-up candles; where fewer precede a candle (the
-    start of the history) it gets no row. The result does not depend on how `[start, end)` is cut into
-    runs, nor on any candle before a day's warm-up or after the day.
-    """
-    index = candles.index
-    lo, hi = utc_timestamp(start), utc_timestamp(end)
-    parts: list[pd.DataFrame] = []
-    day = lo
-    while day < hi:
-        next_day = min(day + partition, hi)
-        first, stop = int(index.searchsorted(day)), int(index.searchsorted(next_day))
-        if stop > first:
-            begin = max(0, first - WARMUP_BARS)
-            features = compute_features(candles.iloc[begin:stop])
-            parts.append(features.loc[features.index >= day])
-        day = next_day
-    if not parts:
-        return pd.DataFrame(
-            columns=list(FEATURE_NAMES), index=candles.index[:0], dtype="float64"
-        ).rename_axis("date")
-    return pd.concat(parts).rename_axis("date")
 
 
 def days_without_candles(

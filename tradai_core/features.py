@@ -22,6 +22,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Literal
 
 import numpy as np
@@ -29,6 +30,7 @@ import pandas as pd
 import talib
 from pydantic import BaseModel, ConfigDict, Field
 
+from tradai_core.candles import utc_timestamp
 from tradai_core.errors import ConfigurationError, ValidationError
 
 logger = logging.getLogger(__name__)
@@ -409,3 +411,36 @@ def feature_set_hash(specs: Sequence[FeatureSpec] = FEATURE_SPECS) -> str:
     }
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
     return digest[:16]
+
+
+DAY = timedelta(days=1)
+"""The unit features are stored in (a daily partition), and so computed in: see `compute_window_features`."""
+
+
+def compute_window_features(
+    candles: pd.DataFrame, start: datetime, end: datetime, partition: timedelta = DAY
+) -> pd.DataFrame:
+    """Features of the candles in `[start, end)`, each `partition` (a UTC day) computed from exactly the
+    `WARMUP_BARS` candles before its first candle plus its own candles.
+
+    `candles` (indexed by UTC time) must hold those warm-up candles; where fewer precede a candle (the
+    start of the history) it gets no row. The result does not depend on how `[start, end)` is cut into
+    runs, nor on any candle before a day's warm-up or after the day.
+    """
+    index = candles.index
+    lo, hi = utc_timestamp(start), utc_timestamp(end)
+    parts: list[pd.DataFrame] = []
+    day = lo
+    while day < hi:
+        next_day = min(day + partition, hi)
+        first, stop = int(index.searchsorted(day)), int(index.searchsorted(next_day))
+        if stop > first:
+            begin = max(0, first - WARMUP_BARS)
+            features = compute_features(candles.iloc[begin:stop])
+            parts.append(features.loc[features.index >= day])
+        day = next_day
+    if not parts:
+        return pd.DataFrame(
+            columns=list(FEATURE_NAMES), index=candles.index[:0], dtype="float64"
+        ).rename_axis("date")
+    return pd.concat(parts).rename_axis("date")
