@@ -7,8 +7,8 @@ How a study runs:
 2. the study is created in the Optuna storage, or loaded when it exists (a new run continues it). Its
    user attributes pin what makes trials comparable — search space, strategy source, config, window,
    costs, objective — and a study whose pins differ is refused rather than silently mixed;
-3. one workspace is laid out (`tradai_core.backtest_config.prepare_workspace`: candles as Freqtrade files,
-   the strategy copied alone into a fresh folder, Freqtrade's config), shared read-only by the workers;
+3. one workspace is laid out (`tradai_resources.freqtrade_workspace`: candles as Freqtrade files, the
+   strategy copied alone into a fresh folder, Freqtrade's config), shared read-only by the workers;
 4. `workers` study-worker processes (`python -m tradai_resources.freqtrade_hyperopt_worker`) start at once,
    each building Freqtrade's `Backtesting` once and then evaluating its share of the trials against the
    shared storage (see the worker's docstring); a failing worker stops the others;
