@@ -35,7 +35,7 @@ def model_store_uri(config: Mapping[str, Any] | None) -> str:
     return str(section.get(FREQTRADE_MODEL_STORE) or TradAISettings().resolved_mlflow_uri)
 
 
-def _not_found(client: Any, name: str, alias: str, uri: str, exc: Exception) -> NotFoundError:
+def _not_found(client: Any, name: str, alias: str, uri: str) -> NotFoundError:
     """The registry's "no such model or alias", saying what exists and what to do."""
     from mlflow.exceptions import MlflowException
 
@@ -81,7 +81,7 @@ def _load(name: str, alias: str, uri: str) -> tuple[Any, int]:
     except MlflowException as exc:
         if str(getattr(exc, "error_code", "")) not in _MISSING:
             raise
-        raise _not_found(client, name, alias, uri, exc) from exc
+        raise _not_found(client, name, alias, uri) from exc
     number = int(version.version)
     trained_on = (version.tags or {}).get(TAG_FEATURE_SET_HASH)
     if trained_on != feature_set_hash():
