@@ -60,7 +60,7 @@ from tradai_resources.freqtrade_backtester import (
     FreqtradeResource,
     backtest_exchange_info,
 )
-from tradai_resources.freqtrade_zygote import shutdown_zygotes, stop_shared_zygotes
+from tradai_resources.workers.zygote_client import shutdown_zygotes, stop_shared_zygotes
 
 TF = "1h"
 SINGLE_STRATEGY = "EmaAdxTrend"

@@ -59,13 +59,13 @@ from tradai_resources.freqtrade_backtester import (
     FreqtradeResource,
     backtest_exchange_info,
 )
-from tradai_resources.freqtrade_worker import (
+from tradai_resources.workers.backtest_child import (
     ForkRequest,
     NetworkBlockedError,
     network_guard,
     offline_markets,
 )
-from tradai_resources.freqtrade_zygote import ZygoteTimeoutError, running_zygotes, zygote_for
+from tradai_resources.workers.zygote_client import ZygoteTimeoutError, running_zygotes, zygote_for
 
 PAIRS = ("BTC/USDT", "ETH/USDT", "ADA/USDT")
 RUN = BacktestRunConfig(timerange="20210101-20210401", pairs=PAIRS)
@@ -505,8 +505,8 @@ def _children(pid: int) -> list[int]:
 PARENT_SCRIPT = """
 import os, sys, threading, time
 from pathlib import Path
-from tradai_resources.freqtrade_worker import ForkRequest
-from tradai_resources.freqtrade_zygote import zygote_for
+from tradai_resources.workers.backtest_child import ForkRequest
+from tradai_resources.workers.zygote_client import zygote_for
 
 folder = Path(sys.argv[1])
 zygote = zygote_for(sys.executable, dict(os.environ), folder)

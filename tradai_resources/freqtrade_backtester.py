@@ -9,25 +9,26 @@ How one backtest runs:
    as Freqtrade data files, the strategy module copied *alone* into a new folder (a `<Strategy>.json`
    left by hyperopt beside the source is never loaded; the config's buy/sell params are written as that
    folder's parameter file instead), Freqtrade's config file, and an empty user-data folder;
-3. a child process runs the stock `freqtrade backtesting` path on it (`tradai_resources.freqtrade_worker`)
-   — Freqtrade's argument parser, config loader and engine, backtest cache off — with markets answered
-   from the recorded **exchangeInfo snapshot** and every socket refused (no network at all, not even
-   loopback; see the worker's docstring). A pair the snapshot lacks gets a market entry of the same shape,
-   sized from the pair's last price in the candles given (`backtest_exchange_info`), as the replay server
-   does. A child process keeps Freqtrade's logging set-up and process-global state out of the Dagster
-   process: its logging is left intact, and a crash in the engine cannot take it down;
+3. a child process runs the stock `freqtrade backtesting` path on it
+   (`tradai_resources.workers.backtest_child`) — Freqtrade's argument parser, config loader and engine,
+   backtest cache off — with markets answered from the recorded **exchangeInfo snapshot** and every socket
+   refused (no network at all, not even loopback; see the worker's docstring). A pair the snapshot lacks gets
+   a market entry of the same shape, sized from the pair's last price in the candles given
+   (`backtest_exchange_info`), as the replay server does. A child process keeps Freqtrade's logging set-up and
+   process-global state out of the Dagster process: its logging is left intact, and a crash in the engine
+   cannot take it down;
 4. the child's result (Freqtrade's own statistics) is parsed into a typed `BacktestResult`;
 5. the workspace is removed in every case — success, engine crash, timeout.
 
 How the child starts (`start_method`): by default (`prefork`) it is forked from this process's
-**zygote** (`tradai_resources.freqtrade_zygote`), a worker process that imported Freqtrade once, so a
+**zygote** (`tradai_resources.workers.zygote_client`), a worker process that imported Freqtrade once, so a
 backtest starts in milliseconds instead of paying Freqtrade's import time (seconds) each time. The zygote
 is started on first use — or when Dagster sets the resource up for a step (`setup_for_execution`) — in
 the background, so its imports overlap the validation and candle writing; it lives as long as this
 process and is shared by every resource in it. `shared` forks from one zygote per user and machine
 instead, shared by every process (Dagster runs and step processes), started by whichever needs it first and
 stopped when idle (`freqtrade_zygote.SharedZygote`). `spawn` starts a fresh interpreter per backtest instead
-(`python -m tradai_resources.freqtrade_worker job.json`): slower, for debugging, and the fallback if the
+(`python -m tradai_resources.workers.backtest_child job.json`): slower, for debugging, and the fallback if the
 zygote cannot start. Both run the same `main(job)` on the same files; results are identical. The time
 limit counts from the fork (prefork) or from the interpreter's start (spawn); a child over it is killed
 with its whole process group, and the zygote carries on.
@@ -65,8 +66,9 @@ from tradai_core.backtest_result import (
 from tradai_core.errors import BacktestError, ConfigurationError
 from tradai_core.settings import PROJECT_ROOT, TradAISettings
 from tradai_replay.markets import exchange_info_for, load_exchange_info, pair_to_symbol
-from tradai_resources.freqtrade_worker import SNAPSHOT_EXCHANGES, ForkRequest, WorkerJob
-from tradai_resources.freqtrade_zygote import (
+from tradai_resources.workers.backtest_child import SNAPSHOT_EXCHANGES, ForkRequest, WorkerJob
+from tradai_resources.workers.env import child_environment
+from tradai_resources.workers.zygote_client import (
     SharedZygote,
     WorkerZygote,
     ZygoteError,
@@ -75,7 +77,6 @@ from tradai_resources.freqtrade_zygote import (
     shared_zygote_for,
     zygote_for,
 )
-from tradai_resources.worker_env import child_environment
 
 __all__ = [
     "BacktestMetrics",
@@ -89,7 +90,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_EXCHANGE_INFO = PROJECT_ROOT / "demo_data" / "exchange" / "binance_spot_exchangeInfo.json"
-WORKER_MODULE = "tradai_resources.freqtrade_worker"
+WORKER_MODULE = "tradai_resources.workers.backtest_child"
 STDERR_TAIL_LINES = 25
 
 
@@ -352,7 +353,7 @@ class FreqtradeResource(ConfigurableResource):
         return done.returncode
 
     def _run_spawn(self, request: ForkRequest) -> int:
-        """Run the job in a fresh interpreter (`python -m tradai_resources.freqtrade_worker job.json`)."""
+        """Run the job in a fresh interpreter (`python -m tradai_resources.workers.backtest_child JOB`)."""
         command = [self._python(), "-m", WORKER_MODULE, request.job_path]
         with open(request.stdout_path, "wb") as out, open(request.stderr_path, "wb") as err:
             try:

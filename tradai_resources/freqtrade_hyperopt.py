@@ -9,7 +9,7 @@ How a study runs:
    costs, objective — and a study whose pins differ is refused rather than silently mixed;
 3. one workspace is laid out (`tradai_core.backtest_config.prepare_workspace`: candles as Freqtrade files,
    the strategy copied alone into a fresh folder, Freqtrade's config), shared read-only by the workers;
-4. `workers` study-worker processes (`python -m tradai_resources.freqtrade_hyperopt_worker`) start at once,
+4. `workers` study-worker processes (`python -m tradai_resources.workers.hyperopt_child`) start at once,
    each building Freqtrade's `Backtesting` once and then evaluating its share of the trials against the
    shared storage (see the worker's docstring); a failing worker stops the others;
 5. the finished trials are read back from the storage: best trial, Deflated Sharpe Ratio over every
@@ -59,14 +59,14 @@ from tradai_core.hyperopt import (
 )
 from tradai_core.settings import PROJECT_ROOT, TradAISettings
 from tradai_resources.freqtrade_backtester import snapshot_path, work_root
-from tradai_resources.freqtrade_hyperopt_worker import HyperoptJob, make_storage
-from tradai_resources.freqtrade_worker import SNAPSHOT_EXCHANGES
 from tradai_resources.mlflow_tracking import redact_uri
-from tradai_resources.worker_env import child_environment
+from tradai_resources.workers.backtest_child import SNAPSHOT_EXCHANGES
+from tradai_resources.workers.env import child_environment
+from tradai_resources.workers.hyperopt_child import HyperoptJob, make_storage
 
 logger = logging.getLogger(__name__)
 
-WORKER_MODULE = "tradai_resources.freqtrade_hyperopt_worker"
+WORKER_MODULE = "tradai_resources.workers.hyperopt_child"
 STDERR_TAIL_LINES = 30
 POLL_SECONDS = 0.2
 FINGERPRINT_ATTR = "tradai.fingerprint"

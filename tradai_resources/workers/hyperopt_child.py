@@ -1,4 +1,4 @@
-"""Child process running one study-worker: `python -m tradai_resources.freqtrade_hyperopt_worker JOB`.
+"""Child process running one study-worker: `python -m tradai_resources.workers.hyperopt_child JOB`.
 
 One study-worker is one process (Freqtrade keeps process-global state and replaces the root logging
 handlers, as for a backtest) that evaluates its share of a study's trials against the shared Optuna
@@ -8,7 +8,7 @@ hyperopt does:
 1. **once per worker**: Freqtrade's argument parser and config loader build a hyperopt-mode config from
    the job's `freqtrade hyperopt` argument list (the stock CLI takes the same list); `Backtesting` is
    built with markets answered from the recorded exchangeInfo snapshot (the same offline hook as the
-   backtest worker, `tradai_resources.freqtrade_worker.offline_markets`, with every socket refused while
+   backtest worker, `tradai_resources.workers.backtest_child.offline_markets`, with every socket refused while
    Freqtrade starts); the candles are loaded; and the strategy's indicators are computed, in Freqtrade's
    `INDICATORS` state, so a parameter's `.range` yields every value of its space;
 2. **per trial**: the sampled values are set on the strategy (`strategy.<param>.value`, `minimal_roi`
@@ -54,7 +54,7 @@ from tradai_core.hyperopt import (
     objective_value,
     return_stats,
 )
-from tradai_resources.freqtrade_worker import (
+from tradai_resources.workers.backtest_child import (
     network_guard,
     no_guard,
     offline_markets,
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the job file named by the single argument; return the process exit code."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        sys.stderr.write("usage: python -m tradai_resources.freqtrade_hyperopt_worker JOB.json\n")
+        sys.stderr.write("usage: python -m tradai_resources.workers.hyperopt_child JOB.json\n")
         return EXIT_BAD_JOB
     try:
         job = HyperoptJob.model_validate_json(Path(argv[0]).read_text(encoding="utf-8"))

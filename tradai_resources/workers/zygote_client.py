@@ -1,7 +1,7 @@
 """The parent side of the pre-forked Freqtrade worker ("zygote"): start it once, fork a child per backtest.
 
 A fresh interpreter per backtest pays Freqtrade's import time (seconds) every time. The zygote — a child
-process running `python -m tradai_resources.freqtrade_worker --zygote FD` — imports Freqtrade once and
+process running `python -m tradai_resources.workers.backtest_child --zygote FD` — imports Freqtrade once and
 then `fork()`s a new process for every backtest (see the worker's docstring for the child's side). Each
 backtest therefore keeps a process of its own (Freqtrade's global state and logging never leak, a crash
 never reaches the caller) and starts in milliseconds.
@@ -52,9 +52,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from tradai_resources.freqtrade_worker import STALE_ANSWER, ForkRequest
-from tradai_resources.worker_env import child_environment
-from tradai_resources.worker_folder import (
+from tradai_resources.workers.backtest_child import STALE_ANSWER, ForkRequest
+from tradai_resources.workers.env import child_environment
+from tradai_resources.workers.folder import (
     PROC_FD,
     PrivateFolder,
     ProcessInfo,
@@ -68,7 +68,7 @@ from tradai_resources.worker_folder import (
 
 logger = logging.getLogger(__name__)
 
-WORKER_MODULE: Final[str] = "tradai_resources.freqtrade_worker"
+WORKER_MODULE: Final[str] = "tradai_resources.workers.backtest_child"
 BOOT_TIMEOUT_S: Final[float] = 180.0
 """How long the zygote may take to import Freqtrade and report ready."""
 ANSWER_TIMEOUT_S: Final[float] = 30.0

@@ -1,4 +1,5 @@
-"""Child process that runs exactly one Freqtrade backtest: `python -m tradai_resources.freqtrade_worker JOB`.
+"""Child process that runs exactly one Freqtrade backtest:
+`python -m tradai_resources.workers.backtest_child JOB`.
 
 Why a child process: Freqtrade's config loader replaces the root logging handlers (Dagster's must stay
 intact in the parent), and Freqtrade keeps process-global state (persistence, LoggingMixin, the strategy
@@ -32,19 +33,19 @@ temporary name and renamed, so a crash never leaves a half-written result. On fa
 `error.json` says what failed, the traceback goes to stderr, and the exit code is non-zero.
 
 **Pre-forked workers (the zygote).** Importing Freqtrade, ccxt, SciPy and pandas takes seconds; the backtest
-itself often less. `python -m tradai_resources.freqtrade_worker --zygote FD` imports all of it once
+itself often less. `python -m tradai_resources.workers.backtest_child --zygote FD` imports all of it once
 (`PRELOAD_MODULES`: imports only — no Freqtrade code runs, no logging is configured, no thread is started),
 then waits on the control socket `FD` for jobs. The preloaded objects are frozen out of the garbage collector
 (`gc.freeze`), so children neither scan them nor copy their pages on write — without it a forked backtest of
 12 pairs × 2 years spent ~2 s more CPU than a fresh process. For each job it `fork()`s: the child starts a new
 session, points stdin/stdout/stderr at the job's files, takes the job's environment and working folder, and
-runs `main([job])` exactly as `python -m tradai_resources.freqtrade_worker job.json` would, then exits. So
-every backtest still has a process of its own — Freqtrade's process-global state and logging set-up die with
-it, a crash or a kill touches nothing else — but it starts in milliseconds. The zygote reports each child's
-pid and exit code back on the job's own socket, kills a child when asked (time limit) or when its requester
-goes away, and exits — killing any child still running — when its parent closes the control socket or dies.
-The parent side is `tradai_resources.freqtrade_zygote`. `--shared SOCKET IDLE_S` runs the same loop for
-every process of the user instead, on a Unix socket (`serve_shared`).
+runs `main([job])` exactly as `python -m tradai_resources.workers.backtest_child job.json` would, then exits.
+So every backtest still has a process of its own — Freqtrade's process-global state and logging set-up die
+with it, a crash or a kill touches nothing else — but it starts in milliseconds. The zygote reports each
+child's pid and exit code back on the job's own socket, kills a child when asked (time limit) or when its
+requester goes away, and exits — killing any child still running — when its parent closes the control socket
+or dies. The parent side is `tradai_resources.workers.zygote_client`. `--shared SOCKET IDLE_S` runs the same
+loop for every process of the user instead, on a Unix socket (`serve_shared`).
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from tradai_resources.worker_env import child_environment
-from tradai_resources.worker_folder import (
+from tradai_resources.workers.env import child_environment
+from tradai_resources.workers.folder import (
     PrivateFolder,
     adopt_private_folder,
     open_own_file,
@@ -365,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     if len(argv) != 1:
         sys.stderr.write(
-            "usage: python -m tradai_resources.freqtrade_worker JOB.json | --zygote FD [FOLDER] "
+            "usage: python -m tradai_resources.workers.backtest_child JOB.json | --zygote FD [FOLDER] "
             "| --shared SOCKET IDLE_S [LOG [DIR_FD]]\n"
         )
         return EXIT_BAD_JOB
