@@ -137,7 +137,7 @@ def _interleaved(
 
 def _single(folder: Path, work: Path) -> list[tuple[str, float, float, str]]:
     candles = _load(folder, SINGLE_PAIRS, SINGLE_RUN)
-    prefork = FreqtradeResource(work_dir=str(work / "ours"))
+    prefork = FreqtradeResource(work_dir=str(work / "ours"), start_method="prefork")
     spawn = FreqtradeResource(work_dir=str(work / "spawn"), start_method="spawn")
     cli = StockCli(folder, _markets_file(SINGLE_PAIRS, candles, work), work)
     try:
@@ -164,7 +164,7 @@ def _single(folder: Path, work: Path) -> list[tuple[str, float, float, str]]:
 
 def _startup(folder: Path, work: Path) -> list[tuple[str, float, float, str]]:
     candles = _load(folder, TINY_RUN.pairs or (), TINY_RUN)
-    prefork = FreqtradeResource(work_dir=str(work / "prefork"))
+    prefork = FreqtradeResource(work_dir=str(work / "prefork"), start_method="prefork")
     spawn = FreqtradeResource(work_dir=str(work / "spawn"), start_method="spawn")
     prefork.backtest(SINGLE_STRATEGY, STRATEGIES_DIR, candles, TINY_RUN)  # the worker is up
     forked = median_seconds(lambda: prefork.backtest(SINGLE_STRATEGY, STRATEGIES_DIR, candles, TINY_RUN), 5)
@@ -187,7 +187,9 @@ def _pool_backtest(
     candles, backtest. Returns the trade count."""
     global _POOL_RESOURCE
     if _POOL_RESOURCE is None:
-        _POOL_RESOURCE = FreqtradeResource(work_dir=work, vectorized_tick_size=vectorized_tick_size)
+        _POOL_RESOURCE = FreqtradeResource(
+            work_dir=work, vectorized_tick_size=vectorized_tick_size, start_method="prefork"
+        )
         _POOL_RESOURCE.prestart()  # as Dagster's setup_for_execution does
     run = BacktestRunConfig(timerange=timerange, pairs=pairs)
     return _POOL_RESOURCE.backtest(
@@ -198,7 +200,7 @@ def _pool_backtest(
 def _runnable(names: list[str], folder: Path, work: Path) -> tuple[list[str], list[tuple[str, str]]]:
     """The strategies that can run here, and (name, why) for those that cannot."""
     tiny = _load(folder, TINY_RUN.pairs or (), TINY_RUN)
-    probe = FreqtradeResource(work_dir=str(work / "probe"))
+    probe = FreqtradeResource(work_dir=str(work / "probe"), start_method="prefork")
     runnable, skipped = [], []
     for name in names:
         report_ = validate_strategy(name, STRATEGIES_DIR)

@@ -93,7 +93,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory, candles: dict[str, pd.Da
 
     handlers_before = list(logging.getLogger().handlers)
     outcome = materialize_to_memory(
-        [rsi_backtest], resources={"freqtrade": FreqtradeResource(work_dir=str(work))}, instance=instance
+        [rsi_backtest],
+        resources={"freqtrade": FreqtradeResource(work_dir=str(work), start_method="prefork")},
+        instance=instance,
     )
     return SimpleNamespace(
         outcome=outcome,
@@ -344,7 +346,7 @@ def test_a_backtest_process_killed_by_a_signal_fails_alone_and_the_next_one_runs
         )
     )
     work = tmp_path / "work"
-    resource = FreqtradeResource(work_dir=str(work))
+    resource = FreqtradeResource(work_dir=str(work), start_method="prefork")
     with pytest.raises(BacktestError, match=r"failed \(exit code -11\)"):  # as a segfault in C code would
         resource.backtest("Crashing", folder, candles, RUN)
     assert list(work.iterdir()) == []
@@ -356,7 +358,7 @@ def test_a_backtest_over_its_time_limit_is_killed_and_cleaned_up(
     reference: SimpleNamespace, candles: dict[str, pd.DataFrame], tmp_path: Path
 ) -> None:
     work = tmp_path / "work"
-    resource = FreqtradeResource(work_dir=str(work), timeout_seconds=0.5)
+    resource = FreqtradeResource(work_dir=str(work), timeout_seconds=0.5, start_method="prefork")
     with pytest.raises(BacktestError, match=r"timed out after 0\.5 s and was killed"):
         resource.backtest("RsiMeanReversion", STRATEGIES_DIR, candles, RUN)
     assert list(work.iterdir()) == []
@@ -400,7 +402,9 @@ def test_invalid_inputs_fail_before_any_work(candles: dict[str, pd.DataFrame], t
 def test_every_resource_and_thread_of_a_process_forks_its_backtests_from_one_zygote(
     reference: SimpleNamespace, candles: dict[str, pd.DataFrame], tmp_path: Path
 ) -> None:
-    resources = [FreqtradeResource(work_dir=str(tmp_path / f"work-{i}")) for i in range(2)]
+    resources = [
+        FreqtradeResource(work_dir=str(tmp_path / f"work-{i}"), start_method="prefork") for i in range(2)
+    ]
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(
             pool.map(lambda r: r.backtest("RsiMeanReversion", STRATEGIES_DIR, candles, RUN), resources)
@@ -426,7 +430,9 @@ def test_when_the_zygote_cannot_start_the_backtest_runs_in_a_fresh_interpreter(
         f'exec "{sys.executable}" "$@"\n'
     )
     python.chmod(0o755)
-    resource = FreqtradeResource(work_dir=str(tmp_path / "work"), python_executable=str(python))
+    resource = FreqtradeResource(
+        work_dir=str(tmp_path / "work"), python_executable=str(python), start_method="prefork"
+    )
     with caplog.at_level(logging.WARNING, logger="tradai_resources.freqtrade_backtester"):
         result = resource.backtest("RsiMeanReversion", STRATEGIES_DIR, candles, RUN)
     assert result.trades == reference.result.trades and result.metrics == reference.result.metrics

@@ -137,6 +137,7 @@ def test_a_file_squatting_the_default_folder_sends_backtests_to_a_fresh_interpre
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)  # as in CI, containers and cron
+    monkeypatch.delenv("TRADAI_WORKER_DIR", raising=False)  # the suite's own folder (conftest) is not set
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     squat = tmp_path / f"tradai-{os.getuid()}"
     squat.write_text("squatted")
