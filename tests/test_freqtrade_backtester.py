@@ -59,12 +59,8 @@ from tradai_resources.freqtrade_backtester import (
     FreqtradeResource,
     backtest_exchange_info,
 )
-from tradai_resources.workers.backtest_child import (
-    ForkRequest,
-    NetworkBlockedError,
-    network_guard,
-    offline_markets,
-)
+from tradai_resources.workers.backtest_child import NetworkBlockedError, network_guard, offline_markets
+from tradai_resources.workers.protocol import ForkRequest
 from tradai_resources.workers.zygote_client import ZygoteTimeoutError, running_zygotes, zygote_for
 
 PAIRS = ("BTC/USDT", "ETH/USDT", "ADA/USDT")
@@ -511,7 +507,7 @@ def _children(pid: int) -> list[int]:
 PARENT_SCRIPT = """
 import os, sys, threading, time
 from pathlib import Path
-from tradai_resources.workers.backtest_child import ForkRequest
+from tradai_resources.workers.protocol import ForkRequest
 from tradai_resources.workers.zygote_client import zygote_for
 
 folder = Path(sys.argv[1])

@@ -25,7 +25,8 @@ from strategies.validation import STRATEGIES_DIR
 from tradai_core.backtest_config import BacktestRunConfig
 from tradai_core.settings import PROJECT_ROOT
 from tradai_resources.freqtrade_backtester import FreqtradeResource
-from tradai_resources.workers.backtest_child import EXIT_BAD_JOB, ForkRequest
+from tradai_resources.workers.jobs import EXIT_BAD_JOB
+from tradai_resources.workers.protocol import ForkRequest
 from tradai_resources.workers.zygote_client import (
     SharedZygote,
     ZygoteError,

@@ -31,7 +31,8 @@ from tradai_core.hyperopt import StudySpec
 from tradai_core.settings import PROJECT_ROOT
 from tradai_resources.freqtrade_backtester import FreqtradeResource
 from tradai_resources.freqtrade_hyperopt import HyperoptResource
-from tradai_resources.workers.backtest_child import EXIT_BAD_JOB, ForkRequest
+from tradai_resources.workers.jobs import EXIT_BAD_JOB
+from tradai_resources.workers.protocol import ForkRequest
 from tradai_resources.workers.zygote_client import (
     SharedZygote,
     ZygoteError,

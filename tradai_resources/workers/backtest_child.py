@@ -60,10 +60,8 @@ from pathlib import Path
 from typing import IO, Any, Final, NoReturn
 from urllib.parse import urlsplit
 
-from tradai_resources.workers.jobs import EXIT_BAD_JOB, EXIT_FAILED, EXIT_OK, BacktestJob, run_job_file
+from tradai_resources.workers.jobs import BacktestJob, run_job_file
 from tradai_resources.workers.protocol import ForkRequest
-
-__all__ = ["EXIT_BAD_JOB", "EXIT_FAILED", "EXIT_OK", "BacktestJob", "ForkRequest"]
 
 logger = logging.getLogger(__name__)
 
