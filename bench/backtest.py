@@ -61,7 +61,7 @@ from tradai_resources.freqtrade_backtester import (
     backtest_exchange_info,
 )
 from tradai_resources.freqtrade_workspace import BacktestWorkspace, prepare_workspace
-from tradai_resources.freqtrade_zygote import shutdown_zygotes, stop_shared_zygotes
+from tradai_resources.workers.zygote_client import shutdown_zygotes, stop_shared_zygotes
 
 TF = "1h"
 SINGLE_STRATEGY = "EmaAdxTrend"
@@ -138,7 +138,7 @@ def _interleaved(
 
 def _single(folder: Path, work: Path) -> list[tuple[str, float, float, str]]:
     candles = _load(folder, SINGLE_PAIRS, SINGLE_RUN)
-    prefork = FreqtradeResource(work_dir=str(work / "ours"))
+    prefork = FreqtradeResource(work_dir=str(work / "ours"), start_method="prefork")
     spawn = FreqtradeResource(work_dir=str(work / "spawn"), start_method="spawn")
     cli = StockCli(folder, _markets_file(SINGLE_PAIRS, candles, work), work)
     try:
@@ -165,7 +165,7 @@ def _single(folder: Path, work: Path) -> list[tuple[str, float, float, str]]:
 
 def _startup(folder: Path, work: Path) -> list[tuple[str, float, float, str]]:
     candles = _load(folder, TINY_RUN.pairs or (), TINY_RUN)
-    prefork = FreqtradeResource(work_dir=str(work / "prefork"))
+    prefork = FreqtradeResource(work_dir=str(work / "prefork"), start_method="prefork")
     spawn = FreqtradeResource(work_dir=str(work / "spawn"), start_method="spawn")
     prefork.backtest(SINGLE_STRATEGY, STRATEGIES_DIR, candles, TINY_RUN)  # the worker is up
     forked = median_seconds(lambda: prefork.backtest(SINGLE_STRATEGY, STRATEGIES_DIR, candles, TINY_RUN), 5)
@@ -188,7 +188,9 @@ def _pool_backtest(
     candles, backtest. Returns the trade count."""
     global _POOL_RESOURCE
     if _POOL_RESOURCE is None:
-        _POOL_RESOURCE = FreqtradeResource(work_dir=work, vectorized_tick_size=vectorized_tick_size)
+        _POOL_RESOURCE = FreqtradeResource(
+            work_dir=work, vectorized_tick_size=vectorized_tick_size, start_method="prefork"
+        )
         _POOL_RESOURCE.prestart()  # as Dagster's setup_for_execution does
     run = BacktestRunConfig(timerange=timerange, pairs=pairs)
     return _POOL_RESOURCE.backtest(
@@ -199,7 +201,7 @@ def _pool_backtest(
 def _runnable(names: list[str], folder: Path, work: Path) -> tuple[list[str], list[tuple[str, str]]]:
     """The strategies that can run here, and (name, why) for those that cannot."""
     tiny = _load(folder, TINY_RUN.pairs or (), TINY_RUN)
-    probe = FreqtradeResource(work_dir=str(work / "probe"))
+    probe = FreqtradeResource(work_dir=str(work / "probe"), start_method="prefork")
     runnable, skipped = [], []
     for name in names:
         report_ = validate_strategy(name, STRATEGIES_DIR)

@@ -105,7 +105,7 @@ def run_config(
     """
     op_config = {"folder": str(folder), "pairs": list(pairs), "timerange": timerange}
     method = {"preload_modules": list(FORKSERVER_PRELOAD)} if start_method == "forkserver" else {}
-    freqtrade: dict[str, object] = {"work_dir": str(work_dir)}
+    freqtrade: dict[str, object] = {"work_dir": str(work_dir), "start_method": "prefork"}
     if shared_worker_folder is not None:
         freqtrade |= {"start_method": "shared", "shared_worker_folder": str(shared_worker_folder)}
     return {

@@ -13,7 +13,7 @@ import pytest
 from dagster._core.storage.defs_state import base as defs_state
 
 from tradai_core.candles import normalize_candles
-from tradai_resources.freqtrade_zygote import stop_shared_zygotes
+from tradai_resources.workers.zygote_client import stop_shared_zygotes
 
 pytest_plugins = ["tests.replay_fixtures"]  # replay_server, replay_client, make_binance_client
 

@@ -13,7 +13,7 @@ from strategies.validation import STRATEGIES_DIR
 from tests.conftest import DEMO_CANDLES
 from tradai_core.backtest_config import BacktestRunConfig
 from tradai_resources.freqtrade_backtester import FreqtradeResource
-from tradai_resources.freqtrade_zygote import stop_shared_zygotes
+from tradai_resources.workers.zygote_client import stop_shared_zygotes
 
 STRATEGIES = ["EmaAdxTrend", "RsiMeanReversion"]
 PAIRS = ("BTC/USDT", "ETH/USDT")

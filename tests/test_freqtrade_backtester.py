@@ -58,14 +58,10 @@ from tradai_resources.freqtrade_backtester import (
     FreqtradeResource,
     backtest_exchange_info,
 )
-from tradai_resources.freqtrade_worker import (
-    ForkRequest,
-    NetworkBlockedError,
-    network_guard,
-    offline_markets,
-)
 from tradai_resources.freqtrade_workspace import FREQTRADE_USER_SUBDIRS, prepare_workspace
-from tradai_resources.freqtrade_zygote import ZygoteTimeoutError, running_zygotes, zygote_for
+from tradai_resources.workers.backtest_child import NetworkBlockedError, network_guard, offline_markets
+from tradai_resources.workers.protocol import ForkRequest
+from tradai_resources.workers.zygote_client import ZygoteTimeoutError, running_zygotes, zygote_for
 
 PAIRS = ("BTC/USDT", "ETH/USDT", "ADA/USDT")
 RUN = BacktestRunConfig(timerange="20210101-20210401", pairs=PAIRS)
@@ -93,7 +89,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory, candles: dict[str, pd.Da
 
     handlers_before = list(logging.getLogger().handlers)
     outcome = materialize_to_memory(
-        [rsi_backtest], resources={"freqtrade": FreqtradeResource(work_dir=str(work))}, instance=instance
+        [rsi_backtest],
+        resources={"freqtrade": FreqtradeResource(work_dir=str(work), start_method="prefork")},
+        instance=instance,
     )
     return SimpleNamespace(
         outcome=outcome,
@@ -344,7 +342,7 @@ def test_a_backtest_process_killed_by_a_signal_fails_alone_and_the_next_one_runs
         )
     )
     work = tmp_path / "work"
-    resource = FreqtradeResource(work_dir=str(work))
+    resource = FreqtradeResource(work_dir=str(work), start_method="prefork")
     with pytest.raises(BacktestError, match=r"failed \(exit code -11\)"):  # as a segfault in C code would
         resource.backtest("Crashing", folder, candles, RUN)
     assert list(work.iterdir()) == []
@@ -356,7 +354,7 @@ def test_a_backtest_over_its_time_limit_is_killed_and_cleaned_up(
     reference: SimpleNamespace, candles: dict[str, pd.DataFrame], tmp_path: Path
 ) -> None:
     work = tmp_path / "work"
-    resource = FreqtradeResource(work_dir=str(work), timeout_seconds=0.5)
+    resource = FreqtradeResource(work_dir=str(work), timeout_seconds=0.5, start_method="prefork")
     with pytest.raises(BacktestError, match=r"timed out after 0\.5 s and was killed"):
         resource.backtest("RsiMeanReversion", STRATEGIES_DIR, candles, RUN)
     assert list(work.iterdir()) == []
@@ -400,7 +398,9 @@ def test_invalid_inputs_fail_before_any_work(candles: dict[str, pd.DataFrame], t
 def test_every_resource_and_thread_of_a_process_forks_its_backtests_from_one_zygote(
     reference: SimpleNamespace, candles: dict[str, pd.DataFrame], tmp_path: Path
 ) -> None:
-    resources = [FreqtradeResource(work_dir=str(tmp_path / f"work-{i}")) for i in range(2)]
+    resources = [
+        FreqtradeResource(work_dir=str(tmp_path / f"work-{i}"), start_method="prefork") for i in range(2)
+    ]
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(
             pool.map(lambda r: r.backtest("RsiMeanReversion", STRATEGIES_DIR, candles, RUN), resources)
@@ -426,7 +426,9 @@ def test_when_the_zygote_cannot_start_the_backtest_runs_in_a_fresh_interpreter(
         f'exec "{sys.executable}" "$@"\n'
     )
     python.chmod(0o755)
-    resource = FreqtradeResource(work_dir=str(tmp_path / "work"), python_executable=str(python))
+    resource = FreqtradeResource(
+        work_dir=str(tmp_path / "work"), python_executable=str(python), start_method="prefork"
+    )
     with caplog.at_level(logging.WARNING, logger="tradai_resources.freqtrade_backtester"):
         result = resource.backtest("RsiMeanReversion", STRATEGIES_DIR, candles, RUN)
     assert result.trades == reference.result.trades and result.metrics == reference.result.metrics
@@ -505,8 +507,8 @@ def _children(pid: int) -> list[int]:
 PARENT_SCRIPT = """
 import os, sys, threading, time
 from pathlib import Path
-from tradai_resources.freqtrade_worker import ForkRequest
-from tradai_resources.freqtrade_zygote import zygote_for
+from tradai_resources.workers.protocol import ForkRequest
+from tradai_resources.workers.zygote_client import zygote_for
 
 folder = Path(sys.argv[1])
 zygote = zygote_for(sys.executable, dict(os.environ), folder)

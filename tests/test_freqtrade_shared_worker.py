@@ -25,8 +25,9 @@ from strategies.validation import STRATEGIES_DIR
 from tradai_core.backtest_config import BacktestRunConfig
 from tradai_core.settings import PROJECT_ROOT
 from tradai_resources.freqtrade_backtester import FreqtradeResource
-from tradai_resources.freqtrade_worker import EXIT_BAD_JOB, ForkRequest
-from tradai_resources.freqtrade_zygote import (
+from tradai_resources.workers.jobs import EXIT_BAD_JOB
+from tradai_resources.workers.protocol import ForkRequest
+from tradai_resources.workers.zygote_client import (
     SharedZygote,
     ZygoteError,
     private_folder,
@@ -187,7 +188,7 @@ def test_a_shared_worker_on_outdated_code_hands_over_to_one_on_the_current_code(
     assert _probe(zygote, tmp_path) == EXIT_BAD_JOB
     outdated = zygote.pid
     module.write_text("VERSION = 2 # edited\n", encoding="utf-8")
-    caplog.set_level(logging.INFO, logger="tradai_resources.freqtrade_zygote")
+    caplog.set_level(logging.INFO, logger="tradai_resources.workers.zygote_client")
     assert _probe(zygote, tmp_path) == EXIT_BAD_JOB  # refused as stale, then run by a fresh zygote
     assert zygote.pid not in (None, outdated)
     assert outdated is not None and _wait_gone(outdated)

@@ -13,7 +13,7 @@ from freqtrade.optimize import backtesting
 
 from tests.conftest import DEMO_CANDLES, SHARED_CANDLES
 from tradai_core.tick_size import significant_decimals, tick_size_over_time
-from tradai_resources.freqtrade_worker import vectorized_tick_size
+from tradai_resources.workers.backtest_child import vectorized_tick_size
 
 
 def _freqtrade_counts(prices: np.ndarray) -> np.ndarray:

@@ -31,8 +31,9 @@ from tradai_core.hyperopt import StudySpec
 from tradai_core.settings import PROJECT_ROOT
 from tradai_resources.freqtrade_backtester import FreqtradeResource
 from tradai_resources.freqtrade_hyperopt import HyperoptResource
-from tradai_resources.freqtrade_worker import EXIT_BAD_JOB, ForkRequest
-from tradai_resources.freqtrade_zygote import (
+from tradai_resources.workers.jobs import EXIT_BAD_JOB
+from tradai_resources.workers.protocol import ForkRequest
+from tradai_resources.workers.zygote_client import (
     SharedZygote,
     ZygoteError,
     private_folder,
@@ -137,6 +138,7 @@ def test_a_file_squatting_the_default_folder_sends_backtests_to_a_fresh_interpre
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)  # as in CI, containers and cron
+    monkeypatch.delenv("TRADAI_WORKER_DIR", raising=False)  # the suite's own folder (conftest) is not set
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     squat = tmp_path / f"tradai-{os.getuid()}"
     squat.write_text("squatted")

@@ -74,10 +74,9 @@ def _strategy_list(args: argparse.Namespace) -> int:
 
 
 def _workers_stop(args: argparse.Namespace) -> int:
-    from tradai_core.settings import TradAISettings
-    from tradai_resources.freqtrade_zygote import ZygoteError, default_shared_folder, stop_shared_zygotes
+    from tradai_resources.workers.zygote_client import ZygoteError, shared_folder, stop_shared_zygotes
 
-    folder = args.folder or TradAISettings().worker_dir or default_shared_folder()
+    folder = shared_folder(args.folder)
     try:
         pids = stop_shared_zygotes(folder)  # checks the folder, each lock and each pid before signalling
     except ZygoteError as exc:

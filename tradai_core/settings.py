@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -19,6 +19,13 @@ from tradai_core.timeframes import timeframe_seconds
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = PROJECT_ROOT / ".tradai"
 DEFAULT_PAIRS = ("BTC/USDT", "ETH/USDT", "ADA/USDT", "LTC/USDT", "XRP/USDT", "DOGE/USDT")
+
+WorkerMode = Literal["shared", "prefork", "spawn"]
+"""Where a backtest process forks from: one pre-loaded Freqtrade worker per user and checkout (`shared`),
+one per process (`prefork`), or none: a fresh interpreter each time (`spawn`)."""
+DEFAULT_WORKER_MODE: Final[WorkerMode] = "shared"
+"""The one default, for the settings and `FreqtradeResource` alike: Dagster runs every step in a process of
+its own, so only a worker shared across processes saves every step but the first Freqtrade's start-up."""
 
 
 class TradAISettings(BaseSettings):
@@ -63,8 +70,8 @@ class TradAISettings(BaseSettings):
         "snapshot holds (models and backtest reports pin what they read); older ones are pruned at write.",
     )
     data_dir: Path | None = Field(default=None, description="Default: <home>/data (scratch files).")
-    backtest_workers: Literal["shared", "prefork", "spawn"] = Field(
-        default="shared",
+    backtest_workers: WorkerMode = Field(
+        default=DEFAULT_WORKER_MODE,
         description="Where backtest processes fork from: one pre-loaded Freqtrade worker shared by every "
         "run and step process of this user (shared), one per process (prefork), or none (spawn).",
     )

@@ -9,28 +9,30 @@ How one backtest runs:
    as Freqtrade data files, the strategy module copied *alone* into a new folder (a `<Strategy>.json`
    left by hyperopt beside the source is never loaded; the config's buy/sell params are written as that
    folder's parameter file instead), Freqtrade's config file, and an empty user-data folder;
-3. a child process runs the stock `freqtrade backtesting` path on it (`tradai_resources.freqtrade_worker`)
-   — Freqtrade's argument parser, config loader and engine, backtest cache off — with markets answered
-   from the recorded **exchangeInfo snapshot** and every socket refused (no network at all, not even
-   loopback; see the worker's docstring). A pair the snapshot lacks gets a market entry of the same shape,
-   sized from the pair's last price in the candles given (`backtest_exchange_info`), as the replay server
-   does. A child process keeps Freqtrade's logging set-up and process-global state out of the Dagster
-   process: its logging is left intact, and a crash in the engine cannot take it down;
+3. a child process runs the stock `freqtrade backtesting` path on it
+   (`tradai_resources.workers.backtest_child`) — Freqtrade's argument parser, config loader and engine,
+   backtest cache off — with markets answered from the recorded **exchangeInfo snapshot** and every socket
+   refused (no network at all, not even loopback; see the worker's docstring). A pair the snapshot lacks gets
+   a market entry of the same shape, sized from the pair's last price in the candles given
+   (`backtest_exchange_info`), as the replay server does. A child process keeps Freqtrade's logging set-up and
+   process-global state out of the Dagster process: its logging is left intact, and a crash in the engine
+   cannot take it down;
 4. the child's result (Freqtrade's own statistics) is parsed into a typed `BacktestResult`;
 5. the workspace is removed in every case — success, engine crash, timeout.
 
-How the child starts (`start_method`): by default (`prefork`) it is forked from this process's
-**zygote** (`tradai_resources.freqtrade_zygote`), a worker process that imported Freqtrade once, so a
-backtest starts in milliseconds instead of paying Freqtrade's import time (seconds) each time. The zygote
-is started on first use — or when Dagster sets the resource up for a step (`setup_for_execution`) — in
-the background, so its imports overlap the validation and candle writing; it lives as long as this
-process and is shared by every resource in it. `shared` forks from one zygote per user and machine
-instead, shared by every process (Dagster runs and step processes), started by whichever needs it first and
-stopped when idle (`freqtrade_zygote.SharedZygote`). `spawn` starts a fresh interpreter per backtest instead
-(`python -m tradai_resources.freqtrade_worker job.json`): slower, for debugging, and the fallback if the
-zygote cannot start. Both run the same `main(job)` on the same files; results are identical. The time
-limit counts from the fork (prefork) or from the interpreter's start (spawn); a child over it is killed
-with its whole process group, and the zygote carries on.
+How the child starts (`start_method`, default `tradai_core.settings.DEFAULT_WORKER_MODE`): it is forked
+from a **zygote** (`tradai_resources.workers`), a worker process that imported Freqtrade once, so a backtest
+starts in milliseconds instead of paying Freqtrade's import time (seconds) each time. `shared` (the default)
+forks from one zygote per user and checkout, shared by every process (Dagster runs and step processes),
+started in the background by whichever needs it first and stopped when idle (`zygote_client.SharedZygote`);
+its socket folder is `shared_worker_folder`, else `TRADAI_WORKER_DIR`. `prefork` forks from a zygote of this
+process, shared by every resource in it and gone with it. Either is started on first use — or when Dagster
+sets the resource up for a step (`setup_for_execution`) — so its imports overlap the validation and candle
+writing. `spawn` starts a fresh interpreter per backtest instead (`python -m
+tradai_resources.workers.backtest_child job.json`): slower, for debugging, and the fallback if the zygote
+cannot start. All run the same `main(job)` on the same files; results are identical. The time limit counts
+from the fork or from the interpreter's start; a child over it is killed with its whole process group, and
+the zygote carries on.
 """
 
 from __future__ import annotations
@@ -39,14 +41,13 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 from dagster import ConfigurableResource, InitResourceContext
@@ -62,21 +63,24 @@ from tradai_core.backtest_result import (
     parse_backtest_stats,
 )
 from tradai_core.errors import BacktestError, ConfigurationError
-from tradai_core.settings import PROJECT_ROOT, TradAISettings
+from tradai_core.settings import DEFAULT_WORKER_MODE, PROJECT_ROOT, TradAISettings, WorkerMode
 from tradai_core.strategy_config import StrategyConfig
 from tradai_replay.markets import exchange_info_for, load_exchange_info, pair_to_symbol
-from tradai_resources.freqtrade_worker import SNAPSHOT_EXCHANGES, ForkRequest, WorkerJob
 from tradai_resources.freqtrade_workspace import BacktestWorkspace, prepare_workspace
-from tradai_resources.freqtrade_zygote import (
+from tradai_resources.workers.backtest_child import SNAPSHOT_EXCHANGES
+from tradai_resources.workers.env import child_environment
+from tradai_resources.workers.jobs import BacktestJob, write_job
+from tradai_resources.workers.processes import kill_group, log_tail
+from tradai_resources.workers.protocol import ForkRequest
+from tradai_resources.workers.zygote_client import (
     SharedZygote,
     WorkerZygote,
     ZygoteError,
     ZygoteTimeoutError,
-    default_shared_folder,
+    shared_folder,
     shared_zygote_for,
     zygote_for,
 )
-from tradai_resources.worker_env import child_environment
 
 __all__ = [
     "BacktestMetrics",
@@ -90,15 +94,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_EXCHANGE_INFO = PROJECT_ROOT / "demo_data" / "exchange" / "binance_spot_exchangeInfo.json"
-WORKER_MODULE = "tradai_resources.freqtrade_worker"
+WORKER_MODULE = "tradai_resources.workers.backtest_child"
 STDERR_TAIL_LINES = 25
-
-
-def _tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
-    if not path.is_file():
-        return ""
-    text = path.read_text(encoding="utf-8", errors="replace").rstrip().splitlines()
-    return "\n".join(text[-lines:])
 
 
 class _TimedOut(Exception):
@@ -164,17 +161,17 @@ class FreqtradeResource(ConfigurableResource):
         description="Estimate Freqtrade's historic price precision arithmetically instead of printing "
         "every price (identical results, ~3 s less per 12 pairs × 2 years); false: Freqtrade's own code.",
     )
-    start_method: Literal["prefork", "shared", "spawn"] = Field(
-        default="prefork",
-        description="prefork: fork each backtest from a worker this process started, which imported "
-        "Freqtrade once (fast); shared: from one such worker per user and interpreter, shared by every "
-        "process on the machine (Dagster step processes and runs skip its start-up too); spawn: a fresh "
-        "interpreter per backtest (pays the import time every time).",
+    start_method: WorkerMode = Field(
+        default=DEFAULT_WORKER_MODE,
+        description="shared: fork each backtest from one worker per user and checkout that imported "
+        "Freqtrade once, shared by every process on the machine (Dagster step processes and runs skip its "
+        "start-up); prefork: from such a worker of this process only; spawn: a fresh interpreter per "
+        "backtest (pays the import time every time).",
     )
     shared_worker_folder: str | None = Field(
         default=None,
         description="start_method=shared: private folder (0700) for the shared worker's socket, lock and "
-        "log; default: $XDG_RUNTIME_DIR/tradai, else <tmp>/tradai-<uid>.",
+        "log; default: TRADAI_WORKER_DIR, else $XDG_RUNTIME_DIR/tradai, else <tmp>/tradai-<uid>.",
     )
     shared_worker_idle_seconds: float = Field(
         default=600.0, gt=0, description="start_method=shared: the shared worker stops after this long idle."
@@ -202,7 +199,7 @@ class FreqtradeResource(ConfigurableResource):
     def _zygote(self) -> WorkerZygote | SharedZygote:
         """The zygote backtests fork from, started in the background if needed (ZygoteError if it cannot)."""
         if self.start_method == "shared":
-            folder = Path(self.shared_worker_folder) if self.shared_worker_folder else default_shared_folder()
+            folder = shared_folder(self.shared_worker_folder)
             return shared_zygote_for(
                 self._python(), self._child_env(), PROJECT_ROOT, folder, self.shared_worker_idle_seconds
             )
@@ -212,7 +209,7 @@ class FreqtradeResource(ConfigurableResource):
         return self.python_executable or sys.executable
 
     def _child_env(self) -> dict[str, str]:
-        """The child's environment: the allowlisted variables only (`worker_env`), never a secret."""
+        """The child's environment: the allowlisted variables only (`workers.env`), never a secret."""
         env = child_environment(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
@@ -276,7 +273,7 @@ class FreqtradeResource(ConfigurableResource):
         self, workspace: BacktestWorkspace, config: StrategyConfig, run: BacktestRunConfig, snapshot: Path
     ) -> BacktestResult:
         result_path, error_path = workspace.root / "result.json", workspace.root / "error.json"
-        job = WorkerJob(
+        job = BacktestJob(
             argv=tuple(workspace.backtest_argv(config.name, run.timerange)),
             strategy=config.name,
             exchange=config.exchange,
@@ -285,8 +282,7 @@ class FreqtradeResource(ConfigurableResource):
             error_path=str(error_path),
             vectorized_tick_size=self.vectorized_tick_size,
         )
-        job_path = workspace.root / "job.json"
-        job_path.write_text(job.model_dump_json(indent=2), encoding="utf-8")
+        job_path = write_job(job, workspace.root / "job.json")
         stdout_path, stderr_path = workspace.root / "worker.stdout", workspace.root / "worker.stderr"
         logger.info(
             "backtesting %s on %s over %s in a child process",
@@ -317,7 +313,7 @@ class FreqtradeResource(ConfigurableResource):
                 reason = f": {error.get('type')}: {error.get('message')}"
             raise BacktestError(
                 f"Freqtrade backtest of {config.name} failed (exit code {returncode}){reason}\n"
-                f"--- last lines of the engine's log ---\n{_tail(stderr_path)}",
+                f"--- last lines of the engine's log ---\n{log_tail(stderr_path, STDERR_TAIL_LINES)}",
                 "read the log above; fix the strategy or the candles, then re-run. No report was written.",
             )
         payload = json.loads(result_path.read_text(encoding="utf-8"))
@@ -358,7 +354,7 @@ class FreqtradeResource(ConfigurableResource):
         return done.returncode
 
     def _run_spawn(self, request: ForkRequest) -> int:
-        """Run the job in a fresh interpreter (`python -m tradai_resources.freqtrade_worker job.json`)."""
+        """Run the job in a fresh interpreter (`python -m tradai_resources.workers.backtest_child JOB`)."""
         command = [self._python(), "-m", WORKER_MODULE, request.job_path]
         with open(request.stdout_path, "wb") as out, open(request.stderr_path, "wb") as err:
             try:
@@ -379,10 +375,10 @@ class FreqtradeResource(ConfigurableResource):
             try:
                 return process.wait(timeout=self.timeout_seconds)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                kill_group(process.pid)
                 process.wait()
                 raise _TimedOut from None
             except BaseException:
-                os.killpg(process.pid, signal.SIGKILL)
+                kill_group(process.pid)
                 process.wait()
                 raise

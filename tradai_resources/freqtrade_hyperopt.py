@@ -9,7 +9,7 @@ How a study runs:
    costs, objective — and a study whose pins differ is refused rather than silently mixed;
 3. one workspace is laid out (`tradai_resources.freqtrade_workspace`: candles as Freqtrade files, the
    strategy copied alone into a fresh folder, Freqtrade's config), shared read-only by the workers;
-4. `workers` study-worker processes (`python -m tradai_resources.freqtrade_hyperopt_worker`) start at once,
+4. `workers` study-worker processes (`python -m tradai_resources.workers.hyperopt_child`) start at once,
    each building Freqtrade's `Backtesting` once and then evaluating its share of the trials against the
    shared storage (see the worker's docstring); a failing worker stops the others;
 5. the finished trials are read back from the storage: best trial, Deflated Sharpe Ratio over every
@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -58,16 +57,18 @@ from tradai_core.hyperopt import (
 from tradai_core.settings import PROJECT_ROOT, TradAISettings
 from tradai_core.strategy_config import StrategyConfig
 from tradai_resources.freqtrade_backtester import snapshot_path, work_root
-from tradai_resources.freqtrade_hyperopt_worker import HyperoptJob, make_storage
-from tradai_resources.freqtrade_worker import SNAPSHOT_EXCHANGES
 from tradai_resources.freqtrade_workspace import BacktestWorkspace, prepare_workspace
 from tradai_resources.hyperopt_space import search_space
 from tradai_resources.mlflow_tracking import redact_uri
-from tradai_resources.worker_env import child_environment
+from tradai_resources.workers.backtest_child import SNAPSHOT_EXCHANGES
+from tradai_resources.workers.env import child_environment
+from tradai_resources.workers.hyperopt_child import make_storage
+from tradai_resources.workers.jobs import HyperoptJob, write_job
+from tradai_resources.workers.processes import kill_group, log_tail
 
 logger = logging.getLogger(__name__)
 
-WORKER_MODULE = "tradai_resources.freqtrade_hyperopt_worker"
+WORKER_MODULE = "tradai_resources.workers.hyperopt_child"
 STDERR_TAIL_LINES = 30
 POLL_SECONDS = 0.2
 FINGERPRINT_ATTR = "tradai.fingerprint"
@@ -123,12 +124,6 @@ def hyperopt_argv(
         "--min-trades",
         str(max(min_trades, 1)),
     ]
-
-
-def _tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
-    if not path.is_file():
-        return ""
-    return "\n".join(path.read_text(encoding="utf-8", errors="replace").rstrip().splitlines()[-lines:])
 
 
 def trial_records(study: Any) -> list[TrialRecord]:
@@ -404,9 +399,7 @@ class HyperoptResource(ConfigurableResource):
                     result_path=str(folder / "result.json"),
                     error_path=str(folder / "error.json"),
                 )
-                job_path = folder / "job.json"
-                job_path.write_text(job.model_dump_json(indent=2), encoding="utf-8")
-                job_path.chmod(0o600)  # it holds the storage URL, which may carry a password
+                job_path = write_job(job, folder / "job.json")  # 0600: the storage URL may carry a password
                 stderr_path = folder / "worker.stderr"
                 with (folder / "worker.stdout").open("wb") as out, stderr_path.open("wb") as err:
                     process = subprocess.Popen(
@@ -440,7 +433,7 @@ class HyperoptResource(ConfigurableResource):
         finally:
             for process, *_ in workers:
                 if process.poll() is None:
-                    os.killpg(process.pid, signal.SIGKILL)
+                    kill_group(process.pid)
                     process.wait()
 
     @staticmethod
@@ -451,7 +444,7 @@ class HyperoptResource(ConfigurableResource):
             reason = f": {error.get('type')}: {error.get('message')}"
         return BacktestError(
             f"a hyperopt worker for {strategy} failed (exit code {code}){reason}\n"
-            f"--- last lines of its log ---\n{_tail(stderr_path)}",
+            f"--- last lines of its log ---\n{log_tail(stderr_path, STDERR_TAIL_LINES)}",
             "read the log above and fix the strategy or the data; finished trials are kept, so a new run "
             "continues the study",
         )

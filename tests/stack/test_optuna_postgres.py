@@ -10,14 +10,14 @@ import optuna
 import pytest
 
 from tests.stack.conftest import ROOT, Stack
-from tradai_resources.freqtrade_hyperopt_worker import make_storage
+from tradai_resources.workers.hyperopt_child import make_storage
 
 pytestmark = pytest.mark.stack
 
 WORKER = """
 import os, sys, time
 import optuna
-from tradai_resources.freqtrade_hyperopt_worker import make_storage
+from tradai_resources.workers.hyperopt_child import make_storage
 
 storage = make_storage(os.environ["TRADAI_OPTUNA_STORAGE"])
 study = optuna.load_study(study_name=sys.argv[1], storage=storage)

@@ -1,8 +1,8 @@
 """The parent side of the pre-forked Freqtrade worker ("zygote"): start it once, fork a child per backtest.
 
 A fresh interpreter per backtest pays Freqtrade's import time (seconds) every time. The zygote — a child
-process running `python -m tradai_resources.freqtrade_worker --zygote FD` — imports Freqtrade once and
-then `fork()`s a new process for every backtest (see the worker's docstring for the child's side). Each
+process running `python -m tradai_resources.workers.zygote_server --zygote FD` — imports Freqtrade once and
+then `fork()`s a new process for every backtest (`zygote_server`, `backtest_child.become_job`). Each
 backtest therefore keeps a process of its own (Freqtrade's global state and logging never leak, a crash
 never reaches the caller) and starts in milliseconds.
 
@@ -24,8 +24,8 @@ current code. A requester that goes away still takes its backtest with it.
 
 Trust, shared mode: the socket folder (by default in a world-writable /tmp) is opened once, refusing a
 symbolic link, a non-folder and anything not ours and private, and then used only through that descriptor
-(`worker_folder`), which the zygote inherits. Job requests carry an allowlisted environment, never a secret
-(`worker_env`). The requester signals a pid the zygote reported only if /proc shows it is a child of the
+(`folder`), which the zygote inherits. Job requests carry an allowlisted environment, never a secret
+(`env`). The requester signals a pid the zygote reported only if /proc shows it is a child of the
 process serving the socket (`SO_PEERCRED`) and ours; `stop_shared_zygotes` signals a pid from a lock file
 only if it runs our `--shared` zygote for that lock's socket in that very folder.
 """
@@ -37,7 +37,6 @@ import contextlib
 import fcntl
 import fnmatch
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -48,27 +47,38 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from tradai_resources.freqtrade_worker import STALE_ANSWER, ForkRequest
-from tradai_resources.worker_env import child_environment
-from tradai_resources.worker_folder import (
+from tradai_core.settings import TradAISettings
+from tradai_resources.workers.env import child_environment
+from tradai_resources.workers.folder import (
     PROC_FD,
     PrivateFolder,
-    ProcessInfo,
     UnsafeFolderError,
     open_own_file,
     open_private_folder,
+    read_own_file,
+)
+from tradai_resources.workers.processes import (
+    ProcessInfo,
+    kill_group,
+    last_lines,
+    log_tail,
     peer_credentials,
     process_info,
-    read_own_file,
+)
+from tradai_resources.workers.protocol import (
+    KILL_COMMAND,
+    STALE_ANSWER,
+    ChildExit,
+    ForkRequest,
+    LineReader,
 )
 
 logger = logging.getLogger(__name__)
 
-WORKER_MODULE: Final[str] = "tradai_resources.freqtrade_worker"
+ZYGOTE_MODULE: Final[str] = "tradai_resources.workers.zygote_server"
 BOOT_TIMEOUT_S: Final[float] = 180.0
 """How long the zygote may take to import Freqtrade and report ready."""
 ANSWER_TIMEOUT_S: Final[float] = 30.0
@@ -93,52 +103,6 @@ class ZygoteStaleError(ZygoteError):
 
 class ZygoteTimeoutError(TimeoutError):
     """A forked backtest ran past its time limit and was killed."""
-
-
-@dataclass(frozen=True)
-class ChildExit:
-    """How a forked child ended: its exit code (negative: killed by that signal) and what it used."""
-
-    returncode: int
-    cpu_seconds: float
-    max_rss_mb: float
-
-
-class _Lines:
-    """Reads newline-terminated JSON messages from a socket, each before a deadline."""
-
-    def __init__(self, conn: socket.socket) -> None:
-        self._conn = conn
-        self._buffer = b""
-
-    def read(self, deadline: float) -> dict[str, Any] | None:
-        """The next message, None on end of stream; raises TimeoutError at `deadline` (monotonic)."""
-        while b"\n" not in self._buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            self._conn.settimeout(remaining)
-            try:
-                chunk = self._conn.recv(65536)
-            except TimeoutError:
-                raise
-            except OSError:
-                return None
-            if not chunk:
-                return None
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        message: dict[str, Any] = json.loads(line)
-        return message
-
-
-def _last_lines(path: Path, lines: int) -> str:
-    """The last `lines` lines of the text file `path` ("" if it cannot be read)."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
 def _with_log(reason: str, tail: str, started: bool) -> ZygoteError:
@@ -173,11 +137,7 @@ def _kill_child(child: ProcessInfo | None) -> None:
     now = process_info(child.pid)
     if now is None or now.start_ticks != child.start_ticks or now.uid != os.getuid():
         return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if now.pgid == child.pid:
-            os.killpg(child.pid, signal.SIGKILL)
-        else:  # forked but not yet in its own session
-            os.kill(child.pid, signal.SIGKILL)
+    kill_group(child.pid)
 
 
 def _await_child(
@@ -193,7 +153,7 @@ def _await_child(
     when a shared zygote runs outdated code, and `fail(reason, started)` when the zygote did not fork or died
     meanwhile. Any other exception here (an interrupt) kills the child before it propagates.
     """
-    lines = _Lines(conn)
+    lines = LineReader(conn)
     try:
         answer = lines.read(time.monotonic() + ANSWER_TIMEOUT_S)
     except TimeoutError:
@@ -214,7 +174,7 @@ def _await_child(
         except TimeoutError:
             killed = None
             with contextlib.suppress(OSError, TimeoutError):
-                conn.sendall(b"kill\n")
+                conn.sendall(KILL_COMMAND + b"\n")
                 killed = lines.read(time.monotonic() + ANSWER_TIMEOUT_S)
             if killed is None:
                 _kill_child(child)
@@ -223,11 +183,11 @@ def _await_child(
         if done is None:
             raise fail("the zygote exited while a backtest ran", True)
         finished = True
-        return ChildExit(int(done["returncode"]), float(done["cpu_seconds"]), float(done["max_rss_mb"]))
+        return ChildExit.from_message(done)
     finally:
         if not finished:  # interrupted, or the zygote died: the child goes too
             with contextlib.suppress(OSError):
-                conn.sendall(b"kill\n")
+                conn.sendall(KILL_COMMAND + b"\n")
             _kill_child(child)
 
 
@@ -243,12 +203,12 @@ class WorkerZygote:
         try:
             with self.log_path.open("wb") as log:
                 self._process = subprocess.Popen(
-                    [python, "-m", WORKER_MODULE, "--zygote", str(theirs.fileno()), str(self._folder)],
+                    [python, "-m", ZYGOTE_MODULE, "--zygote", str(theirs.fileno()), str(self._folder)],
                     pass_fds=(theirs.fileno(),),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
-                    env=child_environment(env),  # never a secret: see worker_env
+                    env=child_environment(env),  # never a secret: see workers.env
                     cwd=cwd,
                     start_new_session=True,  # a Ctrl-C in the terminal is the parent's to handle
                 )
@@ -284,7 +244,7 @@ class WorkerZygote:
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The last lines the zygote wrote to its stderr (import errors, warnings)."""
-        return _last_lines(self.log_path, lines)
+        return log_tail(self.log_path, lines)
 
     def _fail(self, reason: str, started: bool) -> ZygoteError:
         self._broken = reason
@@ -297,7 +257,7 @@ class WorkerZygote:
                 if self._broken is not None:
                     raise ZygoteError(self._broken, started=False)
                 try:
-                    ready = _Lines(self._control).read(time.monotonic() + timeout)
+                    ready = LineReader(self._control).read(time.monotonic() + timeout)
                 except TimeoutError:
                     raise self._fail(
                         f"the zygote did not start within {timeout:g} s", started=False
@@ -368,12 +328,27 @@ def default_shared_folder() -> Path:
     return Path(tempfile.gettempdir()) / f"tradai-{os.getuid()}"
 
 
+def shared_folder(configured: str | Path | None = None) -> Path:
+    """The shared workers' folder: `configured`, else `TRADAI_WORKER_DIR`, else `default_shared_folder()` —
+    the same answer for the resource that starts them and `tradai workers stop`."""
+    if configured:
+        return Path(configured)
+    try:
+        folder = TradAISettings().worker_dir
+    except ValueError as exc:  # pydantic's ValidationError; its text may quote a secret, so it is not shown
+        raise ZygoteError(
+            f"the TRADAI_* settings are invalid ({type(exc).__name__}); cannot find the shared worker folder",
+            started=False,
+        ) from None
+    return folder or default_shared_folder()
+
+
 _folders: dict[str, PrivateFolder] = {}
 _folders_lock = threading.Lock()
 
 
 def private_folder(folder: Path) -> PrivateFolder:
-    """`folder`, created 0700 if missing, opened and checked once per process (`worker_folder`): ZygoteError
+    """`folder`, created 0700 if missing, opened and checked once per process (`folder`): ZygoteError
     for a symbolic link, a non-folder, or a folder that is not ours or is open to other users (its sockets
     take jobs). Later calls hand back the same open folder, unless it was removed meanwhile."""
     key = os.path.abspath(folder)
@@ -405,7 +380,7 @@ def shared_socket_path(folder: Path | PrivateFolder, python: str, env: Mapping[s
 class SharedZygote:
     """The zygote of this user on a Unix socket, shared by every process of the machine (Dagster's step
     processes, runs, the code server): started by whichever process needs it first, detached from it, and
-    gone after `idle_timeout` s without a backtest (see `freqtrade_worker.serve_shared`).
+    gone after `idle_timeout` s without a backtest (see `zygote_server.serve_shared`).
 
     `run` and `wait_ready` work as WorkerZygote's. Backtests from other processes run side by side in it;
     each child still takes its requester's environment and files, and is killed when its requester goes.
@@ -455,7 +430,7 @@ class SharedZygote:
                 text = read_own_file(self._folder, name, 1 << 22).decode("utf-8", errors="replace")
             except OSError:
                 continue
-            return "\n".join(text.rstrip().splitlines()[-lines:])
+            return last_lines(text, lines)
         return ""
 
     def _fail(self, reason: str, started: bool) -> ZygoteError:
@@ -492,7 +467,7 @@ class SharedZygote:
                 return
             name = f"{self._name}.start-{os.getpid()}-{time.time_ns()}.log"
             at = self._folder.fd
-            command = [self.python, "-m", WORKER_MODULE, "--shared", str(self.socket_path)]
+            command = [self.python, "-m", ZYGOTE_MODULE, "--shared", str(self.socket_path)]
             try:
                 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
                 log = os.open(name, flags, 0o600, dir_fd=at)
@@ -618,7 +593,7 @@ def stop_shared_zygotes(folder: Path, timeout: float = 30.0) -> list[int]:
     finish) and wait up to `timeout` s for them to exit; returns their pids.
 
     Only a zygote is signalled: the folder must be ours and private (ZygoteError otherwise), each lock a
-    regular file of ours, and the pid it names a process of ours running `freqtrade_worker --shared` for
+    regular file of ours, and the pid it names a process of ours running `zygote_server --shared` for
     that lock's socket in this very folder — a forged lock naming another process is skipped, with a
     warning. A missing folder has nothing to stop."""
     try:
@@ -674,14 +649,14 @@ def _locked_pid(folder: PrivateFolder, lock_name: str) -> int | None:
 
 
 def _is_shared_zygote(pid: int, folder: PrivateFolder, socket_name: str) -> bool:
-    """True if `pid` is a process of ours running `freqtrade_worker --shared` for `socket_name` in `folder`
+    """True if `pid` is a process of ours running `zygote_server --shared` for `socket_name` in `folder`
     (the folder it holds open, else the one its command line names, is this very folder)."""
     info = process_info(pid)
     if info is None or info.uid != os.getuid() or info.zombie or "--shared" not in info.cmdline:
         return False
     at = info.cmdline.index("--shared")
     args = info.cmdline[at + 1 :]
-    if info.cmdline[max(at - 2, 0) : at] != ("-m", WORKER_MODULE) or not args:
+    if info.cmdline[max(at - 2, 0) : at] != ("-m", ZYGOTE_MODULE) or not args:
         return False
     if Path(args[0]).name != socket_name:
         return False

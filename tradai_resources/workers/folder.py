@@ -1,4 +1,4 @@
-"""The shared Freqtrade worker's private folder, held open by descriptor, and what /proc says of a process.
+"""The shared Freqtrade worker's private folder, held open by descriptor.
 
 The shared worker's socket, lock and logs live in one folder (by default `<tmp>/tradai-<uid>`, in a
 world-writable /tmp). A name is checked once and then never resolved again: the folder is opened with
@@ -11,9 +11,7 @@ a path. A symbolic link swapped in for the folder after the check therefore redi
 from __future__ import annotations
 
 import os
-import socket
 import stat
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,44 +120,3 @@ def read_own_file(folder: PrivateFolder, name: str, limit: int = 1 << 20) -> byt
         return os.read(fd, limit)
     finally:
         os.close(fd)
-
-
-@dataclass(frozen=True)
-class ProcessInfo:
-    """What /proc says of a process: its parent, process group, real user, start time (clock ticks after
-    boot: with the pid, it names one process for good, even once the pid is reused) and command line."""
-
-    pid: int
-    ppid: int
-    pgid: int
-    uid: int
-    zombie: bool
-    start_ticks: int
-    cmdline: tuple[str, ...]
-
-
-def process_info(pid: int) -> ProcessInfo | None:
-    """/proc/<pid> of a running process, None if there is none (or no /proc)."""
-    if pid <= 0:
-        return None
-    base = Path(f"/proc/{pid}")
-    try:
-        fields = (base / "stat").read_text().rsplit(")", 1)[1].split()
-        status = (base / "status").read_text().splitlines()
-        uid = int(next(line for line in status if line.startswith("Uid:")).split()[1])
-        raw = (base / "cmdline").read_bytes()
-    except (OSError, IndexError, StopIteration, ValueError):
-        return None
-    cmdline = tuple(part.decode(errors="replace") for part in raw.split(b"\0")[:-1])
-    # fields of /proc/<pid>/stat from the 3rd on: state, ppid, pgrp, ... starttime (the 22nd)
-    return ProcessInfo(pid, int(fields[1]), int(fields[2]), uid, fields[0] == "Z", int(fields[19]), cmdline)
-
-
-def peer_credentials(conn: socket.socket) -> tuple[int, int] | None:
-    """(pid, uid) of the process at the other end of a connected Unix socket — for a listening socket's
-    client, the process that called `listen` — or None where the OS does not say (no SO_PEERCRED)."""
-    if not hasattr(socket, "SO_PEERCRED"):
-        return None
-    credentials = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, _ = struct.unpack("3i", credentials)
-    return int(pid), int(uid)

@@ -1,4 +1,4 @@
-"""Child process running one study-worker: `python -m tradai_resources.freqtrade_hyperopt_worker JOB`.
+"""Child process running one study-worker: `python -m tradai_resources.workers.hyperopt_child JOB`.
 
 One study-worker is one process (Freqtrade keeps process-global state and replaces the root logging
 handlers, as for a backtest) that evaluates its share of a study's trials against the shared Optuna
@@ -8,7 +8,7 @@ hyperopt does:
 1. **once per worker**: Freqtrade's argument parser and config loader build a hyperopt-mode config from
    the job's `freqtrade hyperopt` argument list (the stock CLI takes the same list); `Backtesting` is
    built with markets answered from the recorded exchangeInfo snapshot (the same offline hook as the
-   backtest worker, `tradai_resources.freqtrade_worker.offline_markets`, with every socket refused while
+   backtest worker, `tradai_resources.workers.backtest_child.offline_markets`, with every socket refused while
    Freqtrade starts); the candles are loaded; and the strategy's indicators are computed, in Freqtrade's
    `INDICATORS` state, so a parameter's `.range` yields every value of its space;
 2. **per trial**: the sampled values are set on the strategy (`strategy.<param>.value`, `minimal_roi`
@@ -33,17 +33,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import sys
 import time
-import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict
+from typing import IO, Any
 
 from tradai_core.hyperopt import (
     PARAMETER_SPACES,
@@ -54,46 +50,19 @@ from tradai_core.hyperopt import (
     objective_value,
     return_stats,
 )
-from tradai_resources.freqtrade_worker import (
+from tradai_resources.workers.backtest_child import (
     network_guard,
     no_guard,
     offline_markets,
     vectorized_tick_size,
 )
+from tradai_resources.workers.jobs import HyperoptJob, run_job_file
 
 logger = logging.getLogger(__name__)
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BAD_JOB = 2
 
 SQLITE_BUSY_TIMEOUT_S = 120
 HEARTBEAT_INTERVAL_S = 60
 HEARTBEAT_GRACE_S = 300
-
-
-class HyperoptJob(BaseModel):
-    """What the parent asks one study-worker to do (written as JSON into the study's workspace)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    argv: tuple[str, ...]
-    strategy: str
-    exchange: str
-    exchange_info_path: str
-    storage_url: str
-    study_name: str
-    n_trials: int
-    time_budget_seconds: float | None = None
-    sampler_seed: int
-    startup_trials: int = 10
-    worker_index: int = 0
-    objective: Objective
-    min_trades: int
-    search_space: SearchSpace
-    result_path: str
-    error_path: str
-    block_network: bool = True
 
 
 def make_storage(url: str) -> Any:
@@ -354,33 +323,17 @@ def run_worker(job: HyperoptJob) -> dict[str, Any]:
     }
 
 
-def _write_atomic(path: Path, write: Callable[[Any], None]) -> None:
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("w", encoding="utf-8") as handle:
-        write(handle)
-    os.replace(partial, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the job file named by the single argument; return the process exit code."""
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        sys.stderr.write("usage: python -m tradai_resources.freqtrade_hyperopt_worker JOB.json\n")
-        return EXIT_BAD_JOB
-    try:
-        job = HyperoptJob.model_validate_json(Path(argv[0]).read_text(encoding="utf-8"))
-    except Exception as exc:
-        sys.stderr.write(f"invalid job file {argv[0]}: {exc}\n")
-        return EXIT_BAD_JOB
-    try:
-        summary = run_worker(job)
-        _write_atomic(Path(job.result_path), lambda handle: json.dump(summary, handle))
-    except BaseException as exc:
-        error = {"type": type(exc).__name__, "message": str(exc)}
-        _write_atomic(Path(job.error_path), lambda handle: json.dump(error, handle))
-        traceback.print_exc(file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+    usage = "python -m tradai_resources.workers.hyperopt_child JOB.json"
+    return run_job_file(argv, HyperoptJob, _summary, usage)
+
+
+def _summary(job: HyperoptJob) -> Callable[[IO[str]], Any]:
+    """Run the study-worker; the writer of its summary file."""
+    summary = run_worker(job)
+    return lambda handle: json.dump(summary, handle)
 
 
 if __name__ == "__main__":

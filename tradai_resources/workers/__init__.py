@@ -1,0 +1,13 @@
+"""Process plumbing for Freqtrade: the child processes that run backtests and hyperopt trials, the
+pre-forked worker (zygote) they fork from, and what crosses between them. One module per role:
+
+- `jobs`: the job a child runs (`ChildJob`, as `BacktestJob` or `HyperoptJob`), its file, its entry point;
+- `backtest_child`: one backtest, offline (`python -m ...backtest_child JOB`, or forked: `become_job`);
+- `hyperopt_child`: one study-worker's share of an Optuna study (`python -m ...hyperopt_child JOB`);
+- `zygote_server`: the zygote, a process's own (`--zygote`) or every process's (`--shared`);
+- `zygote_client`: the parent side: start or find a zygote, run a job in it, stop shared ones;
+- `protocol`: the fork request and the answers on a job socket;
+- `env`: the allowlisted environment a child gets (never a secret);
+- `folder`: the shared worker's private folder, held open by descriptor;
+- `processes`: /proc facts, peer credentials, `kill_group`, `log_tail`.
+"""
