@@ -74,6 +74,18 @@ def worst(severities: Sequence[DriftSeverity]) -> DriftSeverity:
     return max(banded, key=_RANK.__getitem__) if banded else DriftSeverity.INSUFFICIENT
 
 
+def median_severity(severities: Sequence[DriftSeverity]) -> DriftSeverity:
+    """The band at least half of the banded `severities` reach (their median in band order).
+
+    Without the autocorrelation gate this is the band of the median PSI; with it, a feature whose PSI
+    crosses a band but stays within its autocorrelated sampling noise counts as `none`.
+    """
+    ranked = sorted((s for s in severities if s is not DriftSeverity.INSUFFICIENT), key=_RANK.__getitem__)
+    if not ranked:
+        return DriftSeverity.INSUFFICIENT
+    return ranked[len(ranked) // 2] if len(ranked) % 2 else ranked[len(ranked) // 2 - 1]
+
+
 def drift_verdict(features: Sequence[PSIResult], prediction: PSIResult | None) -> DriftVerdict:
     """Combine per-feature results and the prediction result into the pair's verdict (module docstring)."""
     ranked = tuple(sorted(features, key=lambda r: r.psi, reverse=True))
@@ -81,10 +93,18 @@ def drift_verdict(features: Sequence[PSIResult], prediction: PSIResult | None) -
     max_psi = ranked[0].psi if ranked else 0.0
     if ranked and 2 * len(banded) >= len(ranked):
         median = statistics.median(r.psi for r in banded)
-        feature_severity = severity_for(median)
-        feature_text = (
-            f"median feature PSI {median:.3f} over {len(banded)} features is {feature_severity.value}"
+        feature_severity = median_severity([r.severity for r in banded])
+        within_noise = sum(
+            1
+            for r in banded
+            if r.severity is DriftSeverity.NONE and severity_for(r.psi) is not DriftSeverity.NONE
         )
+        feature_text = (
+            f"median feature PSI {median:.3f} over {len(banded)} features; half of them are at least "
+            f"{feature_severity.value}"
+        )
+        if within_noise:
+            feature_text += f" ({within_noise} above a band but within autocorrelated sampling noise)"
     else:
         median = statistics.median(r.psi for r in ranked) if ranked else 0.0
         feature_severity = DriftSeverity.INSUFFICIENT
