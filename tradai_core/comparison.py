@@ -97,6 +97,14 @@ class ComparisonResult(BaseModel):
     welch_p_value: float | None
     mann_whitney_u: float | None
     mann_whitney_p_value: float | None
+    sharpe_diff_se: float | None = Field(
+        default=None, description="bootstrap standard error of the Sharpe difference, annualised"
+    )
+    minimum_detectable_difference: float | None = Field(
+        default=None,
+        description="smallest |Sharpe difference| the window detects at `alpha` with probability `power`",
+    )
+    power: float | None = Field(default=None, description="power the minimum detectable difference is for")
 
 
 class SharpeDiffBootstrap(BaseModel):
@@ -111,6 +119,71 @@ class SharpeDiffBootstrap(BaseModel):
     confidence: float
     block_length: int
     n_iterations: int
+    standard_error: float | None = Field(
+        default=None, description="standard deviation of the bootstrap Sharpe differences"
+    )
+
+
+DEFAULT_POWER = 0.8
+"""Power at which the comparison reports its minimum detectable Sharpe difference."""
+
+
+def minimum_detectable_difference(
+    standard_error: float, alpha: float = 0.05, power: float = DEFAULT_POWER
+) -> float:
+    """Smallest true |Sharpe difference| a two-sided test at `alpha` detects with probability `power`,
+    when the estimate is roughly Normal with this standard error: (z_{1−α/2} + z_{power}) · SE.
+
+    2.80 · SE at alpha 0.05 and 80% power.
+    """
+    if not (0 < alpha < 1 and 0 < power < 1):
+        raise ValidationError(
+            f"alpha and power must lie in (0, 1), got {alpha} and {power}", "use 0.05 and 0.8"
+        )
+    if not (standard_error >= 0 and math.isfinite(standard_error)):
+        raise ValidationError(f"standard error {standard_error} is not a finite non-negative number", "")
+    return float((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * standard_error)
+
+
+def sharpe_diff_variance_per_bar(sharpe_a: float, sharpe_b: float, correlation: float) -> float:
+    """n · Var(SR_b − SR_a) for per-bar Sharpe ratios of two jointly Normal IID series with this
+    correlation (Jobson & Korkie 1981, corrected by Memmel 2003):
+    2 − 2ρ + ½ (SR_a² + SR_b² − 2 SR_a SR_b ρ²)."""
+    if not -1 <= correlation <= 1:
+        raise ValidationError(
+            f"correlation {correlation} is outside [−1, 1]", "pass the two series' correlation"
+        )
+    return 2 - 2 * correlation + 0.5 * (sharpe_a**2 + sharpe_b**2 - 2 * sharpe_a * sharpe_b * correlation**2)
+
+
+def bars_to_detect(
+    target_diff: float,
+    *,
+    periods_per_year: float,
+    sharpe_a: float = 0.0,
+    sharpe_b: float = 0.0,
+    correlation: float = 0.0,
+    inflation: float = 1.0,
+    alpha: float = 0.05,
+    power: float = DEFAULT_POWER,
+) -> int:
+    """Bars a comparison window needs to detect an annualised Sharpe difference `target_diff`.
+
+    The per-bar statistics: annualised Sharpe ratios of both sides, the correlation of their bar returns,
+    and `inflation` = 1 + 2 Σ ρ_k of the difference's autocorrelation (1 for independent bars; the
+    variance of a Sharpe ratio grows by about that factor under serial dependence). Solves
+    (z_{1−α/2} + z_{power})² · ppy · inflation · v / n = target², v from `sharpe_diff_variance_per_bar`.
+    """
+    if target_diff == 0 or not math.isfinite(target_diff):
+        raise ValidationError(f"target difference {target_diff} must be finite and non-zero", "e.g. 1.0")
+    if periods_per_year <= 0 or inflation < 1:
+        raise ValidationError(
+            f"periods_per_year ({periods_per_year}) must be positive and inflation ({inflation}) ≥ 1", ""
+        )
+    root = math.sqrt(periods_per_year)
+    per_bar = sharpe_diff_variance_per_bar(sharpe_a / root, sharpe_b / root, correlation)
+    z = minimum_detectable_difference(1.0, alpha, power)
+    return math.ceil(z * z * periods_per_year * inflation * per_bar / (target_diff * target_diff))
 
 
 def returns_from_equity(equity: pd.Series) -> pd.Series:
@@ -212,6 +285,7 @@ def bootstrap_sharpe_difference(
         confidence=1 - alpha,
         block_length=length,
         n_iterations=n_iterations,
+        standard_error=float(np.std(diffs, ddof=1)),
     )
 
 
@@ -345,6 +419,12 @@ def compare_champion_challenger(
     else:
         decision = Decision.INCONCLUSIVE
         reason = f"no significant difference at alpha={cfg.alpha}: {evidence}"
+    mde = minimum_detectable_difference(boot.standard_error or 0.0, cfg.alpha, DEFAULT_POWER)
+    if decision is Decision.INCONCLUSIVE:
+        reason += (
+            f"; this window ({a.size} bars) detects |ΔSharpe| ≥ {mde:.3f} with {DEFAULT_POWER:.0%} power at "
+            f"alpha={cfg.alpha}, observed {boot.sharpe_diff:+.3f}"
+        )
     logger.info("champion/challenger: %s — %s", decision.value, reason)
 
     return ComparisonResult(
@@ -368,4 +448,7 @@ def compare_champion_challenger(
         welch_p_value=welch_p,
         mann_whitney_u=mwu_u,
         mann_whitney_p_value=mwu_p,
+        sharpe_diff_se=boot.standard_error,
+        minimum_detectable_difference=mde,
+        power=DEFAULT_POWER,
     )
