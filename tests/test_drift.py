@@ -157,6 +157,10 @@ def test_a_much_later_window_is_severe_with_every_feature_ranked_beside_its_nois
     assert metadata["top_features"].split(", ")[0] == rows[0][2].strip()
     assert metadata["features_severe"] + metadata["features_moderate"] + metadata["features_none"] == 29
     assert metadata["reason"].startswith("severe: median feature PSI")
+    assert 1 <= metadata["median_feature_n_eff"] < 336  # hourly features are autocorrelated
+    assert metadata["autocorrelated_noise_gate"] > metadata["noise_floor_q95"]
+    assert "3.7%" in metadata["calibrated_false_alarm_rate"]
+    assert all(float(row[9]) < 336 for row in rows)  # n_eff column of the features table
 
 
 def test_prediction_drift_is_the_psi_of_the_champions_probabilities_against_its_training_rows(

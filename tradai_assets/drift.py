@@ -72,6 +72,11 @@ from tradai_resources.arcticdb_store import ArcticDBResource
 from tradai_resources.mlflow_tracking import MLflowResource, ModelVersionInfo
 
 DRIFT_KEY = AssetKey("drift_score")
+CALIBRATED_FALSE_ALARMS = (
+    "2 of 54 (3.7%) 14-day windows inside the training period read moderate, 0 severe (demo data, 6 pairs, "
+    "features only; 51 of 54 alarmed with the iid noise floor) — bench/drift_false_alarms.py, docs/drift.md"
+)
+"""The verdict's false-alarm rate where nothing drifted, as measured by the bench (stated in metadata)."""
 TAG_TRAINING_SET = "tradai.training_set"
 
 
@@ -285,13 +290,16 @@ def score_pair_drift(
 def features_markdown(results: tuple[PSIResult, ...]) -> str:
     """Features ranked by PSI, with severity, noise floor and p-value."""
     lines = [
-        "| rank | feature | PSI | severity | noise floor (mean) | noise q95 | p-value | rows |",
-        "|---|---|---|---|---|---|---|---|",
+        "| rank | feature | PSI | severity | noise floor (mean) | noise q95 | p-value | rows | n_eff "
+        "| autocorrelated gate |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for rank, r in enumerate(results, start=1):
+        n_eff = f"{r.n_cur_eff:.0f}" if r.n_cur_eff is not None else ""
+        gate = f"{r.effective_gate:.4f}" if r.effective_gate is not None else ""
         lines.append(
             f"| {rank} | {r.feature} | {r.psi:.4f} | {r.severity.value} | {r.noise_floor.mean:.4f} | "
-            f"{r.noise_floor.quantile:.4f} | {r.p_value:.3g} | {r.n_cur} |"
+            f"{r.noise_floor.quantile:.4f} | {r.p_value:.3g} | {r.n_cur} | {n_eff} | {gate} |"
         )
     return "\n".join(lines)
 
@@ -427,6 +435,13 @@ def drift_metadata(result: PairDrift, history: list[DriftPoint], config: DriftCo
         "features_insufficient": counts["insufficient"],
         "noise_floor_mean": median_feature.noise_floor.mean if median_feature else 0.0,
         "noise_floor_q95": median_feature.noise_floor.quantile if median_feature else 0.0,
+        "median_feature_n_eff": MetadataValue.float(median_feature.n_cur_eff)
+        if median_feature is not None and median_feature.n_cur_eff is not None
+        else MetadataValue.null(),
+        "autocorrelated_noise_gate": MetadataValue.float(median_feature.effective_gate)
+        if median_feature is not None and median_feature.effective_gate is not None
+        else MetadataValue.null(),
+        "calibrated_false_alarm_rate": MetadataValue.text(CALIBRATED_FALSE_ALARMS),
         "features": MetadataValue.md(features_markdown(verdict.features)),
         "prediction_drift": MetadataValue.md(prediction_markdown(prediction, result.prediction_note)),
         "psi_over_time": MetadataValue.md(

@@ -9,8 +9,10 @@ feature PSI stays at 0.09–0.18; windows months later have medians of 0.2–0.7
 
 So the verdict (see `docs/model_loop.md`):
 
-- **feature drift** is the band of the **median** PSI over the features that could be banded: half the
-  model's inputs have moved at least that far. The ranked per-feature table is still reported, worst first.
+- **feature drift** is the **median band** over the features that could be banded: half the model's
+  inputs have moved at least that far. A feature's band already discounts autocorrelation (psi.py: a PSI
+  within the feature's autocorrelated sampling noise is `none`); without that gate this is the band of
+  the median PSI. The ranked per-feature table is still reported, worst first.
   When fewer than half the features could be banded (the window is too small: psi.py's noise-floor rule)
   the feature verdict is `insufficient`;
 - **prediction drift** is the band of the PSI of the model's predicted probabilities on the window against

@@ -30,8 +30,10 @@ Decisions (see `docs/drift.md`):
   also carries an autocorrelation-aware floor: the same formula with the effective sample sizes
   n_eff = n / (1 + 2 Σ ρ_k) (`effective_sample_size`, ρ_k the lag autocorrelations of the feature in the
   current window, summed while positive; the reference's n_eff uses the same inflation factor, since the
-  stored summary has no time order). A score below that floor's 95% quantile is banded `none`: what it
-  shows is what autocorrelated sampling noise alone produces.
+  stored summary has no time order). A score below that floor's `gate_level` quantile (default 0.5,
+  calibrated on in-period windows of the demo data to keep the verdict's false-alarm rate ≤ 5%) is banded
+  `none`: autocorrelated sampling noise alone produces such scores. (At n_eff of a few units the
+  chi-square floor overstates PSI's noise, which saturates; hence the median rather than the 95% level.)
 - **Insufficient data.** When the 95% noise quantile reaches the 0.1 band (sampling noise alone would
   often look like drift) or the current window has fewer than `min_rows` values, the severity is
   `insufficient` instead of a band.
