@@ -139,6 +139,10 @@ def test_drift_goes_severe_a_retrain_is_requested_and_the_comparison_is_acted_on
     }.get((significant, comparison["sharpe_diff"] > 0), "inconclusive")
     assert comparison["decision"] == expected
     assert comparison["ci_low"] <= comparison["sharpe_diff"] <= comparison["ci_high"]
+    # what the window could detect: 2.80 bootstrap standard errors at alpha 0.05 and 80% power
+    assert comparison["minimum_detectable_difference"] == pytest.approx(
+        2.8016 * comparison["sharpe_diff_se"], rel=1e-3
+    )
     tags = lab.mlflow.get_version(NAME, 2).tags
     assert tags["tradai.validation.decision"] == comparison["decision"]
     assert tags["tradai.validation.window"] == "20210522-20210701"

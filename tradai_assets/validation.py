@@ -518,6 +518,9 @@ def comparison_metadata(
         "welch_p_value": _optional(result.welch_p_value),
         "mann_whitney_u": _optional(result.mann_whitney_u),
         "mann_whitney_p_value": _optional(result.mann_whitney_p_value),
+        "sharpe_diff_se": _optional(result.sharpe_diff_se),
+        "minimum_detectable_difference": _optional(result.minimum_detectable_difference),
+        "power": _optional(result.power),
     }
     for side, metrics in (("champion", result.champion), ("challenger", result.challenger)):
         metadata[f"{side}_trade_count"] = metrics.trade_count
