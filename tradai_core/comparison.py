@@ -141,7 +141,10 @@ def minimum_detectable_difference(
             f"alpha and power must lie in (0, 1), got {alpha} and {power}", "use 0.05 and 0.8"
         )
     if not (standard_error >= 0 and math.isfinite(standard_error)):
-        raise ValidationError(f"standard error {standard_error} is not a finite non-negative number", "")
+        raise ValidationError(
+            f"standard error {standard_error} is not a finite non-negative number",
+            "pass the standard deviation of the bootstrap Sharpe differences",
+        )
     return float((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * standard_error)
 
 
@@ -178,7 +181,8 @@ def bars_to_detect(
         raise ValidationError(f"target difference {target_diff} must be finite and non-zero", "e.g. 1.0")
     if periods_per_year <= 0 or inflation < 1:
         raise ValidationError(
-            f"periods_per_year ({periods_per_year}) must be positive and inflation ({inflation}) ≥ 1", ""
+            f"periods_per_year ({periods_per_year}) must be positive and inflation ({inflation}) ≥ 1",
+            "use e.g. 8760 for 1h bars, and 1 + 2·Σρ_k (1 for independent bars) as inflation",
         )
     root = math.sqrt(periods_per_year)
     per_bar = sharpe_diff_variance_per_bar(sharpe_a / root, sharpe_b / root, correlation)
