@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 MARKET_DATA_JOB = "market_data_job"
+EXCHANGE_TAG = "tradai/exchange"
 
 
 def build_market_data_job(settings: TradAISettings) -> "UnresolvedAssetJobDefinition":
@@ -30,6 +31,8 @@ def build_market_data_job(settings: TradAISettings) -> "UnresolvedAssetJobDefini
         selection=AssetSelection.groups(MARKET_DATA_GROUP),
         partitions_def=daily_partitions(settings),
         description="Fetch candles of every configured pair from the exchange into ArcticDB.",
+        # Read by the production instance's run queue (deploy/dagster.yaml): one stream per exchange.
+        tags={EXCHANGE_TAG: settings.exchange_id},
     )
 
 

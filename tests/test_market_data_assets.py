@@ -42,6 +42,15 @@ def server(shared_candles_dir: Path) -> Iterator[ReplayServer]:
         yield replay
 
 
+@pytest.fixture(autouse=True)
+def no_faults_left(server: ReplayServer) -> Iterator[None]:
+    """The server is shared by the module: no test sees a fault another one queued but did not use up
+    (e.g. because it failed before its run reached the exchange)."""
+    server.clear_faults()
+    yield
+    server.clear_faults()
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> TradAISettings:
     return TradAISettings(
@@ -129,10 +138,7 @@ def test_a_malformed_candle_fails_its_partition_and_leaves_earlier_data_intact(
     assert run(one_pair, server.base_url, "2021-05-01", "2021-05-02").success
     before = stored(one_pair, "BTC/USDT")
     server.inject(Fault(kind="malformed", count=1, variant="high_below_low"))
-    try:
-        result = run(one_pair, server.base_url, "2021-05-02", "2021-05-03")
-    finally:
-        server.clear_faults()
+    result = run(one_pair, server.base_url, "2021-05-02", "2021-05-03")
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
     assert "breaks rule 'high >= max(open, close)'" in failure.step_failure_data.error.to_string()
@@ -146,10 +152,7 @@ def test_a_fault_outlasting_the_retries_fails_clearly_and_loses_nothing(
     assert run(one_pair, server.base_url, "2021-05-01", "2021-05-01").success
     before = stored(one_pair, "BTC/USDT")
     server.inject(Fault(kind="http_5xx", count=10, status=502, path_prefix="/api/v3/klines"))
-    try:
-        result = run(one_pair, server.base_url, "2021-05-01", "2021-05-03")
-    finally:
-        server.clear_faults()
+    result = run(one_pair, server.base_url, "2021-05-01", "2021-05-03")
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
     assert "kept failing" in failure.step_failure_data.error.to_string()

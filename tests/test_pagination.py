@@ -124,6 +124,21 @@ def test_a_page_that_stays_stale_fails_naming_the_shortfall() -> None:
     assert len(endpoint.calls) == 4  # the good page, the stale one and two more tries
 
 
+def test_a_short_stale_page_is_not_taken_for_the_end_of_the_range() -> None:
+    # A cache answers the second request with an older, shorter page (yesterday's tail): the exchange
+    # itself never answers a request from `since` with candles before it, so this is stale, not the end.
+    times = [T0 + i * HOUR for i in range(50)]
+    full = FakeEndpoint(times, cap=10)
+
+    def endpoint(since: int, limit: int) -> list[list[float]]:
+        page = full(since, limit)
+        return _rows([T0 + i * HOUR for i in range(3)]) if since > T0 else page
+
+    with pytest.raises(ExchangeDataError) as caught:
+        fetch_range(endpoint, T0, T0 + 50 * HOUR, HOUR, 10, T0 + 999 * HOUR, pair="ETH/USDT", stale_retries=1)
+    assert "ETH/USDT" in str(caught.value) and "40 candles" in str(caught.value)
+
+
 def test_an_out_of_order_row_at_a_page_edge_is_refused_not_dropped() -> None:
     # The exchange moves the candle at 9 h from the end of page one to the start of page two.
     pages = [

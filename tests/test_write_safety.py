@@ -86,6 +86,7 @@ def test_every_arcticdb_writing_asset_runs_in_a_pool_of_one_per_symbol() -> None
     assert pools_config["default_limit"] == 1 and pools_config["granularity"] == "op"
 
 
+@pytest.mark.slow  # a minute or more: separate writer processes, each importing the stack
 def test_two_processes_writing_one_symbol_at_once_lose_nothing_and_never_interleave(tmp_path: Path) -> None:
     uri = f"lmdb://{tmp_path / 'arctic'}"
     go = tmp_path / "go"
@@ -117,6 +118,7 @@ def test_two_processes_writing_one_symbol_at_once_lose_nothing_and_never_interle
 # -- atomic writes survive kill -9 -------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a minute or more: separate writer processes, each importing the stack
 def test_kill_9_in_the_middle_of_a_write_leaves_the_previous_version_and_a_rerun_repairs(
     tmp_path: Path,
 ) -> None:
@@ -175,6 +177,7 @@ def feature_home(
     return settings, store, old
 
 
+@pytest.mark.slow  # a minute or more: separate writer processes, each importing the stack
 def test_kill_9_while_replacing_the_feature_set_leaves_the_old_features_and_a_rerun_repairs(
     feature_home: tuple[TradAISettings, ArcticDBResource, pd.DataFrame],
 ) -> None:

@@ -11,6 +11,7 @@ from jobs.market_data import build_market_data_job, build_market_data_schedule
 from jobs.ml import build_features_job, build_training_job
 from jobs.model_lifecycle import build_model_loop_definitions
 from sensors.notifications import notify_on_run_failure
+from tradai.deployment import execution_from_env
 from tradai_assets.backtests import build_backtest_assets
 from tradai_assets.features import build_feature_assets
 from tradai_assets.hyperopt import build_hyperopt_assets
@@ -70,6 +71,8 @@ def build_definitions(settings: TradAISettings | None = None) -> Definitions:
             aws_region=os.environ.get("AWS_REGION"),
         ),
     }
+    execution = execution_from_env()
+    resources.update(execution.resources)
     loop = build_model_loop_definitions(settings)
     return Definitions(
         assets=[
@@ -90,6 +93,7 @@ def build_definitions(settings: TradAISettings | None = None) -> Definitions:
         schedules=[build_market_data_schedule(settings), *loop["schedules"]],
         sensors=[notify_on_run_failure, *loop["sensors"]],
         resources=resources,
+        executor=execution.executor,
     )
 
 

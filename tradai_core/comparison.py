@@ -9,6 +9,8 @@ Rules, from the reference platform:
 
 - both sides need at least `min_trades` trades, otherwise the result is `inconclusive` and says who fell
   short;
+- both sides need a defined Sharpe ratio (bar returns that vary), otherwise the result is `inconclusive`
+  (not enough evidence) and says which side's is undefined and why;
 - `promote` when the challenger's Sharpe is higher and the bootstrap p-value is below `alpha`;
 - `keep` when the challenger's Sharpe is significantly lower;
 - `inconclusive` otherwise (the champion stays, but nothing was learnt).
@@ -67,7 +69,10 @@ class StrategyMetrics(BaseModel):
 
     total_profit: float = Field(description="compounded return over the window, fraction (0.12 = +12%)")
     win_rate: float | None = Field(description="share of trades with a positive return; None without trades")
-    sharpe: float = Field(description="annualised Sharpe ratio of the per-bar returns")
+    sharpe: float | None = Field(
+        description="annualised Sharpe ratio of the per-bar returns; None: undefined"
+    )
+    sharpe_undefined: str | None = Field(default=None, description="why the Sharpe ratio is undefined")
     trade_count: int
     mean_trade_return: float | None
 
@@ -218,6 +223,15 @@ def annualized_sharpe(returns: np.ndarray, periods_per_year: float) -> float:
     return float(np.mean(returns) / std * math.sqrt(periods_per_year))
 
 
+def sharpe_undefined_reason(returns: np.ndarray) -> str | None:
+    """Why the Sharpe ratio of these per-bar returns is undefined (no variance); None when defined."""
+    if returns.size < 2:
+        return f"{returns.size} bar return(s): no variance"
+    if float(np.std(returns, ddof=1)) == 0.0:
+        return "the bar returns never vary (no position moved the equity)"
+    return None
+
+
 def _circular_block_sums(x: np.ndarray, length: int) -> np.ndarray:
     """Sum of x over the circular block of `length` bars that starts at each bar."""
     n = x.size
@@ -329,10 +343,12 @@ def _infer_periods_per_year(returns: ArrayLike) -> float | None:
 
 
 def _metrics(bar_returns: np.ndarray, trades: np.ndarray, periods_per_year: float) -> StrategyMetrics:
+    undefined = sharpe_undefined_reason(bar_returns)
     return StrategyMetrics(
         total_profit=float(np.prod(1.0 + bar_returns) - 1.0),
         win_rate=float(np.mean(trades > 0)) if trades.size else None,
-        sharpe=annualized_sharpe(bar_returns, periods_per_year),
+        sharpe=None if undefined else annualized_sharpe(bar_returns, periods_per_year),
+        sharpe_undefined=undefined,
         trade_count=int(trades.size),
         mean_trade_return=float(np.mean(trades)) if trades.size else None,
     )
@@ -350,6 +366,10 @@ def _trade_tests(
         welch_t, welch_p = float(welch.statistic), float(welch.pvalue)
     mwu = stats.mannwhitneyu(challenger, champion, alternative="two-sided")
     return welch_t, welch_p, float(mwu.statistic), float(mwu.pvalue)
+
+
+def _show(sharpe: float | None) -> str:
+    return "n/a" if sharpe is None else f"{sharpe:.3f}"
 
 
 def compare_champion_challenger(
@@ -403,7 +423,7 @@ def compare_champion_challenger(
     welch_t, welch_p, mwu_u, mwu_p = _trade_tests(trades_a, trades_b)
 
     evidence = (
-        f"Sharpe {chall.sharpe:.3f} vs {champ.sharpe:.3f} (Δ {boot.sharpe_diff:+.3f}, "
+        f"Sharpe {_show(chall.sharpe)} vs {_show(champ.sharpe)} (Δ {boot.sharpe_diff:+.3f}, "
         f"{boot.confidence:.0%} CI [{boot.ci_low:+.3f}, {boot.ci_high:+.3f}], bootstrap p={boot.p_value:.4f})"
     )
     short = [
@@ -411,9 +431,17 @@ def compare_champion_challenger(
         for side, count in (("champion", champ.trade_count), ("challenger", chall.trade_count))
         if count < cfg.min_trades
     ]
+    undefined = [
+        f"{side} Sharpe is undefined ({metrics.sharpe_undefined})"
+        for side, metrics in (("champion", champ), ("challenger", chall))
+        if metrics.sharpe_undefined
+    ]
     if short:
         decision = Decision.INCONCLUSIVE
         reason = f"too few trades: {' and '.join(short)}, below the minimum of {cfg.min_trades}; {evidence}"
+    elif undefined:
+        decision = Decision.INCONCLUSIVE
+        reason = f"not enough evidence: {' and '.join(undefined)}; {evidence}"
     elif boot.p_value < cfg.alpha and boot.sharpe_diff > 0:
         decision = Decision.PROMOTE
         reason = f"challenger is significantly better at alpha={cfg.alpha}: {evidence}"

@@ -64,7 +64,7 @@ def fetch_range(
     """Every closed candle with open time in `[start_ms, end_ms)`, oldest first, without duplicates.
 
     Stops at the first page that is shorter than `page_limit` (the exchange has nothing more in range),
-    so `page_limit` must not exceed the exchange's real per-request cap. A full page with nothing at or
+    so `page_limit` must not exceed the exchange's real per-request cap. A page with candles but none at or
     after `since` (stale) is asked again up to `stale_retries` times (calling `wait(attempt)` before
     each), then `ExchangeDataError` names the shortfall. A page with a missing or out-of-order open time
     raises `CandleValidationError` naming `pair`, the timestamp and the rule.
@@ -107,9 +107,9 @@ def fetch_range(
         if any(row[0] >= closed_before for row in fresh):
             dropped_open = True
             fresh = [row for row in fresh if row[0] < closed_before]
-        if len(page) >= page_limit and page[-1][0] < since:
-            # A full page, all of it before what was asked for: a stale page (a cache repeating an
-            # earlier answer). An exhausted range answers a short or empty page instead. Ask again.
+        if page and page[-1][0] < since:
+            # Candles, all of them before what was asked for: a stale page (a cache repeating an earlier
+            # answer), full or short. An exhausted range answers an empty page instead. Ask again.
             if stale >= stale_retries:
                 raise ExchangeDataError(_shortfall(pair, rows, since, closed_before, grid, stale), _STALE_FIX)
             stale += 1

@@ -130,7 +130,13 @@ class ExchangeResource(ConfigurableResource):
             retries += used
             return value
 
-        call(client.load_markets, "load markets")
+        def load_markets() -> dict[str, Any]:
+            markets = client.load_markets()
+            if not markets:  # ccxt reads an unreadable (e.g. truncated) market list as no markets at all
+                raise UnreadablePayload(f"{self.exchange_id} answered an empty or unreadable market list")
+            return markets
+
+        call(load_markets, "load markets")
         if pair not in client.markets:
             raise ExchangeError(
                 f"{self.exchange_id} has no market {pair}",

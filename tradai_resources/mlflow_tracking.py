@@ -47,6 +47,14 @@ from tradai_core.urls import redact_uri, scrub
 
 logger = logging.getLogger(__name__)
 
+# MLflow draws a tqdm bar on stderr for every artifact download (model loads, `load_dict`, ...): noise in
+# a log. Off unless the environment asks for it; set before any download, and inherited by the Freqtrade
+# child processes that load models.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# Loggers MLflow's `log_model` talks through about requirements we pass explicitly: that it found a uv
+# project (it only records that) and that pip is not installed (uv environments have none).
+_REQUIREMENT_LOGGERS = ("mlflow.utils.uv_utils", "mlflow.utils.environment")
+
 TAG_DAGSTER_RUN_ID = "dagster.run_id"
 TAG_GIT_COMMIT = "tradai.git_commit"
 TAG_DATA_VERSION_PREFIX = "tradai.data_version."
@@ -78,6 +86,20 @@ def project_git_commit() -> str:
         return UNKNOWN_COMMIT
     commit = result.stdout.strip()
     return commit if result.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", commit) else UNKNOWN_COMMIT
+
+
+@contextmanager
+def _quiet(names: tuple[str, ...]) -> Iterator[None]:
+    """Only errors from these loggers for the block (their levels restored afterwards)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
 
 
 @contextmanager
@@ -274,7 +296,8 @@ class TrackedRun:
                 f"MLflow run {self.run_id} is not the active run of this thread",
                 "log models inside the `with start_run(...)` block, not from another thread",
             )
-        return module.log_model(model, name=name, **kwargs)
+        with _quiet(_REQUIREMENT_LOGGERS):
+            return module.log_model(model, name=name, **kwargs)
 
     def _log_file_written_by(self, write: Any, artifact_file: str) -> None:
         folder, _, filename = artifact_file.rpartition("/")

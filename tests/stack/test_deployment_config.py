@@ -1,0 +1,37 @@
+"""The executor and IO manager a deployment picks from its environment (pure configuration, no services)."""
+
+from __future__ import annotations
+
+import pytest
+from dagster_aws.s3 import S3PickleIOManager
+
+from tradai.deployment import DeploymentError, execution_from_env
+
+CELERY = {"TRADAI_EXECUTOR": "celery", "TRADAI_CELERY_BROKER": "redis://127.0.0.1:6379/0"}
+
+
+def test_by_default_steps_run_in_local_processes_with_the_default_io_manager() -> None:
+    execution = execution_from_env({})
+    assert execution.executor.name == "multi_or_in_process_executor" and execution.resources == {}
+
+
+def test_celery_sends_outputs_through_s3() -> None:
+    execution = execution_from_env({**CELERY, "TRADAI_IO_BUCKET": "tradai-io"})
+    assert execution.executor.name == "celery_executor"
+    io_manager = execution.resources["io_manager"]
+    assert isinstance(io_manager, S3PickleIOManager) and io_manager.s3_bucket == "tradai-io"
+
+
+def test_celery_without_a_shared_io_bucket_is_refused_with_what_to_set() -> None:
+    with pytest.raises(DeploymentError, match="TRADAI_IO_BUCKET"):
+        execution_from_env(CELERY)
+
+
+def test_celery_without_a_broker_is_refused_with_what_to_set() -> None:
+    with pytest.raises(DeploymentError, match="TRADAI_CELERY_BROKER"):
+        execution_from_env({"TRADAI_EXECUTOR": "celery", "TRADAI_IO_BUCKET": "tradai-io"})
+
+
+def test_an_unknown_executor_is_refused() -> None:
+    with pytest.raises(DeploymentError, match="not one of multiprocess, celery"):
+        execution_from_env({"TRADAI_EXECUTOR": "k8s"})
