@@ -5,9 +5,11 @@ One partition per pair (`BTC_USDT`, ...); the model is always the current `champ
 1. loads the champion's version and its stored reference distribution (per pair; pooled when the pair was
    not in its training set) — `tradai_assets.models.load_reference_distribution`;
 2. takes the pair's features over the recent window (`window_days`, default 14, ending after the newest
-   stored candle or at `end`) from the feature store (`features.<exchange>.<tf>`), or — when the store does
-   not cover the window or holds another feature set — computes them from the stored candles exactly as
-   the feature assets do (`compute_window_features`), and says which in its metadata;
+   stored candle or at `end`; never inside the champion's training period: `drift_window` refuses a
+   window that ends there and cuts one that starts there) from the feature store
+   (`features.<exchange>.<tf>`), or — when the store does not cover the window or holds another feature
+   set — computes them from the stored candles exactly as the feature assets do
+   (`compute_window_features`), and says which in its metadata;
 3. scores PSI of every feature against the reference (`tradai_core.psi`: quantile bins, Jeffreys smoothing,
    the sampling-noise floor beside every score, `insufficient` when the window is too small);
 4. scores prediction drift: PSI of the champion's predicted probabilities on the window against its
@@ -23,7 +25,7 @@ partition's previous materializations. The drift sensor acts on `severity`.
 
 import itertools
 import math
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
@@ -54,8 +56,8 @@ from tradai_assets.features import (
 from tradai_assets.model_lifecycle import CHAMPION_MODEL_KEY, LIFECYCLE_GROUP, alias_version
 from tradai_assets.models import CHAMPION, default_model_name, load_reference_distribution, load_training_set
 from tradai_assets.plots import plt, png_markdown
-from tradai_assets.validation import last_candle_end
-from tradai_core.drift import DEFAULT_WINDOW_DAYS, DriftVerdict, drift_verdict
+from tradai_assets.validation import holdout_start, last_candle_end
+from tradai_core.drift import DEFAULT_WINDOW_DAYS, DriftVerdict, drift_verdict, drift_window
 from tradai_core.errors import ConfigurationError, NotFoundError, ValidationError
 from tradai_core.features import FEATURE_NAMES, WARMUP_BARS, feature_set_hash
 from tradai_core.psi import (
@@ -133,6 +135,8 @@ class PairDrift(BaseModel):
     version: ModelVersionInfo
     window_start: datetime
     window_end: datetime
+    trained_until: datetime
+    window_note: str
     reference: str
     features: CurrentFeatures
     verdict: DriftVerdict
@@ -259,8 +263,9 @@ def score_pair_drift(
         )
     summaries: dict[str, ReferenceSummary] = reference.by_pair.get(pair) or reference.pooled
     reference_text = f"{pair} rows of the training set" if pair in reference.by_pair else "all pairs pooled"
-    end = _end(config.end, store, settings, pair)
-    start = end - timedelta(days=config.window_days)
+    trained_until = holdout_start(version)
+    window = drift_window(_end(config.end, store, settings, pair), config.window_days, trained_until)
+    start, end = window.start, window.end
     features = current_features(store, settings, pair, start, end)
     results = score_features(summaries, features.frame, min_rows=config.min_rows)
     prediction: PSIResult | None = None
@@ -279,6 +284,8 @@ def score_pair_drift(
         version=version,
         window_start=start,
         window_end=end,
+        trained_until=trained_until,
+        window_note=window.note,
         reference=reference_text,
         features=features,
         verdict=drift_verdict(results, prediction),
@@ -493,6 +500,8 @@ def drift_metadata(result: PairDrift, history: list[DriftPoint], config: DriftCo
         "window_start": MetadataValue.timestamp(result.window_start),
         "window_end": MetadataValue.timestamp(result.window_end),
         "window_days": config.window_days,
+        "trained_until": MetadataValue.timestamp(result.trained_until),
+        "window_note": result.window_note or "the whole window lies after the model's training data",
         "rows": len(result.features.frame),
         "candles_in_window": result.features.candles,
         "feature_source": result.features.source,

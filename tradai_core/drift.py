@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tradai_core.errors import ValidationError
 from tradai_core.psi import (
     DEFAULT_NOISE_QUANTILE,
     MODERATE_PSI,
@@ -143,3 +144,41 @@ def rows_for_meaningful_psi(n_bins: int = 10, level: float = DEFAULT_NOISE_QUANT
 def window_rows(window_days: float, timeframe: str) -> int:
     """Candles in a window of `window_days` at `timeframe` (without outages)."""
     return int(timedelta(days=window_days) / timeframe_delta(timeframe))
+
+
+class DriftWindow(BaseModel):
+    """The current window a drift score compares with the model's training data, and why it is that."""
+
+    model_config = ConfigDict(frozen=True)
+
+    start: datetime
+    end: datetime
+    note: str = Field(description="empty, or how the window was shortened")
+
+
+def drift_window(end: datetime, window_days: float, trained_until: datetime) -> DriftWindow:
+    """`[end - window_days, end)`, never reaching back into the model's training data (`trained_until`,
+    where its holdout starts).
+
+    A window inside the training period compares the model's data with itself: by construction nothing
+    has drifted, and what it measures is sampling noise (docs/drift.md). So a window that ends at or
+    before `trained_until` is refused, and one that starts before it is cut to start there (it may then be
+    too short to band: `insufficient`, which raises no alarm).
+    """
+    start = end - timedelta(days=window_days)
+    if end <= trained_until:
+        raise ValidationError(
+            f"the drift window [{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}) lies inside the model's "
+            f"training period (trained until {trained_until:%Y-%m-%d %H:%M}): scoring a model against its "
+            "own training data measures nothing",
+            f"score a window that ends after {trained_until:%Y-%m-%d} (run config `end`), or wait for "
+            "candles after the training period",
+        )
+    if start < trained_until:
+        return DriftWindow(
+            start=trained_until,
+            end=end,
+            note="window cut to start at the end of the model's training data "
+            f"({trained_until:%Y-%m-%d %H:%M}) instead of {start:%Y-%m-%d %H:%M}",
+        )
+    return DriftWindow(start=start, end=end, note="")
