@@ -16,10 +16,14 @@ import pytest
 from dagster import DagsterInstance, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from tests.conftest import load_recorded
 from tradai_assets.market_data import build_market_data_assets
+from tradai_assets.partitions import daily_partitions
+from tradai_assets.validation import last_candle_end
 from tradai_core.clock import Clock
 from tradai_core.errors import ConfigurationError
 from tradai_core.settings import TradAISettings
+from tradai_core.training import training_window
 from tradai_replay.server import ReplayServer
 from tradai_resources.arcticdb_store import ArcticDBResource
 from tradai_resources.ccxt_exchange import ExchangeResource
@@ -108,3 +112,33 @@ def test_the_same_ingest_step_at_two_clock_values_stores_only_the_candles_before
         assert (closes <= pd.Timestamp(now)).all()  # nothing that had not closed at the clock
         assert candles.index[-1] == pd.Timestamp(now).floor("h") - pd.Timedelta(HOUR)  # and all that had
     assert (len(seen[first]), len(seen[second])) == (10, 20)
+
+
+def test_partitions_the_training_window_and_the_newest_candle_follow_the_clock(
+    tmp_path: Path, shared_candles_dir: Path
+) -> None:
+    pinned = TradAISettings(
+        home=tmp_path,
+        pairs=("BTC/USDT",),
+        history_start=date(2021, 5, 1),
+        history_end=date(2021, 5, 10),
+        now=datetime(2021, 5, 3, 10, 30, tzinfo=UTC),
+    )
+    real = pinned.model_copy(update={"now": None})
+    assert daily_partitions(pinned).get_partition_keys()[-1] == "2021-05-03"
+    assert daily_partitions(real).get_partition_keys()[-1] == "2021-05-09"
+    window = training_window(pinned.history_start, pinned.training_history_end, holdout_days=1)
+    assert (window.end, window.holdout_end) == (
+        datetime(2021, 5, 2, tzinfo=UTC),
+        datetime(2021, 5, 3, tzinfo=UTC),  # the clock's day is still arriving: not in the holdout
+    )
+    # a store already filled past the clock (a simulation stepping over recorded data) is read up to it:
+    # the drift window and the performance window end there
+    store = ArcticDBResource(uri=pinned.resolved_arcticdb_uri)
+    lo, hi = pd.Timestamp("2021-05-01", tz="UTC"), pd.Timestamp("2021-05-10", tz="UTC")
+    candles = load_recorded(shared_candles_dir, "BTC/USDT")
+    store.write_window(
+        "binance", "1h", "BTC/USDT", candles[(candles.index >= lo) & (candles.index < hi)], lo, hi
+    )
+    assert last_candle_end(store, pinned, ("BTC/USDT",)) == datetime(2021, 5, 3, 10, tzinfo=UTC)
+    assert last_candle_end(store, real, ("BTC/USDT",)) == datetime(2021, 5, 10, tzinfo=UTC)

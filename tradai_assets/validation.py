@@ -696,7 +696,9 @@ def build_comparison_asset(settings: TradAISettings) -> AssetsDefinition:
 
 
 def last_candle_end(store: ArcticDBResource, settings: TradAISettings, pairs: tuple[str, ...]) -> datetime:
-    """The end (exclusive) of the newest candle stored for any of `pairs`."""
+    """The end (exclusive) of the newest candle stored for any of `pairs` that had closed at the
+    platform's clock (a store filled further, e.g. before a simulation stepped the clock back, is read only
+    up to the clock)."""
     library = store.library(settings.exchange_id, settings.timeframe, create=False)
     newest: pd.Timestamp | None = None
     for pair in pairs:
@@ -712,7 +714,9 @@ def last_candle_end(store: ArcticDBResource, settings: TradAISettings, pairs: tu
         raise NotFoundError(
             f"no candles stored for {', '.join(pairs)}", "materialize the market-data assets first"
         )
-    return (newest + pd.Timedelta(timeframe_delta(settings.timeframe))).to_pydatetime()
+    step = pd.Timedelta(timeframe_delta(settings.timeframe))
+    at_clock = pd.Timestamp(settings.clock.now()).floor(step)
+    return min(newest + step, at_clock).to_pydatetime()
 
 
 def performance_window(

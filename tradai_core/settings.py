@@ -122,6 +122,15 @@ class TradAISettings(BaseSettings):
         return min(self.history_end, up_to_clock) if self.history_end is not None else up_to_clock
 
     @cached_property
+    def training_history_end(self) -> date | None:
+        """Last day (exclusive) a training window may reach: `history_end`, never past the clock's day
+        (whose candles are still arriving); None in real time with an open history (today, then)."""
+        if self.clock.is_real_time:
+            return self.history_end
+        today = self.clock.today()
+        return min(self.history_end, today) if self.history_end is not None else today
+
+    @cached_property
     def holdout_start(self) -> date:
         """First day of the holdout window `[holdout_start, resolved_history_end)`."""
         return self.resolved_history_end - timedelta(days=self.holdout_days)
