@@ -66,7 +66,9 @@ def build_drift_schedule(
         requests = []
         for pair in settings.pairs:
             try:
-                end = candle_store.last_candle_end(settings.exchange_id, settings.timeframe, (pair,))
+                end = candle_store.last_candle_end(
+                    settings.exchange_id, settings.timeframe, (pair,), settings.clock.now()
+                )
             except NotFoundError:
                 context.log.info("no candles stored for %s; not scored", pair)
                 continue

@@ -103,7 +103,10 @@ def build_performance_schedule(
         try:
             champion = mlflow.get_version_by_alias(model, CHAMPION)
             end = candle_store.last_candle_end(
-                settings.exchange_id, settings.timeframe, model_pairs(champion, settings)
+                settings.exchange_id,
+                settings.timeframe,
+                model_pairs(champion, settings),
+                settings.clock.now(),
             )
         except NotFoundError as exc:
             return SkipReason(f"nothing to judge: {exc}")

@@ -4,6 +4,7 @@ error shows in full, and MLflow's model logging and loading print no progress ba
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 import time
@@ -12,9 +13,27 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 import pytest
-from dagster import AssetCheckResult, AssetCheckSpec, MaterializeResult, asset, materialize
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    MaterializeResult,
+    SensorEvaluationContext,
+    SkipReason,
+    asset,
+    build_sensor_context,
+    instance_for_test,
+    materialize,
+    sensor,
+)
 
-from tradai.demo_output import QUIET_RUN_CONFIG, outcome_lines, progress, refusals, unexpected_errors
+from tradai.demo_output import (
+    QUIET_RUN_CONFIG,
+    outcome_lines,
+    progress,
+    quiet_sensor_context,
+    refusals,
+    unexpected_errors,
+)
 from tradai_resources.mlflow_tracking import MLflowResource
 
 NOISE = re.compile(
@@ -106,3 +125,50 @@ def test_progress_is_one_line_rewritten_in_place_on_a_terminal_and_nothing_in_a_
     text = terminal.getvalue()
     assert "\n" not in text and text.count("\r  … backtesting (") >= 2
     assert text.endswith("\r\033[K")  # the line is cleared before the result is printed
+
+
+@sensor(name="talkative_sensor")
+def talkative_sensor(context: SensorEvaluationContext) -> SkipReason:
+    """Logs like the loop's sensors: a decision per event at INFO, a malformed event at WARNING."""
+    context.log.info("drift_score:17: retrain — severe drift of the champion")
+    context.log.warning("drift score 18 lacks the sensor's fields; skipped")
+    return SkipReason("decided")
+
+
+def test_a_quiet_sensor_tick_prints_only_warnings_and_keeps_its_decisions_in_the_tick_log(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    with instance_for_test() as instance:
+        capfd.readouterr()
+        with quiet_sensor_context(instance=instance, sensor_name="talkative_sensor", cursor="0") as context:
+            tick = talkative_sensor.evaluate_tick(context)
+        printed = capfd.readouterr()
+        stored = instance.compute_log_manager.get_log_data(context.log_key).stderr or b""
+
+        assert tick.skip_message == "decided"
+        console = printed.out + printed.err
+        assert "retrain — severe drift" not in console  # the decision is the demo's to print
+        assert "lacks the sensor's fields" in console  # a warning still shows
+        records = [json.loads(line) for line in stored.decode().splitlines()]
+        messages = [record["msg"] for record in records]
+        assert any("drift_score:17: retrain — severe drift of the champion" in m for m in messages), messages
+        assert any("lacks the sensor's fields" in m for m in messages), messages
+
+        # Dagster's own context prints the decision at INFO: what the demo avoids
+        build = build_sensor_context(instance=instance, cursor="0")
+        talkative_sensor.evaluate_tick(build)
+        assert "retrain — severe drift" in "".join(capfd.readouterr())
+
+
+def test_two_quiet_ticks_keep_separate_logs() -> None:
+    with instance_for_test() as instance:
+        keys = []
+        for _ in range(2):
+            with quiet_sensor_context(instance=instance, sensor_name="talkative_sensor") as context:
+                talkative_sensor.evaluate_tick(context)
+            keys.append(tuple(context.log_key))
+        assert keys[0] != keys[1]
+        for key in keys:
+            stored = instance.compute_log_manager.get_log_data(list(key)).stderr or b""
+            messages = [json.loads(line)["msg"] for line in stored.decode().splitlines()]
+            assert sum("retrain — severe drift" in m for m in messages) == 1, messages

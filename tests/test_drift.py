@@ -29,7 +29,14 @@ from tradai_assets.drift import drift_history, training_set_version
 from tradai_assets.keys import DRIFT_KEY, META_FEATURE_SET_HASH, MODEL_KEY, TRAINING_SET_KEY, features_library
 from tradai_assets.models import load_training_set
 from tradai_assets.plots import MAX_PNG_BYTES
-from tradai_core.drift import DEFAULT_WINDOW_DAYS, drift_verdict, rows_for_meaningful_psi, window_rows
+from tradai_core.drift import (
+    DEFAULT_WINDOW_DAYS,
+    drift_verdict,
+    drift_window,
+    rows_for_meaningful_psi,
+    window_rows,
+)
+from tradai_core.errors import ValidationError
 from tradai_core.features import FEATURE_NAMES, compute_window_features, feature_set_hash
 from tradai_core.model_lifecycle import DriftEvent, DriftPolicy, decide_drift_action
 from tradai_core.psi import DriftSeverity, compute_psi, score_psi, summarize_reference
@@ -133,11 +140,39 @@ def test_the_default_window_is_the_shortest_whole_week_count_psi_can_band_at_1h(
     assert seven_days.severity is DriftSeverity.INSUFFICIENT
 
 
-def test_a_window_inside_the_training_period_is_not_severe(lab: Lab) -> None:
-    metadata = score(lab, end="2020-12-24")
-    assert metadata["severity"] in ("none", "moderate")
-    assert metadata["median_psi"] < 0.25 and metadata["prediction_psi"] < 0.1
-    assert metadata["feature_source"].startswith("feature store features.binance.1h/BTC_USDT v")
+def test_a_window_is_never_scored_inside_the_models_training_period() -> None:
+    trained_until = datetime(2021, 1, 12, tzinfo=UTC)
+    with pytest.raises(ValidationError, match="inside the model's training period"):
+        drift_window(datetime(2020, 12, 24, tzinfo=UTC), 14, trained_until)
+    with pytest.raises(ValidationError, match="inside the model's training period"):
+        drift_window(trained_until, 14, trained_until)  # ends exactly where the training data ends
+    cut = drift_window(datetime(2021, 1, 20, tzinfo=UTC), 14, trained_until)
+    assert (cut.start, cut.end) == (trained_until, datetime(2021, 1, 20, tzinfo=UTC))
+    assert "cut to start at the end of the model's training data (2021-01-12 00:00)" in cut.note
+    after = drift_window(datetime(2021, 2, 1, tzinfo=UTC), 14, trained_until)
+    assert (after.start, after.note) == (datetime(2021, 1, 18, tzinfo=UTC), "")
+
+
+def test_the_drift_asset_refuses_a_window_inside_the_champions_training_data(lab: Lab) -> None:
+    before = latest_storage_id(lab)
+    result = lab.run(
+        DRIFT_JOB,
+        partition_key=pair_slug("BTC/USDT"),
+        run_config={"ops": {"drift_score": {"config": {"end": "2020-12-24"}}}},
+    )
+    assert not result.success
+    [error] = [e.step_failure_data.error for e in result.all_events if e.is_step_failure]
+    assert "lies inside the model's training period (trained until 2021-01-12 00:00)" in error.to_string()
+    assert "score a window that ends after 2021-01-12" in error.to_string()
+    assert latest_storage_id(lab) == before  # no score recorded: nothing for the sensor to act on
+
+
+def test_a_window_reaching_into_the_training_data_is_cut_at_its_end(lab: Lab) -> None:
+    metadata = score(lab, end="2021-01-20")  # 14 days would start 2021-01-06, inside the training data
+    assert metadata["window_start"] == datetime(2021, 1, 12, tzinfo=UTC).timestamp()
+    assert metadata["trained_until"] == datetime(2021, 1, 12, tzinfo=UTC).timestamp()
+    assert metadata["rows"] == 8 * 24
+    assert metadata["window_note"].startswith("window cut to start at the end of the model's training data")
 
 
 def test_a_much_later_window_is_severe_with_every_feature_ranked_beside_its_noise_floor(lab: Lab) -> None:
@@ -160,6 +195,10 @@ def test_a_much_later_window_is_severe_with_every_feature_ranked_beside_its_nois
     assert metadata["top_features"].split(", ")[0] == rows[0][2].strip()
     assert metadata["features_severe"] + metadata["features_moderate"] + metadata["features_none"] == 29
     assert metadata["reason"].startswith("severe: median feature PSI")
+    assert 1 <= metadata["median_feature_n_eff"] < 336  # hourly features are autocorrelated
+    assert metadata["autocorrelated_noise_gate"] > metadata["noise_floor_q95"]
+    assert "3.7%" in metadata["calibrated_false_alarm_rate"]
+    assert all(float(row[9]) < 336 for row in rows)  # n_eff column of the features table
 
 
 def test_prediction_drift_is_the_psi_of_the_champions_probabilities_against_its_training_rows(

@@ -14,7 +14,13 @@ from tradai_core.backtest_result import parse_backtest_stats
 from tradai_core.comparison import ComparisonConfig, Decision, compare_champion_challenger
 from tradai_core.hyperopt import OOSRule, overfitting_gate
 from tradai_core.model_lifecycle import ChampionPerformance, RollbackLimits, assess_performance
-from tradai_core.statistics import FREQTRADE_SENTINEL, format_statistic, undefined_reasons
+from tradai_core.statistics import (
+    FREQTRADE_SENTINEL,
+    MIN_RESOLUTION,
+    fee_resolution,
+    format_statistic,
+    undefined_reasons,
+)
 
 START = datetime(2022, 8, 1, tzinfo=UTC)
 END = datetime(2022, 9, 1, tzinfo=UTC)
@@ -233,3 +239,84 @@ def test_a_rule_asking_no_out_of_sample_evidence_does_not_judge_an_undefined_sha
     assert overfitting_gate(None, 0.0, 2.0, None, 1, waived, "n/a", "one trade").reasons == (
         "DSR could not be computed: n/a",
     )
+
+
+TWO_WEEKS = START + timedelta(days=14)
+ROUND_TRIP_FEE = 0.2  # 0.1 % in and out of a 100 USDT stake: 0.02 % of a 1000 USDT account
+
+
+def freqtrade_two_weeks(profits: list[float]) -> dict[str, float]:
+    closes = [START + timedelta(days=1 + i) for i in range(len(profits))]
+    trades = pd.DataFrame({"profit_abs": profits, "close_date": closes, "open_date": closes})
+    return {
+        "sortino": calculate_sortino(trades, START, TWO_WEEKS, BALANCE),
+        "calmar": calculate_calmar(trades, START, TWO_WEEKS, BALANCE),
+        "sharpe": calculate_sharpe(trades, START, TWO_WEEKS, BALANCE),
+        "sqn": calculate_sqn(trades, BALANCE),
+    }
+
+
+def test_the_resolution_is_the_median_trades_round_trip_fee_of_the_account() -> None:
+    assert fee_resolution([0.2, 0.2, 5.0], BALANCE) == pytest.approx(0.0002)
+    assert fee_resolution([], BALANCE) == MIN_RESOLUTION
+    assert fee_resolution([0.0, 0.0], BALANCE) == MIN_RESOLUTION  # a fee-free backtest
+
+
+def test_a_drawdown_below_one_round_trip_fee_leaves_calmar_and_sortino_undefined() -> None:
+    # two losses of a cent in a winning fortnight: Freqtrade reports Sortino ~490 000 and Calmar ~245 000
+    profits = [6.0, -0.01, 5.0, -0.0101, 7.0]
+    reported = freqtrade_two_weeks(profits)
+    assert reported["sortino"] > 1000 and reported["calmar"] > 1000
+    reasons = undefined_reasons(
+        profits, BALANCE, drawdown(profits), reported, fees_abs=[ROUND_TRIP_FEE] * len(profits)
+    )
+    assert set(reasons) == {"sortino", "calmar"}
+    assert reasons["calmar"].reason == (
+        "drawdown 0.001 % of the account is below one round-trip fee (0.02 %): no measurable drawdown"
+    )
+    assert reasons["sortino"].reason.startswith("the 2 losing trades lost the same within one round-trip fee")
+    assert "no measurable downside deviation" in reasons["sortino"].reason
+
+
+def test_losses_that_differ_by_less_than_a_fee_leave_sortino_undefined_but_a_real_drawdown_keeps_calmar() -> (
+    None
+):
+    same_stop = [6.0, -3.0, 5.0, -3.001, 7.0]  # two trades stopped out at the same price
+    reasons = undefined_reasons(
+        same_stop, BALANCE, drawdown(same_stop), freqtrade_two_weeks(same_stop), fees_abs=[ROUND_TRIP_FEE] * 5
+    )
+    assert set(reasons) == {"sortino"}
+    different = [6.0, -3.0, 5.0, -1.5, 7.0]  # losses 1.5 apart: a measured downside
+    assert undefined_reasons(different, BALANCE, drawdown(different), fees_abs=[ROUND_TRIP_FEE] * 5) == {}
+
+
+def test_trades_returning_the_same_within_a_fee_leave_sharpe_and_sqn_undefined() -> None:
+    roi_exits = [5.0, 5.01, 5.0, 5.02]  # every trade left at the same ROI step
+    reasons = undefined_reasons(roi_exits, BALANCE, 0.0, fees_abs=[ROUND_TRIP_FEE] * 4)
+    assert {"sharpe", "sqn"} <= set(reasons)
+    assert "no measurable variance" in reasons["sharpe"].reason
+    # without fees only a floating-point remainder is below the resolution: the same trades are defined
+    assert "sharpe" not in undefined_reasons(roi_exits, BALANCE, 0.0)
+
+
+def test_a_backtest_report_shows_near_zero_drawdown_ratios_as_n_a_and_logs_no_number() -> None:
+    stats = one_trade_stats()
+    first = stats["trades"][0]
+    assert isinstance(first, dict)
+    profits = [6.0, -0.01, 5.0, -0.0101, 7.0]
+    stats["trades"] = [
+        {**first, "profit_abs": p, "close_timestamp": first["close_timestamp"] + i * 86_400_000}
+        for i, p in enumerate(profits)
+    ]
+    stats.update(
+        freqtrade_two_weeks(profits),
+        max_drawdown_account=drawdown(profits),
+        backtest_end_ts=int(TWO_WEEKS.timestamp() * 1000),
+        total_trades=5,
+    )
+    m = parse_backtest_stats(stats, "RsiMeanReversion", "2026.9").metrics
+    assert m.sortino is None and m.calmar is None and m.sharpe is not None
+    assert m.display("calmar").startswith("n/a (drawdown 0.001 % of the account is below one round-trip fee")
+    numbers = m.defined_numbers()
+    assert "sortino" not in numbers and "calmar" not in numbers
+    assert numbers["sharpe"] == pytest.approx(stats["sharpe"])  # a measured ratio is kept as Freqtrade's

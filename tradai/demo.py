@@ -19,7 +19,14 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from jobs.market_data import MARKET_DATA_JOB
 from jobs.ml import FEATURES_JOB
-from tradai.demo_output import QUIET_LOGGERS, QUIET_RUN_CONFIG, outcome_lines, progress, unexpected_errors
+from tradai.demo_output import (
+    QUIET_LOGGERS,
+    QUIET_RUN_CONFIG,
+    outcome_lines,
+    progress,
+    quiet_sensor_context,
+    unexpected_errors,
+)
 from tradai_core.candles import diff_candles, normalize_candles
 from tradai_core.settings import PROJECT_ROOT, TradAISettings, pair_slug
 from tradai_core.urls import redact_uri
@@ -121,7 +128,9 @@ def run_model_loop(settings: TradAISettings, instance: DagsterInstance) -> None:
 
     print("→ scoring drift against the champion; the model loop's state")
     with progress("drift and the model loop"):
-        state = demo_drift_loop(settings, instance, run_requested=True, loggers=QUIET_LOGGERS)
+        state = demo_drift_loop(
+            settings, instance, run_requested=True, loggers=QUIET_LOGGERS, sensor_context=quiet_sensor_context
+        )
     print(state.text())
 
 

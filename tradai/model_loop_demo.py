@@ -2,9 +2,10 @@
 what it requests (retraining, then promotion), and summarise where the loop stands."""
 
 import json
+from collections.abc import Callable
 from typing import Any
 
-from dagster import DagsterInstance, Definitions, build_sensor_context
+from dagster import DagsterInstance, Definitions, SensorEvaluationContext, build_sensor_context
 from dagster._core.storage.tags import RUN_KEY_TAG
 from pydantic import BaseModel, ConfigDict
 
@@ -64,6 +65,10 @@ class DriftLoopSummary(BaseModel):
         return "\n".join(lines)
 
 
+SensorContextFactory = Callable[..., SensorEvaluationContext]
+"""Builds the context of a sensor tick the demo runs itself (keyword arguments of `build_sensor_context`)."""
+
+
 def _latest_storage_id(instance: DagsterInstance, key: Any) -> int:
     records = instance.fetch_materializations(key, limit=1).records
     return records[0].storage_id if records else 0
@@ -75,15 +80,21 @@ def _act_on_promotions(
     resources: dict[str, Any],
     cursor: dict[str, int],
     loggers: dict[str, Any] | None = None,
+    sensor_context: SensorContextFactory = build_sensor_context,
 ) -> list[str]:
     """Evaluate the promotion sensor from `cursor` and execute what it requests (with its run keys)."""
     promotion = definitions.resolve_sensor_def(PROMOTION_SENSOR)
-    context = build_sensor_context(
-        instance=instance, cursor=json.dumps(cursor), resources=resources, definitions=definitions
-    )
+    with sensor_context(
+        instance=instance,
+        cursor=json.dumps(cursor),
+        resources=resources,
+        definitions=definitions,
+        sensor_name=PROMOTION_SENSOR,
+    ) as context:
+        requests = promotion.evaluate_tick(context).run_requests
     promote_job = definitions.resolve_job_def(PROMOTE_JOB)
     done = []
-    for request in promotion.evaluate_tick(context).run_requests:
+    for request in requests:
         run = promote_job.execute_in_process(
             instance=instance,
             run_config={**(request.run_config or {}), "loggers": loggers or {}},
@@ -101,13 +112,15 @@ def demo_drift_loop(
     definitions: Definitions | None = None,
     run_requested: bool = False,
     loggers: dict[str, Any] | None = None,
+    sensor_context: SensorContextFactory = build_sensor_context,
 ) -> DriftLoopSummary:
     """After the first model: score drift of every pair, show what the drift sensor decides, and (with
     `run_requested`) run what it requests — retraining, then what the promotion sensor requests.
 
     Runs execute in process on `instance` with the run keys the sensors gave them, so a daemon started
     later on the same instance does not launch them again. The summary says where the loop stands.
-    `loggers` is the runs' logger config (the demo passes a quiet console logger).
+    `loggers` is the runs' logger config and `sensor_context` builds the sensors' tick contexts (the demo
+    passes a quiet console logger and `tradai.demo_output.quiet_sensor_context`).
     """
     if definitions is None:
         from tradai.definitions import build_definitions  # lazily: importing it builds the code location
@@ -120,7 +133,12 @@ def demo_drift_loop(
     if run_requested:  # record the bootstrap of the first champion, as the promotion sensor would
         comparisons_seen = _latest_storage_id(instance, COMPARISON_KEY)
         loop_runs += _act_on_promotions(
-            definitions, instance, resources, {"comparison": comparisons_seen, "model": 0}, loggers
+            definitions,
+            instance,
+            resources,
+            {"comparison": comparisons_seen, "model": 0},
+            loggers,
+            sensor_context,
         )
     drift_job = definitions.resolve_job_def(DRIFT_JOB)
     drift_cursor = _latest_storage_id(instance, DRIFT_KEY)
@@ -164,11 +182,14 @@ def demo_drift_loop(
     new_scores = materializations_after(instance, DRIFT_KEY, drift_cursor)
     decided = drift_decisions(instance, new_scores, mlflow, RETRAINING_JOB, DriftPolicy())
     sensor = definitions.resolve_sensor_def(DRIFT_SENSOR)
-    tick = sensor.evaluate_tick(
-        build_sensor_context(
-            instance=instance, cursor=str(drift_cursor), resources=resources, definitions=definitions
-        )
-    )
+    with sensor_context(
+        instance=instance,
+        cursor=str(drift_cursor),
+        resources=resources,
+        definitions=definitions,
+        sensor_name=DRIFT_SENSOR,
+    ) as context:
+        tick = sensor.evaluate_tick(context)
     sensor_lines = [f"{event.pair}: {decision.action} — {decision.reason}" for event, decision in decided]
     sensor_lines += [f"requested {request.run_key}" for request in tick.run_requests]
     if run_requested and tick.run_requests:
@@ -195,6 +216,7 @@ def demo_drift_loop(
             resources,
             {"comparison": comparison_cursor, "model": model_cursor},
             loggers,
+            sensor_context,
         )
     return DriftLoopSummary(
         model=model,

@@ -261,6 +261,7 @@ def build_features_asset(pair: str, settings: TradAISettings) -> AssetsDefinitio
             history_start,
             tf,
             allow_missing_days=config.allow_missing_warmup_days,
+            now=settings.clock.now(),
         )
         features = compute_window_features(candles.candles, start, end)
         written = candle_store.write_frame_window(

@@ -541,7 +541,7 @@ def build_training_set_asset(settings: TradAISettings) -> AssetsDefinition:
             )
         window = training_window(
             settings.history_start,
-            settings.history_end,
+            settings.training_history_end,
             holdout_days=config.holdout_days,
             start=_day(config.train_start, "train_start"),
             end=_day(config.train_end, "train_end"),

@@ -685,7 +685,9 @@ def performance_window(
     end = (
         _day(config.end, "end")
         if config.end
-        else store.last_candle_end(settings.exchange_id, settings.timeframe, pairs).date()
+        else store.last_candle_end(
+            settings.exchange_id, settings.timeframe, pairs, settings.clock.now()
+        ).date()
     )
     return end - timedelta(days=config.window_days), end
 

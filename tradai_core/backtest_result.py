@@ -10,7 +10,8 @@ that are derived from its trade list, documented where they are computed:
 - **market exposure**: the fraction of the backtest period during which at least one position was open.
 
 Sharpe, Sortino, Calmar and SQN are `None` when the trades leave them undefined (Freqtrade's −100 or
-no-trade 0), with the reason in `BacktestMetrics.undefined` (see `tradai_core.statistics`).
+no-trade 0, or a denominator below one round-trip fee), with the reason in `BacktestMetrics.undefined` (see
+`tradai_core.statistics`).
 """
 
 from __future__ import annotations
@@ -170,6 +171,12 @@ def parse_trade(raw: dict[str, Any]) -> Trade:
     )
 
 
+def round_trip_fee(trade: Trade) -> float:
+    """What a trade paid in fees, in stake currency: the entry fee on the position's value at the open
+    and the exit fee on its value at the close (as Freqtrade charges them)."""
+    return trade.amount * (trade.open_rate * trade.fee_open + trade.close_rate * trade.fee_close)
+
+
 def equity_curve_from_trades(
     trades: tuple[Trade, ...] | list[Trade], starting_balance: float, start: datetime
 ) -> tuple[EquityPoint, ...]:
@@ -226,6 +233,7 @@ def parse_backtest_stats(stats: dict[str, Any], strategy: str, freqtrade_version
             starting_balance,
             drawdown,
             {name: stats.get(name) for name in ("sharpe", "sortino", "calmar", "sqn")},
+            fees_abs=[round_trip_fee(t) for t in trades],
         )
 
         def defined(name: str) -> float | None:

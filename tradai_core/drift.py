@@ -9,8 +9,10 @@ feature PSI stays at 0.09–0.18; windows months later have medians of 0.2–0.7
 
 So the verdict (see `docs/model_loop.md`):
 
-- **feature drift** is the band of the **median** PSI over the features that could be banded: half the
-  model's inputs have moved at least that far. The ranked per-feature table is still reported, worst first.
+- **feature drift** is the **median band** over the features that could be banded: half the model's
+  inputs have moved at least that far. A feature's band already discounts autocorrelation (psi.py: a PSI
+  within the feature's autocorrelated sampling noise is `none`); without that gate this is the band of
+  the median PSI. The ranked per-feature table is still reported, worst first.
   When fewer than half the features could be banded (the window is too small: psi.py's noise-floor rule)
   the feature verdict is `insufficient`;
 - **prediction drift** is the band of the PSI of the model's predicted probabilities on the window against
@@ -24,10 +26,11 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tradai_core.errors import ValidationError
 from tradai_core.psi import (
     DEFAULT_NOISE_QUANTILE,
     MODERATE_PSI,
@@ -74,6 +77,18 @@ def worst(severities: Sequence[DriftSeverity]) -> DriftSeverity:
     return max(banded, key=_RANK.__getitem__) if banded else DriftSeverity.INSUFFICIENT
 
 
+def median_severity(severities: Sequence[DriftSeverity]) -> DriftSeverity:
+    """The band at least half of the banded `severities` reach (their median in band order).
+
+    Without the autocorrelation gate this is the band of the median PSI; with it, a feature whose PSI
+    crosses a band but stays within its autocorrelated sampling noise counts as `none`.
+    """
+    ranked = sorted((s for s in severities if s is not DriftSeverity.INSUFFICIENT), key=_RANK.__getitem__)
+    if not ranked:
+        return DriftSeverity.INSUFFICIENT
+    return ranked[len(ranked) // 2] if len(ranked) % 2 else ranked[len(ranked) // 2 - 1]
+
+
 def drift_verdict(features: Sequence[PSIResult], prediction: PSIResult | None) -> DriftVerdict:
     """Combine per-feature results and the prediction result into the pair's verdict (module docstring)."""
     ranked = tuple(sorted(features, key=lambda r: r.psi, reverse=True))
@@ -81,10 +96,18 @@ def drift_verdict(features: Sequence[PSIResult], prediction: PSIResult | None) -
     max_psi = ranked[0].psi if ranked else 0.0
     if ranked and 2 * len(banded) >= len(ranked):
         median = statistics.median(r.psi for r in banded)
-        feature_severity = severity_for(median)
-        feature_text = (
-            f"median feature PSI {median:.3f} over {len(banded)} features is {feature_severity.value}"
+        feature_severity = median_severity([r.severity for r in banded])
+        within_noise = sum(
+            1
+            for r in banded
+            if r.severity is DriftSeverity.NONE and severity_for(r.psi) is not DriftSeverity.NONE
         )
+        feature_text = (
+            f"median feature PSI {median:.3f} over {len(banded)} features; half of them are at least "
+            f"{feature_severity.value}"
+        )
+        if within_noise:
+            feature_text += f" ({within_noise} above a band but within autocorrelated sampling noise)"
     else:
         median = statistics.median(r.psi for r in ranked) if ranked else 0.0
         feature_severity = DriftSeverity.INSUFFICIENT
@@ -121,3 +144,41 @@ def rows_for_meaningful_psi(n_bins: int = 10, level: float = DEFAULT_NOISE_QUANT
 def window_rows(window_days: float, timeframe: str) -> int:
     """Candles in a window of `window_days` at `timeframe` (without outages)."""
     return int(timedelta(days=window_days) / timeframe_delta(timeframe))
+
+
+class DriftWindow(BaseModel):
+    """The current window a drift score compares with the model's training data, and why it is that."""
+
+    model_config = ConfigDict(frozen=True)
+
+    start: datetime
+    end: datetime
+    note: str = Field(description="empty, or how the window was shortened")
+
+
+def drift_window(end: datetime, window_days: float, trained_until: datetime) -> DriftWindow:
+    """`[end - window_days, end)`, never reaching back into the model's training data (`trained_until`,
+    where its holdout starts).
+
+    A window inside the training period compares the model's data with itself: by construction nothing
+    has drifted, and what it measures is sampling noise (docs/drift.md). So a window that ends at or
+    before `trained_until` is refused, and one that starts before it is cut to start there (it may then be
+    too short to band: `insufficient`, which raises no alarm).
+    """
+    start = end - timedelta(days=window_days)
+    if end <= trained_until:
+        raise ValidationError(
+            f"the drift window [{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}) lies inside the model's "
+            f"training period (trained until {trained_until:%Y-%m-%d %H:%M}): scoring a model against its "
+            "own training data measures nothing",
+            f"score a window that ends after {trained_until:%Y-%m-%d} (run config `end`), or wait for "
+            "candles after the training period",
+        )
+    if start < trained_until:
+        return DriftWindow(
+            start=trained_until,
+            end=end,
+            note="window cut to start at the end of the model's training data "
+            f"({trained_until:%Y-%m-%d %H:%M}) instead of {start:%Y-%m-%d %H:%M}",
+        )
+    return DriftWindow(start=start, end=end, note="")

@@ -6,7 +6,7 @@ inside the project, so a fresh clone writes nothing elsewhere unless told to.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Final, Literal
@@ -14,6 +14,7 @@ from typing import Annotated, Final, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from tradai_core.clock import Clock, as_utc
 from tradai_core.timeframes import timeframe_seconds
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +49,11 @@ class TradAISettings(BaseSettings):
         default=None,
         description="Last day (exclusive) of market data; None means up to today. The offline demo sets "
         "it to the end of the recorded candles.",
+    )
+    now: datetime | None = Field(
+        default=None,
+        description="The platform's clock (ISO timestamp, UTC unless an offset is given); None means real "
+        "time. The history in force ends at it, whatever `history_end` says (tradai_core.clock).",
     )
     holdout_days: int = Field(
         default=120,
@@ -105,10 +111,31 @@ class TradAISettings(BaseSettings):
         timeframe_seconds(value)
         return value
 
+    @field_validator("now")
+    @classmethod
+    def _utc_now(cls, value: datetime | None) -> datetime | None:
+        return as_utc(value) if value is not None else None
+
+    @cached_property
+    def clock(self) -> Clock:
+        """The platform's clock: `now` when set, else real time."""
+        return Clock(fixed=self.now)
+
     @cached_property
     def resolved_history_end(self) -> date:
-        """Last day (exclusive) of the history in force: `history_end`, else tomorrow (today included)."""
-        return self.history_end or date.today() + timedelta(days=1)
+        """Last day (exclusive) of the history in force: `history_end`, but never after the clock's day
+        (included: its candles up to now exist)."""
+        up_to_clock = self.clock.today() + timedelta(days=1)
+        return min(self.history_end, up_to_clock) if self.history_end is not None else up_to_clock
+
+    @cached_property
+    def training_history_end(self) -> date | None:
+        """Last day (exclusive) a training window may reach: `history_end`, never past the clock's day
+        (whose candles are still arriving); None in real time with an open history (today, then)."""
+        if self.clock.is_real_time:
+            return self.history_end
+        today = self.clock.today()
+        return min(self.history_end, today) if self.history_end is not None else today
 
     @cached_property
     def holdout_start(self) -> date:

@@ -9,11 +9,14 @@ Served, as Binance answers them and as ccxt 4.5 parses them:
   `permissions`, `symbolStatus` filters), `GET /api/v3/klines` and `GET /api/v3/uiKlines`;
 - `GET /fapi/v1/exchangeInfo` and `GET /dapi/v1/exchangeInfo` with no markets, so a ccxt client left
   with its default market types (spot, linear, inverse) still loads the spot markets;
-- `GET|POST|DELETE /_replay/faults`, `GET /_replay/fault-kinds` (one fault of every kind and variant)
-  and `GET /_replay/status` to drive the server by hand (curl).
+- `GET|POST|DELETE /_replay/faults`, `GET /_replay/fault-kinds` (one fault of every kind and variant),
+  `GET /_replay/status` and `POST /_replay/now` to drive the server by hand (curl).
 
 The clock is frozen at `now_ms` (default: the close of the last recorded candle, so every served candle
 is closed); candles opening after it are not served and the candle containing it is served still open.
+It only moves forward, when told: `advance(ms)` / `now_ms = …` in Python, or `POST /_replay/now` with
+`{"now_ms": …}` or `{"advance_ms": …}` (a walk-forward simulation steps it like the platform's clock,
+`TRADAI_NOW`).
 """
 
 from __future__ import annotations
@@ -309,6 +312,25 @@ class ReplayServer:
     def now_ms(self, value: int) -> None:
         """Move the clock, e.g. forward to let an incremental sync find new candles."""
         self._now_ms = int(value)
+
+    def advance(self, *, to_ms: int | None = None, by_ms: int | None = None) -> int:
+        """Move the clock forward, to `to_ms` or by `by_ms` (exactly one); returns the new `now_ms`.
+
+        Raises ConfigurationError for a move backwards (served candles cannot be taken back) or a call
+        that names neither or both."""
+        if (to_ms is None) == (by_ms is None):
+            raise ConfigurationError(
+                "advance the replay clock to a moment or by a duration",
+                "pass exactly one of now_ms, advance_ms",
+            )
+        target = int(to_ms) if to_ms is not None else self._now_ms + int(by_ms or 0)
+        if target < self._now_ms:
+            raise ConfigurationError(
+                f"the replay clock is at {self._now_ms} ms and only moves forward (asked {target} ms)",
+                "start a new server to replay an earlier moment",
+            )
+        self._now_ms = target
+        return target
 
     @property
     def requests(self) -> list[ServedRequest]:
@@ -615,6 +637,19 @@ class ReplayServer:
         if path.rstrip("/") == "/_replay/fault-kinds" and method == "GET":
             kinds = [fault.model_dump(exclude_defaults=True) for fault in supported_faults()]
             self._send(handler, 200, json.dumps(kinds).encode(), 0)
+            return
+        if path.rstrip("/") == "/_replay/now" and method == "POST":
+            try:
+                wanted = json.loads(body or b"null")
+                if not isinstance(wanted, dict) or set(wanted) - {"now_ms", "advance_ms"}:
+                    raise ValueError('send {"now_ms": <ms>} or {"advance_ms": <ms>}')
+                now = self.advance(to_ms=wanted.get("now_ms"), by_ms=wanted.get("advance_ms"))
+            except (ValueError, TypeError, ConfigurationError) as exc:
+                self._send(
+                    handler, 400, json.dumps({"error": "clock not moved", "detail": str(exc)}).encode(), 0
+                )
+                return
+            self._send(handler, 200, json.dumps({"now_ms": now}).encode(), 0)
             return
         if path.rstrip("/") == "/_replay/status" and method == "GET":
             status = {

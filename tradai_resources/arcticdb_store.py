@@ -347,9 +347,13 @@ class ArcticDBResource(ConfigurableResource):
         symbol = pair_slug(pair)
         return self._latest(lib, symbol) if lib.has_symbol(symbol) else None
 
-    def last_candle_end(self, exchange_id: str, timeframe: str, pairs: Sequence[str]) -> datetime:
+    def last_candle_end(
+        self, exchange_id: str, timeframe: str, pairs: Sequence[str], now: datetime | None = None
+    ) -> datetime:
         """The end (exclusive) of the newest candle stored for any of `pairs`: how far the history
-        reaches, which windows ending "now" (drift, the champion's performance) end at offline too."""
+        reaches, which windows ending "now" (drift, the champion's performance) end at offline too.
+        `now` (the platform's clock) caps it: a store filled further, e.g. before a simulation stepped the
+        clock back, is read only up to the clock."""
         library = self.library(exchange_id, timeframe, create=False)
         newest: pd.Timestamp | None = None
         for pair in pairs:
@@ -364,7 +368,11 @@ class ArcticDBResource(ConfigurableResource):
             raise NotFoundError(
                 f"no candles stored for {', '.join(pairs)}", "materialize the market-data assets first"
             )
-        return (newest + pd.Timedelta(timeframe_delta(timeframe))).to_pydatetime()
+        step = pd.Timedelta(timeframe_delta(timeframe))
+        end = newest + step
+        if now is not None:
+            end = min(end, utc_timestamp(now).floor(step))
+        return end.to_pydatetime()
 
     @staticmethod
     def _latest(lib: Library, symbol: str) -> int:
