@@ -62,6 +62,7 @@ from tradai_resources.freqtrade_backtester import (
 from tradai_resources.freqtrade_worker import (
     ForkRequest,
     NetworkBlockedError,
+    model_store_addresses,
     network_guard,
     offline_markets,
 )
@@ -610,6 +611,27 @@ def test_network_guard_refuses_every_connection_and_lookup_then_restores() -> No
         socket.create_connection(address, timeout=1).close()  # restored
     finally:
         server.close()
+
+
+def test_network_guard_lets_the_model_store_through_and_nothing_else() -> None:
+    """On a deployment an ML strategy loads its model from the MLflow tracking server (TRADAI_MLFLOW_URI)
+    during the backtest: that one address is reachable, every other one stays refused."""
+    store, other = _listening_socket(), _listening_socket()
+    host, port = store.getsockname()
+    allowed = model_store_addresses({"TRADAI_MLFLOW_URI": f"http://{host}:{port}"})
+    assert allowed == {(host, port)}
+    assert model_store_addresses({"TRADAI_MLFLOW_URI": "sqlite:///x.db"}) == frozenset()
+    try:
+        with network_guard(allowed) as log:
+            socket.create_connection((host, port), timeout=1).close()
+            with pytest.raises(NetworkBlockedError):
+                socket.create_connection(other.getsockname(), timeout=1)
+            with pytest.raises(NetworkBlockedError):
+                socket.getaddrinfo("api.binance.com", 443)
+            assert len(log.refused) == 2
+    finally:
+        store.close()
+        other.close()
 
 
 def test_contract_freqtrade_loads_markets_from_the_snapshot_with_no_network() -> None:

@@ -122,13 +122,31 @@ class OfflineLog:
     refused: list[str] = field(default_factory=list)
 
 
+def model_store_addresses(env: Mapping[str, str] | None = None) -> frozenset[tuple[str, int]]:
+    """The (host, port) of the MLflow tracking server in `TRADAI_MLFLOW_URI`, when it is one (http/https).
+
+    An ML strategy loads its model from there during the backtest (in a deployment, the tracking server
+    also serves the artifacts), so it is the one address an offline backtest may reach. Empty for a
+    file or database store.
+    """
+    uri = (os.environ if env is None else env).get("TRADAI_MLFLOW_URI", "")
+    parsed = urlsplit(uri)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return frozenset()
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return frozenset({(parsed.hostname, port)})
+
+
 @contextmanager
-def network_guard() -> Iterator[OfflineLog]:
+def network_guard(allowed: frozenset[tuple[str, int]] = frozenset()) -> Iterator[OfflineLog]:
     """Refuse every IPv4/IPv6 connection and DNS lookup made inside the block; yields the refusal log.
 
-    Unix sockets stay allowed. Refusals are also recorded, because some callers (ccxt, Freqtrade's retry
+    Unix sockets stay allowed, and so do the `allowed` (host, port) addresses (the model store, see
+    `model_store_addresses`). Refusals are also recorded, because some callers (ccxt, Freqtrade's retry
     loops) catch connection errors and carry on: the worker fails the run if anything was refused.
     """
+    allowed_hosts = {host for host, _ in allowed}
+    resolved: set[tuple[str, int]] = set()  # what the allowed host names resolved to
     original_connect = socket.socket.connect
     original_connect_ex = socket.socket.connect_ex
     original_getaddrinfo = socket.getaddrinfo
@@ -139,17 +157,29 @@ def network_guard() -> Iterator[OfflineLog]:
         logger.error("network access refused in an offline backtest: %s", what)
         return NetworkBlockedError(f"network access is disabled in offline backtests ({what})")
 
+    def permitted(address: Any) -> bool:
+        if not isinstance(address, tuple):
+            return False
+        target = (str(address[0]), int(address[1]))
+        return target in allowed or target in resolved
+
     def connect(self: socket.socket, address: Any) -> None:
-        if self.family in (socket.AF_INET, socket.AF_INET6):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not permitted(address):
             raise refuse(f"connect {address!r}")
         original_connect(self, address)
 
     def connect_ex(self: socket.socket, address: Any) -> int:
-        if self.family in (socket.AF_INET, socket.AF_INET6):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not permitted(address):
             raise refuse(f"connect {address!r}")
         return original_connect_ex(self, address)
 
     def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in allowed_hosts:
+            answers = original_getaddrinfo(host, *args, **kwargs)
+            for *_, sockaddr in answers:
+                if (host, int(sockaddr[1])) in allowed:
+                    resolved.add((str(sockaddr[0]), int(sockaddr[1])))
+            return answers
         raise refuse(f"lookup {host!r}")
 
     socket.socket.connect = connect  # type: ignore[method-assign]
@@ -284,7 +314,7 @@ def run_backtest(job: WorkerJob) -> dict[str, Any]:
 
     snapshot = json.loads(Path(job.exchange_info_path).read_text(encoding="utf-8"))
     args = Arguments(list(job.argv)).get_parsed_arg()
-    guard = network_guard() if job.block_network else no_guard()
+    guard = network_guard(model_store_addresses()) if job.block_network else no_guard()
     with (
         guard as network,
         offline_markets(job.exchange, snapshot) as markets,
