@@ -615,12 +615,17 @@ def test_network_guard_refuses_every_connection_and_lookup_then_restores() -> No
 
 def test_network_guard_lets_the_model_store_through_and_nothing_else() -> None:
     """On a deployment an ML strategy loads its model from the MLflow tracking server (TRADAI_MLFLOW_URI)
-    during the backtest: that one address is reachable, every other one stays refused."""
+    and its S3 artifact endpoint during the backtest: those are reachable, every other address refused."""
     store, other = _listening_socket(), _listening_socket()
     host, port = store.getsockname()
     allowed = model_store_addresses({"TRADAI_MLFLOW_URI": f"http://{host}:{port}"})
     assert allowed == {(host, port)}
     assert model_store_addresses({"TRADAI_MLFLOW_URI": "sqlite:///x.db"}) == frozenset()
+    artifacts = {
+        "TRADAI_MLFLOW_URI": "http://127.0.0.1:5000",
+        "MLFLOW_S3_ENDPOINT_URL": "http://127.0.0.1:9000",
+    }
+    assert model_store_addresses(artifacts) == {("127.0.0.1", 5000), ("127.0.0.1", 9000)}
     try:
         with network_guard(allowed) as log:
             socket.create_connection((host, port), timeout=1).close()

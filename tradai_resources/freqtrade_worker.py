@@ -123,18 +123,19 @@ class OfflineLog:
 
 
 def model_store_addresses(env: Mapping[str, str] | None = None) -> frozenset[tuple[str, int]]:
-    """The (host, port) of the MLflow tracking server in `TRADAI_MLFLOW_URI`, when it is one (http/https).
+    """The (host, port) of the model store: the MLflow tracking server in `TRADAI_MLFLOW_URI` and the S3
+    endpoint of its artifacts (`MLFLOW_S3_ENDPOINT_URL`), each when it is an http(s) URL.
 
-    An ML strategy loads its model from there during the backtest (in a deployment, the tracking server
-    also serves the artifacts), so it is the one address an offline backtest may reach. Empty for a
-    file or database store.
+    An ML strategy loads its model from them during the backtest, so they are the only addresses an
+    offline backtest may reach. Empty for a file or database store.
     """
-    uri = (os.environ if env is None else env).get("TRADAI_MLFLOW_URI", "")
-    parsed = urlsplit(uri)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        return frozenset()
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    return frozenset({(parsed.hostname, port)})
+    env = os.environ if env is None else env
+    addresses = set()
+    for name in ("TRADAI_MLFLOW_URI", "MLFLOW_S3_ENDPOINT_URL"):
+        parsed = urlsplit(env.get(name, ""))
+        if parsed.scheme in ("http", "https") and parsed.hostname:
+            addresses.add((parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)))
+    return frozenset(addresses)
 
 
 @contextmanager
