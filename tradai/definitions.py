@@ -11,7 +11,7 @@ from jobs.market_data import build_market_data_job, build_market_data_schedule
 from jobs.ml import build_features_job, build_training_job
 from jobs.model_lifecycle import build_model_loop_definitions
 from sensors.notifications import notify_on_run_failure
-from tradai.deployment import execution_from_env
+from tradai.deployment import execution_from_env, retraining_config_from_env
 from tradai_assets.backtests import build_backtest_assets
 from tradai_assets.features import build_feature_assets
 from tradai_assets.hyperopt import build_hyperopt_assets
@@ -61,7 +61,7 @@ def build_definitions(settings: TradAISettings | None = None) -> Definitions:
     }
     execution = execution_from_env()
     resources.update(execution.resources)
-    loop = build_model_loop_definitions(settings)
+    loop = build_model_loop_definitions(settings, retraining_config=retraining_config_from_env())
     return Definitions(
         assets=[
             *build_market_data_assets(settings),
