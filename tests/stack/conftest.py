@@ -8,6 +8,7 @@ the stack's moto.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 
+from tests.model_loop_fixtures import retraining_config
 from tradai_replay.server import ReplayServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,13 +98,22 @@ def running_stack() -> Iterator[Stack]:
             "TRADAI_EXCHANGE_BASE_URL": replay.base_url,
             "TRADAI_PAIRS": ",".join(PAIRS),
             "TRADAI_HISTORY_START": "2020-10-12",
-            "TRADAI_HISTORY_END": "2022-10-12",
+            # The model loop's story (tests/test_model_loop.py): history up to 2021-07-01, 40-day holdout.
+            "TRADAI_HISTORY_END": "2021-07-01",
+            "TRADAI_HOLDOUT_DAYS": "40",
+            # Rollback limits no strategy meets, so the daemon's rollback sensor has a breach to act on.
+            "TRADAI_ROLLBACK_MIN_SHARPE": "50",
+            "TRADAI_ROLLBACK_MIN_TRADES": "1",
             "TRADAI_CELERY_WORKERS": "1",
+            # What the drift sensor launches: the model loop test's small model and 10-trade minimum.
+            "TRADAI_RETRAINING_CONFIG": str(home / "retraining.json"),
         }
         env = stack_env(overrides)
         if not REUSE:
             run_script("down", env)  # a stack left over by an interrupted session
             shutil.rmtree(home, ignore_errors=True)
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "retraining.json").write_text(json.dumps(retraining_config(holdout_days=40)))
         try:
             run_script("up", env)
             yield Stack(env=env, home=home)

@@ -1,0 +1,223 @@
+"""The model loop run by the stack's daemon, not by the test (issue #12, test "e").
+
+The test only sets the scene, as the platform's own jobs would have left it: recorded candles of
+2020-10-12 → 2021-07-01 in ArcticDB on S3, their features, a first champion trained on the bull market
+(2020-10-12 → 2021-01-12) and registered in the MLflow server, and the drift scores of both pairs, which
+are severe. From there the daemon works alone: its drift sensor ticks and requests a retraining run, the
+queued run coordinator starts it, and the run trains the challenger and compares it with the champion.
+Everything is observed from the Postgres instance (runs, their tags and events) with bounded waits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import pytest
+from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, Definitions, RunsFilter
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    RUN_KEY_TAG,
+    SENSOR_NAME_TAG,
+)
+from dagster_graphql import DagsterGraphQLClient
+
+from jobs.drift import DRIFT_JOB
+from jobs.ml import FEATURES_JOB
+from jobs.model_lifecycle import PERFORMANCE_JOB, PROMOTE_JOB, ROLLBACK_JOB
+from jobs.retraining import RETRAINING_JOB
+from sensors.drift import DRIFT_SENSOR
+from sensors.promotion import PROMOTION_SENSOR
+from sensors.rollback import ROLLBACK_SENSOR
+from tests.model_loop_fixtures import MODEL, PAIRS, seed_candles
+from tests.stack.conftest import DEMO_CANDLES, Stack
+from tradai.definitions import build_definitions
+from tradai_assets.model_lifecycle import alias_version, read_audit_history
+from tradai_assets.models import CHALLENGER, CHAMPION, MODEL_KEY, TRAINING_SET_KEY
+from tradai_core.settings import TradAISettings, pair_slug
+from tradai_resources.arcticdb_store import ArcticDBResource
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+
+NAME = "tradai-lgbm-1h"
+ENQUEUED, STARTING, STARTED = (
+    DagsterEventType.RUN_ENQUEUED.value,
+    DagsterEventType.RUN_STARTING.value,
+    DagsterEventType.RUN_START.value,
+)
+T = TypeVar("T")
+
+
+def wait_until(what: str, probe: Callable[[], T | None], timeout_s: float, every_s: float = 2) -> T:
+    """Poll `probe` until it returns something (bounded); that something."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = probe()
+        if found is not None:
+            return found
+        time.sleep(every_s)
+    raise AssertionError(f"{what}: not seen within {timeout_s}s")
+
+
+def runs_of(instance: DagsterInstance, job: str, trigger: str) -> list[DagsterRun]:
+    """Runs of `job` carrying tradai/trigger=`trigger`, newest first."""
+    return list(instance.get_runs(RunsFilter(job_name=job, tags={"tradai/trigger": trigger})))
+
+
+TICKS = """
+query Ticks($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) {
+    __typename
+    ... on Sensor { sensorState { ticks(limit: 200) { status runIds } } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+def ticks_with_runs(stack: Stack, sensor: str) -> set[str]:
+    """The run ids the daemon's ticks of `sensor` requested, as the UI's sensor page shows them."""
+    client = DagsterGraphQLClient("127.0.0.1", port_number=stack.webserver_port, timeout=120)
+    selector = {"repositoryLocationName": "tradai", "repositoryName": "__repository__", "sensorName": sensor}
+    answer = client._execute(TICKS, {"selector": selector})["sensorOrError"]
+    assert answer["__typename"] == "Sensor", answer
+    return {run_id for tick in answer["sensorState"]["ticks"] for run_id in tick["runIds"]}
+
+
+def metadata(stack: Stack, run_id: str, asset: str) -> dict[str, object]:
+    """The metadata of the one materialization of `asset` by the run."""
+    events = [
+        e
+        for e in stack.instance().all_logs(run_id)
+        if e.is_dagster_event
+        and e.dagster_event is not None
+        and e.dagster_event.is_step_materialization
+        and e.dagster_event.asset_key is not None
+        and e.dagster_event.asset_key.to_user_string() == asset
+    ]
+    assert len(events) == 1, f"{asset}: {len(events)} materializations in run {run_id}"
+    materialization = events[0].dagster_event.step_materialization_data.materialization  # type: ignore[union-attr]
+    return {key: value.value for key, value in materialization.metadata.items()}
+
+
+def set_the_scene(stack: Stack, defs: Definitions) -> None:
+    """Candles, features, the first champion and severe drift scores, as earlier runs would leave them."""
+    settings = TradAISettings()
+    seed_candles(
+        ArcticDBResource(uri=settings.resolved_arcticdb_uri),
+        DEMO_CANDLES,
+        settings.history_start,
+        settings.resolved_history_end,
+    )
+    instance = stack.instance()
+    features = defs.resolve_job_def(FEATURES_JOB).execute_in_process(
+        instance=instance,
+        tags={ASSET_PARTITION_RANGE_START_TAG: "2020-10-12", ASSET_PARTITION_RANGE_END_TAG: "2021-06-30"},
+    )
+    assert features.success
+    first = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance,
+        asset_selection=[TRAINING_SET_KEY, MODEL_KEY],
+        run_config={
+            "ops": {"training_set": {"config": {"train_end": "2021-01-12"}}, "model": {"config": MODEL}}
+        },
+    )
+    [registered] = first.asset_materializations_for_node("model")
+    assert registered.metadata["aliases"].value == "challenger, champion"
+    for pair in PAIRS:
+        scored = defs.resolve_job_def(DRIFT_JOB).execute_in_process(
+            instance=instance, partition_key=pair_slug(pair)
+        )
+        [score] = scored.asset_materializations_for_node("drift_score")
+        assert score.metadata["severity"].value == "severe"
+
+
+def test_the_daemon_retrains_on_severe_drift(stack: Stack) -> None:
+    defs = build_definitions()
+    mlflow = defs.resources["mlflow"]  # type: ignore[index]
+    set_the_scene(stack, defs)
+    assert alias_version(mlflow, NAME, CHAMPION) == 1
+    instance = stack.instance()
+
+    # The daemon's drift sensor (running by default) ticks and requests one retraining run.
+    def retraining_run() -> DagsterRun | None:
+        runs = instance.get_runs(RunsFilter(job_name=RETRAINING_JOB, tags={"tradai/trigger": "drift"}))
+        return runs[0] if runs else None
+
+    run = wait_until("a retraining run requested by the daemon's drift sensor", retraining_run, 600)
+    assert run.tags[SENSOR_NAME_TAG] == DRIFT_SENSOR
+    assert run.tags[RUN_KEY_TAG].startswith("retrain:drift_score:")
+    assert run.tags["tradai/model_loop"] == "retraining" and run.tags["tradai/drift_model_version"] == "1"
+    assert stack.wait_for_run(run.run_id, timeout_s=1800) == DagsterRunStatus.SUCCESS
+    statuses = [
+        e.dagster_event.event_type_value
+        for e in instance.all_logs(run.run_id)
+        if e.is_dagster_event and e.dagster_event is not None
+    ]
+    # The queued run coordinator started it: it went through the queue, not straight to a worker.
+    assert statuses.index(ENQUEUED) < statuses.index(STARTING) < statuses.index(STARTED)
+    # One run only: the second pair's severe score falls in the cooldown of the first.
+    assert len(instance.get_runs(RunsFilter(job_name=RETRAINING_JOB))) == 1
+
+    # The run trained challenger v2 and compared it with champion v1 on the holdout neither saw.
+    model = metadata(stack, run.run_id, "model")
+    assert (model["model_version"], model["aliases"]) == (2, "challenger")
+    assert model["training_window"] == "train [2020-10-12, 2021-05-22), holdout [2021-05-22, 2021-07-01)"
+    comparison = metadata(stack, run.run_id, "model_comparison")
+    assert (comparison["champion_version"], comparison["challenger_version"]) == (1, 2)
+    assert comparison["decision"] in {"promote", "keep", "inconclusive"}
+    assert mlflow.get_version(NAME, 2).tags["tradai.validation.decision"] == comparison["decision"]
+    assert alias_version(mlflow, NAME, CHALLENGER) == 2
+
+    # The daemon's promotion sensor acts on the comparison: promote moves `champion`, keep/inconclusive
+    # keep it; either way one promote_champion_job run writes the audit entry.
+    action = "promote" if comparison["decision"] == "promote" else "keep"
+    decided = wait_until(
+        "the promotion sensor's run for the comparison",
+        lambda: next(iter(runs_of(instance, PROMOTE_JOB, "comparison")), None),
+        600,
+    )
+    assert decided.tags[SENSOR_NAME_TAG] == PROMOTION_SENSOR
+    assert decided.tags[RUN_KEY_TAG].startswith(f"{action}:model_comparison:")
+    assert stack.wait_for_run(decided.run_id, timeout_s=600) == DagsterRunStatus.SUCCESS
+    audit = metadata(stack, decided.run_id, "champion_model")
+    assert (audit["action"], audit["decision"]) == (action, comparison["decision"])
+    assert audit["p_value"] == pytest.approx(comparison["p_value"])
+    new_champion = 2 if action == "promote" else 1
+    assert alias_version(mlflow, NAME, CHAMPION) == new_champion
+    [bootstrap] = runs_of(instance, PROMOTE_JOB, "bootstrap")
+    assert (
+        bootstrap.status == DagsterRunStatus.SUCCESS and bootstrap.tags[SENSOR_NAME_TAG] == PROMOTION_SENSOR
+    )
+    assert [e.action.value for e in read_audit_history(mlflow, NAME)] == ["bootstrap", action]
+    assert ticks_with_runs(stack, PROMOTION_SENSOR) >= {bootstrap.run_id, decided.run_id}
+    assert ticks_with_runs(stack, DRIFT_SENSOR) == {run.run_id}
+
+    # The champion's rolling performance (a run the daemon starts, as the daily schedule would) breaches
+    # the limits (a Sharpe floor of 50): the daemon's rollback sensor returns `champion` to v1.
+    assert action == "promote", f"the challenger was not promoted ({comparison['decision']}): no rollback"
+    client = DagsterGraphQLClient("127.0.0.1", port_number=stack.webserver_port, timeout=120)
+    judged_id = client.submit_job_execution(
+        PERFORMANCE_JOB,
+        repository_location_name="tradai",
+        repository_name="__repository__",
+        run_config={"ops": {"champion_performance": {"config": {"window_days": 20}}}},
+    )
+    assert stack.wait_for_run(judged_id, timeout_s=900) == DagsterRunStatus.SUCCESS
+    judged = metadata(stack, judged_id, "champion_performance")
+    assert (judged["model_version"], judged["timerange"]) == (2, "20210611-20210701")
+    rollback = wait_until(
+        "the rollback sensor's run",
+        lambda: next(iter(runs_of(instance, ROLLBACK_JOB, "rollback")), None),
+        600,
+    )
+    assert rollback.tags[SENSOR_NAME_TAG] == ROLLBACK_SENSOR
+    assert rollback.tags[RUN_KEY_TAG].startswith("rollback:champion_performance:")
+    assert stack.wait_for_run(rollback.run_id, timeout_s=600) == DagsterRunStatus.SUCCESS
+    assert metadata(stack, rollback.run_id, "champion_model")["action"] == "rollback"
+    assert alias_version(mlflow, NAME, CHAMPION) == 1
+    assert "tradai.rolled_back" in mlflow.get_version(NAME, 2).tags
+    assert [e.action.value for e in read_audit_history(mlflow, NAME)] == ["bootstrap", "promote", "rollback"]
+    assert ticks_with_runs(stack, ROLLBACK_SENSOR) == {rollback.run_id}
