@@ -105,6 +105,8 @@ def running_stack() -> Iterator[Stack]:
             "TRADAI_ROLLBACK_MIN_SHARPE": "50",
             "TRADAI_ROLLBACK_MIN_TRADES": "1",
             "TRADAI_CELERY_WORKERS": "1",
+            # Steps on the stack's Celery worker (Redis broker, outputs through S3), as in production.
+            "TRADAI_EXECUTOR": "celery",
             # What the drift sensor launches: the model loop test's small model and 10-trade minimum.
             "TRADAI_RETRAINING_CONFIG": str(home / "retraining.json"),
         }

@@ -86,6 +86,38 @@ def ticks_with_runs(stack: Stack, sensor: str) -> set[str]:
     return {run_id for tick in answer["sensorState"]["ticks"] for run_id in tick["runIds"]}
 
 
+RETRAINING_STEPS = {
+    "training_set": "tradai-1",
+    "model": "tradai-1",
+    "validation_backtest__champion": "tradai-1",
+    "validation_backtest__challenger": "tradai-1",
+    "model_comparison": "tradai-1",
+}
+"""The retraining run's steps and the Celery worker (node name, deploy/stack.sh) each must run on."""
+
+
+def celery_steps(instance: DagsterInstance, run_id: str) -> dict[str, str]:
+    """The run's succeeded steps, each with the Celery worker that executed it, read from the engine
+    events: the run worker's 'Submitting celery task for step "X"' and the task's 'Executing steps X in
+    celery worker' (metadata 'Celery worker' = node@host). A step without both is missing from the map."""
+    submitted: set[str] = set()
+    worker_of: dict[str, str] = {}
+    succeeded: set[str] = set()
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or entry.step_key is None:
+            continue
+        if event.event_type == DagsterEventType.STEP_SUCCESS:
+            succeeded.add(entry.step_key)
+        elif event.event_type == DagsterEventType.ENGINE_EVENT and event.message:
+            if event.message.startswith(f'Submitting celery task for step "{entry.step_key}"'):
+                submitted.add(entry.step_key)
+            elif event.message == f"Executing steps {entry.step_key} in celery worker":
+                worker = event.engine_event_data.metadata["Celery worker"].value  # type: ignore[union-attr]
+                worker_of[entry.step_key] = str(worker).split("@", 1)[0]
+    return {step: worker_of[step] for step in succeeded if step in submitted and step in worker_of}
+
+
 def metadata(stack: Stack, run_id: str, asset: str) -> dict[str, object]:
     """The metadata of the one materialization of `asset` by the run."""
     events = [
@@ -158,6 +190,10 @@ def test_the_daemon_retrains_on_severe_drift(stack: Stack) -> None:
     ]
     # The queued run coordinator started it: it went through the queue, not straight to a worker.
     assert statuses.index(ENQUEUED) < statuses.index(STARTING) < statuses.index(STARTED)
+    # Every step of the retraining run ran on a Celery worker of the stack (Redis broker), not in the run
+    # worker: the run worker submitted each step as a Celery task, and dagster-celery's task reported
+    # which worker executed it (engine events of the run's event log).
+    assert celery_steps(instance, run.run_id) == RETRAINING_STEPS
     # One run only: the second pair's severe score falls in the cooldown of the first.
     assert len(instance.get_runs(RunsFilter(job_name=RETRAINING_JOB))) == 1
 
