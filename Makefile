@@ -6,7 +6,8 @@ UV := $(shell scripts/ensure-uv)
 export DAGSTER_HOME ?= $(CURDIR)/.tradai/dagster
 REPLAY_PORT ?= 8765
 
-.PHONY: setup demo test test-all test-stack lint validate ui mlflow-ui replay bench clean stack-up stack-down stack-status stack-demo
+.PHONY: setup demo test test-all test-browser browser test-stack services lint validate ui mlflow-ui replay bench clean \
+	stack-up stack-down stack-status stack-demo
 
 setup:  ## install the locked environment into .venv
 	$(UV) sync --frozen
@@ -16,30 +17,43 @@ setup:  ## install the locked environment into .venv
 demo: setup  ## materialize the graph offline from the bundled recorded candles
 	$(UV) run --frozen python -m tradai.demo
 
-test: setup  ## the fast suite (excludes tests marked slow or stack)
+test: setup  ## the fast suite (excludes tests marked slow, browser or stack)
 	$(UV) run --frozen pytest
 
-test-all: setup lint validate  ## everything CI runs: lint, definitions, all tests including slow and stack ones
-	$(UV) run --frozen pytest -m "slow or stack or not (slow or stack)"
+test-all: setup lint validate browser services  ## everything CI runs: lint, definitions, every test (slow, browser, stack)
+	$(UV) run --frozen pytest -m "(slow or not slow) and not stack"
+	$(UV) run --frozen pytest -m stack  # a session of its own: one stack, up only while its tests run
 
-test-stack: setup  ## the tests against the real production stack (started and stopped by the tests)
+test-stack: setup services  ## the tests against the real production stack (started and stopped by the tests)
 	$(UV) run --frozen pytest -m stack
+
+test-browser: setup browser  ## only the real-browser UI tests (screenshots in .tradai/test-artifacts/browser/)
+	$(UV) run --frozen pytest -m browser
+
+services:  ## Debian's postgresql and redis-server for the stack tests (apt, needs root or sudo)
+	deploy/stack.sh install
+
+browser:  ## Debian's chromium + chromium-driver for the browser tests (apt, needs root or sudo)
+	scripts/install-browser
 
 lint: setup
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 
-validate: setup  ## `dagster definitions validate` on the code location
-	set -a && source offline.env && set +a && $(UV) run --frozen dagster definitions validate -w workspace.yaml
+validate: setup  ## `dg check defs`: the code location loads and its definitions are valid
+	set -a && source offline.env && set +a && $(UV) run --frozen dg check defs
 
 replay: setup  ## serve the bundled candles as a Binance REST replay on 127.0.0.1:$(REPLAY_PORT)
 	$(UV) run --frozen python -m tradai_replay --candles-dir demo_data/binance_spot_1h --port $(REPLAY_PORT)
 
-ui: setup  ## the Dagster UI on http://127.0.0.1:3000, offline against the replay server
+ui: setup  ## the Dagster UI on http://127.0.0.1:3000, offline against the replay server (REPLAY_PORT=8765)
+	@scripts/replay-port free $(REPLAY_PORT)
 	set -a && source offline.env && set +a && \
-	$(UV) run --frozen python -m tradai_replay --candles-dir demo_data/binance_spot_1h --port $(REPLAY_PORT) & \
-	replay=$$!; trap "kill $$replay" EXIT; \
-	set -a && source offline.env && set +a && $(UV) run --frozen dagster dev -w workspace.yaml
+	export TRADAI_EXCHANGE_BASE_URL=http://127.0.0.1:$(REPLAY_PORT) && \
+	{ $(UV) run --frozen python -m tradai_replay --candles-dir demo_data/binance_spot_1h --port $(REPLAY_PORT) & \
+	replay=$$!; trap "kill $$replay 2>/dev/null" EXIT; \
+	scripts/replay-port wait $(REPLAY_PORT) $$replay && \
+	$(UV) run --frozen dg dev --host 127.0.0.1 --port 3000; }
 
 mlflow-ui: setup  ## the MLflow UI on http://127.0.0.1:5000 over the local store
 	$(UV) run --frozen mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.tradai/mlflow.db --port 5000

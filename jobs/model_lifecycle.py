@@ -230,7 +230,11 @@ def _latest_storage_id(instance: DagsterInstance, key: Any) -> int:
 
 
 def _act_on_promotions(
-    definitions: Definitions, instance: DagsterInstance, resources: dict[str, Any], cursor: dict[str, int]
+    definitions: Definitions,
+    instance: DagsterInstance,
+    resources: dict[str, Any],
+    cursor: dict[str, int],
+    loggers: dict[str, Any] | None = None,
 ) -> list[str]:
     """Evaluate the promotion sensor from `cursor` and execute what it requests (with its run keys)."""
     promotion = definitions.resolve_sensor_def(PROMOTION_SENSOR)
@@ -242,7 +246,7 @@ def _act_on_promotions(
     for request in promotion.evaluate_tick(context).run_requests:
         run = promote_job.execute_in_process(
             instance=instance,
-            run_config=request.run_config,
+            run_config={**(request.run_config or {}), "loggers": loggers or {}},
             tags={**request.tags, RUN_KEY_TAG: request.run_key or ""},
             raise_on_error=False,
         )
@@ -256,25 +260,27 @@ def demo_drift_loop(
     *,
     definitions: Definitions | None = None,
     run_requested: bool = False,
+    loggers: dict[str, Any] | None = None,
 ) -> DriftLoopSummary:
     """After the first model: score drift of every pair, show what the drift sensor decides, and (with
     `run_requested`) run what it requests — retraining, then what the promotion sensor requests.
 
     Runs execute in process on `instance` with the run keys the sensors gave them, so a daemon started
     later on the same instance does not launch them again. The summary says where the loop stands.
+    `loggers` is the runs' logger config (the demo passes a quiet console logger).
     """
     if definitions is None:
         from tradai.definitions import build_definitions
 
         definitions = build_definitions(settings)
     resources = dict(definitions.resources or {})
-    mlflow: MLflowResource = resources["mlflow"]
+    mlflow: MLflowResource = resources["mlflow"].process_config_and_initialize()  # resolves its EnvVars
     model = default_model_name(settings.timeframe)
     loop_runs: list[str] = []
     if run_requested:  # record the bootstrap of the first champion, as the promotion sensor would
         comparisons_seen = _latest_storage_id(instance, COMPARISON_KEY)
         loop_runs += _act_on_promotions(
-            definitions, instance, resources, {"comparison": comparisons_seen, "model": 0}
+            definitions, instance, resources, {"comparison": comparisons_seen, "model": 0}, loggers
         )
     drift_job = definitions.resolve_job_def(DRIFT_JOB)
     drift_cursor = _latest_storage_id(instance, DRIFT_KEY)
@@ -283,6 +289,7 @@ def demo_drift_loop(
         result = drift_job.execute_in_process(
             instance=instance,
             partition_key=pair_slug(pair),
+            run_config={"loggers": loggers or {}},
             raise_on_error=False,
             tags={"tradai/trigger": "demo"},
         )
@@ -328,7 +335,10 @@ def demo_drift_loop(
         retraining = definitions.resolve_job_def(RETRAINING_JOB)
         request = tick.run_requests[0]
         result = retraining.execute_in_process(
-            instance=instance, tags={**request.tags, RUN_KEY_TAG: request.run_key or ""}, raise_on_error=False
+            instance=instance,
+            run_config={"loggers": loggers or {}},
+            tags={**request.tags, RUN_KEY_TAG: request.run_key or ""},
+            raise_on_error=False,
         )
         comparisons = result.asset_materializations_for_node("model_comparison")
         if comparisons:
@@ -340,7 +350,11 @@ def demo_drift_loop(
         else:
             loop_runs.append(f"retraining run {result.run_id} failed: see the UI")
         loop_runs += _act_on_promotions(
-            definitions, instance, resources, {"comparison": comparison_cursor, "model": model_cursor}
+            definitions,
+            instance,
+            resources,
+            {"comparison": comparison_cursor, "model": model_cursor},
+            loggers,
         )
     return DriftLoopSummary(
         model=model,

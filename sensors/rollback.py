@@ -43,6 +43,13 @@ ROLLBACK_SENSOR = "rollback_sensor"
 def champion_performance(event: Materialized) -> ChampionPerformance | None:
     """The performance a `champion_performance` materialization reports (None when it lacks fields)."""
     meta = event.metadata
+    # An undefined Sharpe is recorded as text `n/a (why)`: no number, and no evidence of a breach.
+    if "sharpe" not in meta:
+        return None
+    sharpe_value = meta["sharpe"]
+    numeric = isinstance(sharpe_value, int | float) and not isinstance(sharpe_value, bool)
+    sharpe = float(sharpe_value) if numeric else None  # type: ignore[arg-type]
+    undefined = None if numeric else str(sharpe_value or "n/a")
     try:
         return ChampionPerformance(
             model=str(meta["model_name"]),
@@ -52,7 +59,8 @@ def champion_performance(event: Materialized) -> ChampionPerformance | None:
             trade_count=int(meta["trade_count"]),
             total_profit=float(meta["total_profit"]),
             max_drawdown=float(meta["max_drawdown"]),
-            sharpe=float(meta["sharpe"]),
+            sharpe=sharpe,
+            sharpe_undefined=undefined,
             storage_id=event.storage_id,
             at=event.at,
         )

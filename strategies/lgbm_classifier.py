@@ -61,7 +61,7 @@ def load_model(name: str, alias: str, uri: str | None = None) -> tuple[Any, int]
     key = (uri, name, alias)
     with _MODELS_LOCK:
         if key not in _MODELS:
-            from tradai_resources.mlflow_tracking import MLflowResource
+            from tradai_resources.mlflow_tracking import MLflowResource, redact_uri
 
             resource = MLflowResource(tracking_uri=uri)
             version = resource.get_version_by_alias(name, alias)
@@ -78,7 +78,9 @@ def load_model(name: str, alias: str, uri: str | None = None) -> tuple[Any, int]
                     f"{name} version {version.version} expects features {booster.feature_name()}",
                     "retrain the model on the current features",
                 )
-            logger.info("loaded %s version %s (alias %s) from %s", name, version.version, alias, uri)
+            logger.info(  # the URI may carry a password: never logged as is
+                "loaded %s version %s (alias %s) from %s", name, version.version, alias, redact_uri(uri)
+            )
             _MODELS[key] = (booster, version.version)
         return _MODELS[key]
 

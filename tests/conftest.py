@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from dagster._core.storage.defs_state import base as defs_state
 
 from tradai_core.candles import normalize_candles
 from tradai_resources.freqtrade_zygote import stop_shared_zygotes
@@ -21,6 +22,26 @@ DEMO_DATA = PROJECT_ROOT / "demo_data"
 DEMO_CANDLES = DEMO_DATA / "binance_spot_1h"
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 SHARED_CANDLES = SHARED_DATA / "binance_spot_1h"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The suite runs in random order (pytest-randomly); its header names the seed, but `-q` drops the
+    header, so say it then too: a failure that depends on order is reproduced with that seed."""
+    config = session.config
+    seed = getattr(config.option, "randomly_seed", None)  # absent under `-p no:randomly`
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if seed is not None and reporter is not None and config.get_verbosity() < 0:
+        reporter.write_line(f"Using --randomly-seed={seed}")
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_dagster_instance() -> Iterator[None]:
+    """Clear Dagster's "current defs-state storage" after each test. Dagster 1.13 leaves it pointing at an
+    instance when `execute_in_process` fails on run config (tests/test_model_lifecycle.py does so on
+    purpose); once that instance is collected, every later `Definitions` load in the process fails with
+    "Attempted to resolve undefined DagsterInstance weakref", so a test would break the ones after it."""
+    yield
+    defs_state._current_storage.set(None)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -81,10 +81,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory, demo_candles_dir: Path) -> Ite
     yield {"settings": settings, "folder": folder, "instance": instance, "resources": resources, "home": home}
 
 
-def backtest(lab: dict[str, object], strategy: str, **window: str) -> ExecuteInProcessResult:
-    config = {"config": window or WINDOW}
+def backtest(
+    lab: dict[str, object], strategy: str, settings: TradAISettings | None = None, **window: object
+) -> ExecuteInProcessResult:
+    config = {"config": {**({} if "timerange" in window else WINDOW), **window}}
     return materialize(
-        build_backtest_assets(lab["settings"], lab["folder"]),  # type: ignore[arg-type]
+        build_backtest_assets(settings or lab["settings"], lab["folder"]),  # type: ignore[arg-type]
         resources=lab["resources"],  # type: ignore[arg-type]
         instance=lab["instance"],  # type: ignore[arg-type]
         partition_key=strategy,
@@ -125,16 +127,20 @@ def test_a_valid_strategy_passes_its_gates_and_reports_to_the_ui_and_mlflow(lab:
     assert check(result, "strategy_valid").passed and check(result, "data_coverage").passed
     [report] = result.asset_materializations_for_node("backtest_report")
     metadata = report.metadata
-    assert "| Sharpe / Sortino / Calmar |" in metadata["metrics"].value
+    assert "| Sharpe |" in metadata["metrics"].value and "| SQN |" in metadata["metrics"].value
     assert metadata["equity_and_drawdown"].value.startswith("![equity](data:image/png;base64,")
     assert "| pair | trades |" in metadata["best_and_worst_pairs"].value
     assert metadata["timerange"].value == "20220801-20220901"
     assert set(metadata["data_versions"].value) == {
         f"ohlcv.binance.1h/{p.replace('/', '_')}" for p in lab["settings"].pairs
     }  # type: ignore[union-attr]
+    store = lab["resources"]["candle_store"]  # type: ignore[index]
+    pinned = store.pinned_versions(metadata["arcticdb_snapshot"].value)  # the versions it read stay readable
+    assert pinned == {key: int(v) for key, v in metadata["data_versions"].value.items()}  # type: ignore[union-attr]
     run = mlflow.MlflowClient(lab["settings"].resolved_mlflow_uri).get_run(metadata["mlflow_run_id"].value)  # type: ignore[union-attr]
     assert run.info.status == "FINISHED"
     assert run.data.tags["dagster.run_id"] == result.run_id
+    assert run.data.tags["tradai.arcticdb_snapshot"] == metadata["arcticdb_snapshot"].value
     assert run.data.tags["source_sha256"] == metadata["source_sha256"].value
     assert int(run.data.metrics["trade_count"]) == metadata["trade_count"].value
     artifacts = {
@@ -163,19 +169,24 @@ def test_a_strategy_that_does_not_import_fails_its_own_gate_clearly(lab: dict[st
     assert backtest(lab, "RsiMeanReversion").success  # the others still run
 
 
+def mlflow_contents(client: mlflow.MlflowClient) -> tuple[set[str], set[str]]:
+    """Names of all experiments and ids of all runs in the store (any status)."""
+    experiments = client.search_experiments()
+    ids = [e.experiment_id for e in experiments]
+    runs = client.search_runs(ids, run_view_type=mlflow.entities.ViewType.ALL) if ids else []
+    return {e.name for e in experiments}, {r.info.run_id for r in runs}
+
+
 def test_an_engine_crash_leaves_no_report_and_no_temp_folders(lab: dict[str, object]) -> None:
     client = mlflow.MlflowClient(lab["settings"].resolved_mlflow_uri)  # type: ignore[union-attr]
-    before = len(client.search_experiments())
+    before = mlflow_contents(client)
     result = backtest(lab, "Crashing")
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
     assert "engine crash on purpose" in failure.step_failure_data.error.to_string()
     assert not reported(result)
     assert not any((Path(lab["home"]) / "backtests").iterdir())  # type: ignore[arg-type]
-    runs = client.search_runs(
-        [e.experiment_id for e in client.search_experiments()], "tags.strategy = 'Crashing'"
-    )
-    assert runs == [] and len(client.search_experiments()) >= before
+    assert mlflow_contents(client) == before  # no experiment, no run (not even an unfinished one)
 
 
 def test_an_ml_strategy_without_its_model_is_stopped_by_its_gate(lab: dict[str, object]) -> None:
@@ -209,3 +220,38 @@ def test_an_ml_backtest_on_the_models_training_data_is_refused(tmp_path: Path) -
     assert lineage == {"model": "tradai-lgbm-1h", "model_alias": "champion", "model_version": str(version)}
     after = plan_window(date(2022, 6, 14), date(2022, 7, 1), "1h", 0)
     assert model_problem(store, strategy_config, after)[0] is None
+
+
+def test_default_pairs_outside_the_universe_are_dropped_and_said_so(lab: dict[str, object]) -> None:
+    narrow = lab["settings"].model_copy(update={"pairs": ("ETH/USDT", "BTC/USDT")})  # type: ignore[union-attr]
+    result = backtest(lab, "RsiMeanReversion", narrow)
+    assert result.success
+    coverage = check(result, "data_coverage")
+    assert coverage.passed
+    dropped = coverage.metadata["dropped_pairs"].value
+    assert set(dropped) == {"ADA/USDT", "LTC/USDT", "XRP/USDT", "DOGE/USDT"}
+    assert all("not in the pair universe (TRADAI_PAIRS=ETH/USDT,BTC/USDT)" in why for why in dropped.values())
+    [plan] = result.asset_materializations_for_node("backtest_plan")
+    assert plan.metadata["pairs"].value == "BTC/USDT, ETH/USDT"
+    [report] = result.asset_materializations_for_node("backtest_report")
+    assert report.metadata["pairs"].value == "BTC/USDT, ETH/USDT"
+    assert set(report.metadata["dropped_pairs"].value) == set(dropped)
+    logged = [entry.user_message for entry in lab["instance"].all_logs(result.run_id)]  # type: ignore[union-attr]
+    assert any("dropped ADA/USDT: not in the pair universe" in message for message in logged)
+
+
+def test_run_config_pairs_choose_the_backtested_pairs(lab: dict[str, object]) -> None:
+    result = backtest(lab, "RsiMeanReversion", pairs=["LTC/USDT"], timerange="20220805-20220820")
+    assert result.success
+    [report] = result.asset_materializations_for_node("backtest_report")
+    assert report.metadata["pairs"].value == "LTC/USDT"
+    assert report.metadata["timerange"].value == "20220805-20220820"
+
+
+def test_run_config_pairs_outside_the_universe_fail_the_gate_clearly(lab: dict[str, object]) -> None:
+    result = backtest(lab, "RsiMeanReversion", pairs=["BTC/USDT", "SOL/USDT"])
+    coverage = check(result, "data_coverage")
+    assert not coverage.passed
+    assert "SOL/USDT are not in the pair universe" in coverage.description
+    assert "add them to TRADAI_PAIRS" in coverage.description
+    assert not reported(result)

@@ -2,6 +2,7 @@
 ArcticDB, a champion trained by the real training-set and model assets on 2020-10-12 → 2021-01-12 and
 registered in MLflow, drift scored by real Dagster runs on a real instance."""
 
+import base64
 import logging
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -24,9 +25,10 @@ from jobs.drift import DRIFT_JOB, DRIFT_SCHEDULE
 from jobs.retraining import RETRAINING_JOB
 from sensors.drift import DRIFT_SENSOR, build_drift_sensor
 from tests.model_loop_fixtures import MODEL, NAME, PAIRS, Lab, empty_mlflow_db, make_lab
-from tradai_assets.drift import DRIFT_KEY, training_set_version
+from tradai_assets.drift import DRIFT_KEY, drift_history, training_set_version
 from tradai_assets.features import META_FEATURE_SET_HASH, compute_window_features, features_library
 from tradai_assets.models import CHAMPION, MODEL_KEY, TRAINING_SET_KEY, load_training_set
+from tradai_assets.plots import MAX_PNG_BYTES
 from tradai_core.drift import DEFAULT_WINDOW_DAYS, drift_verdict, rows_for_meaningful_psi, window_rows
 from tradai_core.features import FEATURE_NAMES, feature_set_hash
 from tradai_core.model_lifecycle import DriftEvent, DriftPolicy, decide_drift_action
@@ -197,6 +199,21 @@ def test_psi_over_time_is_drawn_from_the_partitions_previous_materializations(la
     assert [end for end in ends if end in scored] == scored  # newest first, earlier scores included
     assert all("| v1 |" in line for line in history)
     assert metadata["psi_over_time"].startswith("![PSI over time](data:image/png;base64,")
+
+
+def test_psi_per_feature_over_time_is_a_small_heat_map_of_every_scored_window(lab: Lab) -> None:
+    for end in ("2021-02-15", "2021-03-15"):
+        score(lab, "BTC/USDT", end=end)
+    metadata = score(lab, "BTC/USDT", end="2021-04-15")
+    assert set(metadata["feature_psi"]) == set(FEATURE_NAMES)
+    assert all(psi >= 0 for psi in metadata["feature_psi"].values())
+    prefix = "![PSI per feature over time](data:image/png;base64,"
+    assert metadata["feature_psi_over_time"].startswith(prefix)
+    image = base64.b64decode(metadata["feature_psi_over_time"].removeprefix(prefix).removesuffix(")"))
+    assert image.startswith(b"\x89PNG") and len(image) <= MAX_PNG_BYTES
+    history = drift_history(lab.instance, pair_slug("BTC/USDT"), limit=60)
+    scored = [p for p in history if p.feature_psi]
+    assert len(scored) >= 3 and scored[-1].feature_psi == pytest.approx(metadata["feature_psi"], abs=1e-6)
 
 
 # -- the sensor ------------------------------------------------------------------------------------------

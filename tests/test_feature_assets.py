@@ -199,3 +199,20 @@ def test_features_of_another_feature_set_are_never_mixed_in(
     now = store.read_frame(LIBRARY, "BTC_USDT")
     assert now.metadata is not None and now.metadata["feature_set_hash"] == feature_set_hash()
     assert now.frame.index[0] == ts("2020-12-05")  # the old feature set's rows are gone
+
+
+def test_replacing_the_feature_set_is_one_new_version_and_keeps_earlier_ones_readable(
+    settings: TradAISettings, seed: Seed, recorded: dict[str, pd.DataFrame]
+) -> None:
+    store = seed()
+    old = compute_window_features(recorded["BTC/USDT"], ts("2020-12-01"), ts("2020-12-02"))
+    first = store.write_frame_window(
+        LIBRARY, "BTC_USDT", old, ts("2020-12-01"), ts("2020-12-02"), metadata={"feature_set_hash": "0" * 16}
+    )
+    one_pair = settings.model_copy(update={"pairs": ("BTC/USDT",)})
+    assert run(one_pair, store, "2020-12-05", "2020-12-05", replace_stored_features=True).success
+    now = store.read_frame(LIBRARY, "BTC_USDT")
+    assert now.version == first.version + 1  # one write, not a delete and a write
+    earlier = store.read_frame(LIBRARY, "BTC_USDT", as_of=first.version)  # what a model may name
+    assert earlier.metadata == {"feature_set_hash": "0" * 16}
+    pd.testing.assert_frame_equal(earlier.frame, old, check_freq=False)

@@ -4,7 +4,6 @@ tuned parameters handed on only through an explicit, versioned MLflow record —
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import DEMO_CANDLES, load_recorded
-from dagster import AssetKey, DagsterEventType, DagsterInstance, ExecuteInProcessResult, materialize
+from dagster import DagsterEventType, DagsterInstance, ExecuteInProcessResult, materialize
 
 from strategies.config import load_strategy_config
 from strategies.validation import STRATEGIES_DIR
@@ -25,7 +24,7 @@ from tradai_assets.hyperopt import (
     run_demo_study,
     summarize_demo_study,
 )
-from tradai_core.errors import ValidationError
+from tradai_core.errors import NotFoundError, TradAIError, ValidationError
 from tradai_core.settings import TradAISettings
 from tradai_core.tuned_params import apply_tuned
 from tradai_resources.arcticdb_store import ArcticDBResource
@@ -49,10 +48,10 @@ LENIENT = {"dsr_threshold": 0.0, "oos_min_sharpe": -100.0, "oos_min_fraction": 0
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
-    """Recorded candles of three pairs in ArcticDB, RsiMeanReversion (on those pairs) in its own strategy
-    folder, an Optuna SQLite storage, an MLflow store and a Dagster instance, all in a temp folder."""
-    home = tmp_path_factory.mktemp("hyperopt-lab")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """What every study reads and none writes: recorded candles of three pairs in ArcticDB and
+    RsiMeanReversion (on those pairs) in its own strategy folder."""
+    home = tmp_path_factory.mktemp("hyperopt-world")
     settings = TradAISettings(home=home, pairs=PAIRS, **SETTINGS)
     folder = home / "strategies"
     folder.mkdir()
@@ -72,21 +71,42 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]
             start,
             end,
         )
+    return {"settings": settings, "folder": folder, "candle_store": store}
+
+
+def new_lab(world: dict[str, object], home: Path) -> dict[str, object]:
+    """The shared candles and strategy with stores of its own under `home`: an Optuna SQLite storage, an
+    MLflow store, a work folder and a Dagster instance — so no other test's study adds to its trials or
+    tuned versions."""
+    mlflow_store = MLflowResource(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     resources = {
-        "candle_store": store,
+        "candle_store": world["candle_store"],
         "hyperopt": HyperoptResource(
             storage_url=f"sqlite:///{home / 'optuna.db'}", work_dir=str(home / "work")
         ),
         "freqtrade": FreqtradeResource(work_dir=str(home / "backtests")),
-        "mlflow": MLflowResource(tracking_uri=settings.resolved_mlflow_uri),
+        "mlflow": mlflow_store,
     }
-    yield {
-        "settings": settings,
-        "folder": folder,
+    return {
+        "settings": world["settings"],
+        "folder": world["folder"],
         "instance": DagsterInstance.ephemeral(),
         "resources": resources,
         "home": home,
+        "mlflow_uri": mlflow_store.tracking_uri,
     }
+
+
+@pytest.fixture(scope="module")
+def lab(world: dict[str, object], tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """The stores of the module's one passing study (`passed`), which the tests only read."""
+    return new_lab(world, tmp_path_factory.mktemp("hyperopt-lab"))
+
+
+@pytest.fixture
+def own_lab(world: dict[str, object], tmp_path: Path) -> dict[str, object]:
+    """Fresh stores for a test that runs studies of its own."""
+    return new_lab(world, tmp_path)
 
 
 def study(lab: dict[str, object], **config: object) -> ExecuteInProcessResult:
@@ -134,6 +154,9 @@ def test_a_passing_gate_hands_the_tuned_parameters_on(
     assert meta["optimization_history"].startswith("![optimization history](data:image/png;base64,")
     assert meta["out_of_sample"].startswith("20210304-20210401: Sharpe ")
     assert 0.0 <= meta["dsr"] <= 1.0 and meta["tuned_version"] == 1
+    pinned = lab["resources"]["candle_store"].pinned_versions(meta["arcticdb_snapshot"])  # type: ignore[index]
+    read = {key: int(version) for key, version in meta["data_versions"].items()}
+    assert pinned == read and pinned  # the candle versions the study read stay readable
     tuned_meta = materialized(passed, "tuned_parameters")
     assert tuned_meta is not None and tuned_meta["mlflow_run_id"] == meta["mlflow_run_id"]
     assert latest_tuned_run_id(lab["instance"], "RsiMeanReversion") == meta["mlflow_run_id"]  # type: ignore[arg-type]
@@ -144,15 +167,17 @@ def test_the_tuned_parameters_are_a_versioned_mlflow_artifact_with_the_study(
 ) -> None:
     meta = materialized(passed, "hyperopt_study")
     assert meta is not None
-    client = mlflow.MlflowClient(lab["settings"].resolved_mlflow_uri)  # type: ignore[union-attr]
+    client = mlflow.MlflowClient(lab["mlflow_uri"])  # type: ignore[arg-type]
     run = client.get_run(meta["mlflow_run_id"])
     assert run.data.tags["tradai.tuned.version"] == "1" and run.data.tags["tradai.gate"] == "passed"
     assert run.data.tags["dagster.run_id"] == passed.run_id
     assert (
         run.data.metrics["trials_total"] == 6
         and "dsr" in run.data.metrics
-        and "oos_sharpe" in run.data.metrics
+        # a defined OOS Sharpe is a metric; an undefined one (e.g. one OOS trade) a tag saying why, never −100
+        and ("oos_sharpe" in run.data.metrics) != ("tradai.undefined.oos_sharpe" in run.data.tags)
     )
+    assert run.data.metrics.get("oos_sharpe") != -100.0
     artifacts = {
         a.path for folder in ("tuned", "study") for a in client.list_artifacts(run.info.run_id, folder)
     }
@@ -173,10 +198,11 @@ def test_the_tuned_parameters_are_a_versioned_mlflow_artifact_with_the_study(
 
 
 def test_a_high_dsr_threshold_blocks_the_hand_over_and_the_study_resumes(
-    passed: ExecuteInProcessResult, lab: dict[str, object]
+    own_lab: dict[str, object],
 ) -> None:
-    first = materialized(passed, "hyperopt_study")
-    assert first is not None
+    lab = own_lab
+    first = materialized(study(lab, **LENIENT), "hyperopt_study")
+    assert first is not None and (first["trials_total"], first["tuned_version"]) == (6, 1)
     refused = study(lab, **{**LENIENT, "dsr_threshold": 0.999})
     check = gate(refused)
     assert not check.passed and "DSR" in check.description and "below 0.999" in check.description
@@ -206,19 +232,76 @@ def test_no_parameter_file_ever_appears_beside_the_strategy(
     assert not any(Path(lab["home"], "work").iterdir())  # type: ignore[arg-type]
 
 
-def test_the_demo_study_summarizes_its_outcome(lab: dict[str, object]) -> None:
-    windows = {key: STUDY[key] for key in ("in_sample_days", "oos_days", "min_trades", "startup_trials")}
+DEMO_WINDOWS = {key: STUDY[key] for key in ("in_sample_days", "oos_days", "min_trades", "startup_trials")}
+
+
+def test_the_demo_study_hands_on_what_its_gate_passes(own_lab: dict[str, object]) -> None:
+    lab = own_lab
     result = run_demo_study(
-        lab["settings"],
-        lab["resources"],
-        lab["instance"],
+        lab["settings"],  # type: ignore[arg-type]
+        lab["resources"],  # type: ignore[arg-type]
+        lab["instance"],  # type: ignore[arg-type]
         n_trials=2,
-        folder=lab["folder"],
-        config=windows,  # type: ignore[arg-type]
+        folder=lab["folder"],  # type: ignore[arg-type]
+        config={**DEMO_WINDOWS, **LENIENT},
     )
-    assert result.success or not gate(result).passed
+    assert result.success and gate(result).passed
+    tuned = materialized(result, "tuned_parameters")
+    assert tuned is not None
     summary = summarize_demo_study(result)
-    assert summary.startswith("RsiMeanReversion-") and "trials this run" in summary and "gate" in summary
-    assert AssetKey("hyperopt_study") in {
-        m.asset_key for m in result.asset_materializations_for_node("hyperopt_study")
-    }
+    assert summary.startswith("RsiMeanReversion-") and "2 trials this run (2 in total" in summary
+    assert "; gate passed: DSR " in summary
+    assert summary.endswith(f"→ tuned parameters v1 handed on (MLflow run {tuned['mlflow_run_id']})")
+
+
+def test_the_demo_study_says_why_its_gate_refused(own_lab: dict[str, object]) -> None:
+    lab = own_lab
+    result = run_demo_study(
+        lab["settings"],  # type: ignore[arg-type]
+        lab["resources"],  # type: ignore[arg-type]
+        lab["instance"],  # type: ignore[arg-type]
+        n_trials=2,
+        folder=lab["folder"],  # type: ignore[arg-type]
+        config={**DEMO_WINDOWS, **LENIENT, "oos_min_trades": 100_000},  # no window holds that many trades
+    )
+    assert not gate(result).passed
+    assert result.asset_materializations_for_node("tuned_parameters") == []
+    summary = summarize_demo_study(result)
+    assert summary.startswith("RsiMeanReversion-") and "2 trials this run (2 in total" in summary
+    assert "gate refused: " in summary and "fewer than 100000" in summary
+    assert summary.endswith("→ parameters not handed on")
+
+
+# -- reading tuned parameters back: "none recorded" is not the same as "MLflow failed"
+
+
+def hyperopt_run(mlflow_store: MLflowResource, artifact_location: str | None = None) -> str:
+    """An MLflow run tagged like a hyperopt run of RsiMeanReversion, with no artifact logged yet."""
+    client = mlflow_store.client()
+    location = artifact_location or f"{mlflow_store.resolved_artifact_root()}/probe"
+    experiment = client.create_experiment("probe", artifact_location=location)
+    return client.create_run(experiment, tags={"strategy": "RsiMeanReversion"}).info.run_id
+
+
+def test_a_run_without_tuned_parameters_is_reported_as_not_found(tmp_path: Path) -> None:
+    store = MLflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = hyperopt_run(store)
+    with pytest.raises(NotFoundError, match="holds no tuned parameters for RsiMeanReversion"):
+        load_tuned_parameters(store, run_id)
+
+
+def test_an_mlflow_failure_is_not_taken_for_missing_tuned_parameters(tmp_path: Path) -> None:
+    store = MLflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = hyperopt_run(store, artifact_location="nosuchscheme://bucket/tuned")  # no such artifact store
+    with pytest.raises(TradAIError, match="could not read the tuned parameters") as caught:
+        load_tuned_parameters(store, run_id)
+    assert not isinstance(caught.value, NotFoundError)
+    assert run_id in str(caught.value) and "INTERNAL_ERROR" in str(caught.value)
+
+
+def test_a_corrupt_tuned_parameters_artifact_is_a_validation_error(tmp_path: Path) -> None:
+    store = MLflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = hyperopt_run(store)
+    store.client().log_dict(run_id, {"strategy": "RsiMeanReversion"}, "tuned/RsiMeanReversion.json")
+    with pytest.raises(ValidationError, match="is not a tuned-parameters record"):
+        load_tuned_parameters(store, run_id)

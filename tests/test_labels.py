@@ -46,15 +46,37 @@ def test_find_gaps_matches_the_shared_data_readme() -> None:
     assert longest["missing"] == 33
 
 
+def reference_labels(candles: pd.DataFrame, horizon: int, threshold: float) -> pd.DataFrame:
+    """The labels worked out another way than `make_labels` does: on the full hourly grid (missing candles
+    as NaN), a row is labelled only when all `horizon + 1` candles from it to its label end exist."""
+    close = candles["close"].astype("float64")
+    grid = close.reindex(
+        pd.date_range(
+            close.index[0], close.index[-1], freq="1h", name=close.index.name, unit=close.index.unit
+        )
+    )
+    complete = grid.notna().rolling(horizon + 1).sum().shift(-horizon) == horizon + 1
+    forward = (grid.shift(-horizon) / grid - 1.0)[complete]
+    return pd.DataFrame(
+        {
+            "forward_return": forward,
+            "label": (forward > threshold).astype("int8"),
+            "label_end": forward.index + horizon * HOUR,
+        },
+        index=forward.index,
+    )
+
+
 def test_classification_label_is_one_when_the_forward_return_beats_the_threshold(btc: pd.DataFrame) -> None:
     spec = LabelSpec(horizon=4, kind="classification", threshold=0.002)
     labels = make_labels(btc, spec)
 
-    later_close = btc["close"].reindex(labels.index + 4 * HOUR).to_numpy()
-    expected = later_close / btc.loc[labels.index, "close"].to_numpy() - 1.0
-    np.testing.assert_allclose(labels["forward_return"].to_numpy(), expected, rtol=1e-15)
+    expected = reference_labels(btc, 4, 0.002)
+    assert labels.index.equals(expected.index)  # every labellable row, and no other
+    np.testing.assert_allclose(labels["forward_return"], expected["forward_return"], rtol=1e-15)
+    np.testing.assert_array_equal(labels["label"], expected["label"])
     assert labels["label"].dtype == np.int8
-    assert (labels["label"] == (labels["forward_return"] > 0.002)).all()
+    assert labels["label_end"].eq(expected["label_end"]).all()
     assert 0.3 < labels["label"].mean() < 0.6
 
 

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -39,6 +40,15 @@ PAIRS = ("BTC/USDT", "SOL/USDT")
 def server(shared_candles_dir: Path) -> Iterator[ReplayServer]:
     with ReplayServer(shared_candles_dir) as replay:
         yield replay
+
+
+@pytest.fixture(autouse=True)
+def no_faults_left(server: ReplayServer) -> Iterator[None]:
+    """The server is shared by the module: no test sees a fault another one queued but did not use up
+    (e.g. because it failed before its run reached the exchange)."""
+    server.clear_faults()
+    yield
+    server.clear_faults()
 
 
 @pytest.fixture
@@ -102,7 +112,7 @@ def test_pairs_by_days_land_candle_for_candle(
         for e in result.all_events
         if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
     ]
-    assert len(checks) == 5 * len(PAIRS) and all(c.passed for c in checks)
+    assert len(checks) == 6 * len(PAIRS) and all(c.passed for c in checks)
 
 
 def test_an_outage_is_reported_as_a_warning_with_its_range(
@@ -128,10 +138,7 @@ def test_a_malformed_candle_fails_its_partition_and_leaves_earlier_data_intact(
     assert run(one_pair, server.base_url, "2021-05-01", "2021-05-02").success
     before = stored(one_pair, "BTC/USDT")
     server.inject(Fault(kind="malformed", count=1, variant="high_below_low"))
-    try:
-        result = run(one_pair, server.base_url, "2021-05-02", "2021-05-03")
-    finally:
-        server.clear_faults()
+    result = run(one_pair, server.base_url, "2021-05-02", "2021-05-03")
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
     assert "breaks rule 'high >= max(open, close)'" in failure.step_failure_data.error.to_string()
@@ -145,10 +152,7 @@ def test_a_fault_outlasting_the_retries_fails_clearly_and_loses_nothing(
     assert run(one_pair, server.base_url, "2021-05-01", "2021-05-01").success
     before = stored(one_pair, "BTC/USDT")
     server.inject(Fault(kind="http_5xx", count=10, status=502, path_prefix="/api/v3/klines"))
-    try:
-        result = run(one_pair, server.base_url, "2021-05-01", "2021-05-03")
-    finally:
-        server.clear_faults()
+    result = run(one_pair, server.base_url, "2021-05-01", "2021-05-03")
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
     assert "kept failing" in failure.step_failure_data.error.to_string()
@@ -203,3 +207,83 @@ def test_dagster_definitions_validate_passes(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "All code locations passed validation" in done.stderr + done.stdout
+
+
+def check_evaluation(result: ExecuteInProcessResult, name: str) -> Any:
+    return next(
+        e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+        and e.asset_check_evaluation_data.check_name == name
+    )
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        (Fault(kind="malformed", variant="zero_price"), "breaks rule 'prices are positive"),
+        (Fault(kind="malformed", variant="negative_price"), "breaks rule 'prices are positive"),
+        (Fault(kind="malformed", variant="nan_price"), "breaks rule 'prices and volume are finite numbers'"),
+        (Fault(kind="malformed", variant="duplicate_row"), "breaks rule 'no duplicate candles'"),
+        (Fault(kind="malformed", variant="out_of_order"), "breaks rule 'timestamps strictly increasing'"),
+        (Fault(kind="malformed", variant="null_timestamp"), "breaks rule 'every candle has an open time"),
+        (Fault(kind="stale_page", count=99), "never arrived"),
+    ],
+    ids=lambda value: value.variant or value.kind if isinstance(value, Fault) else "",
+)
+def test_bad_candle_content_fails_the_partition_clearly_and_writes_nothing(
+    settings: TradAISettings, server: ReplayServer, fault: Fault, expected: str
+) -> None:
+    one_pair = settings.model_copy(update={"pairs": ("BTC/USDT",)})
+    assert run(one_pair, server.base_url, "2021-05-02", "2021-05-02").success
+    before = stored(one_pair, "BTC/USDT")
+    server.inject(fault)
+    try:
+        result = run(one_pair, server.base_url, "2021-05-02", "2021-05-02")
+    finally:
+        server.clear_faults()
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
+    message = failure.step_failure_data.error.to_string()
+    assert expected in message and "BTC/USDT" in message and "nothing was written" in message
+    if fault.kind == "malformed" and fault.variant != "null_timestamp":
+        assert "2021-05-02T12:00:00+00:00" in message
+    pd.testing.assert_frame_equal(stored(one_pair, "BTC/USDT"), before)
+
+
+def test_a_price_spike_is_stored_and_warned_about_with_its_timestamp(
+    settings: TradAISettings, server: ReplayServer
+) -> None:
+    one_pair = settings.model_copy(update={"pairs": ("BTC/USDT",)})
+    assert run(one_pair, server.base_url, "2021-05-01", "2021-05-01").success  # history to judge against
+    server.inject(Fault(kind="malformed", variant="price_spike"))
+    try:
+        result = run(one_pair, server.base_url, "2021-05-02", "2021-05-02")
+    finally:
+        server.clear_faults()
+    assert result.success  # a spike is valid data: stored, and a person is told
+    spiked = pd.Timestamp("2021-05-02 12:00", tz="UTC")
+    day = stored(one_pair, "BTC/USDT").loc["2021-05-02"]
+    assert day.loc[spiked, "close"] > 1000 * day["close"].drop(spiked).max() / 2
+    outliers = check_evaluation(result, "outliers")
+    assert not outliers.passed and outliers.severity.value == "WARN"
+    assert spiked.isoformat() in outliers.metadata["offending_timestamps"].value
+    assert all(
+        check_evaluation(result, name).passed
+        for name in ("no_duplicates", "monotonic_index", "ohlc_consistent", "timeframe_grid", "gaps")
+    )
+
+
+def test_a_real_crash_does_not_raise_the_outlier_warning(
+    settings: TradAISettings, server: ReplayServer
+) -> None:
+    crash_week = settings.model_copy(update={"history_end": date(2021, 5, 25)})
+    result = run(crash_week, server.base_url, "2021-05-17", "2021-05-23")  # BTC -30 % on 2021-05-19
+    assert result.success
+    outliers = [
+        e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+        and e.asset_check_evaluation_data.check_name == "outliers"
+    ]
+    assert len(outliers) == len(PAIRS) and all(c.passed for c in outliers)  # one single-run backfill each

@@ -191,6 +191,27 @@ def test_a_trained_model_is_registered_with_its_lineage_and_becomes_champion_by_
     assert checks_of(first)["walk_forward_sane"]
 
 
+def test_the_model_and_its_training_set_pin_exactly_the_arcticdb_versions_they_name(
+    lab: Lab, first: ExecuteInProcessResult
+) -> None:
+    training_meta, model_meta = metadata_of(first, TRAINING_SET_KEY), metadata_of(first, MODEL_KEY)
+    inputs = {
+        f"{kind}.binance.1h/{slug}": version
+        for key, version in training_meta["input_versions"].items()
+        for kind, slug in [key.split("/")]
+    }
+    assert len(inputs) == 4
+    assert lab.store.pinned_versions(f"tradai.training_set.{first.run_id}") == inputs
+    tags = lab.mlflow.get_version(NAME, model_meta["model_version"]).tags
+    assert (
+        tags["tradai.arcticdb_snapshot"] == model_meta["arcticdb_snapshot"] == f"tradai.model.{first.run_id}"
+    )
+    assert lab.store.pinned_versions(model_meta["arcticdb_snapshot"]) == {
+        "training.binance.1h/training_set": training_meta["arcticdb_version"],
+        **inputs,
+    }
+
+
 def test_the_registered_model_and_its_reference_distribution_load_back(
     lab: Lab, first: ExecuteInProcessResult
 ) -> None:
@@ -216,9 +237,13 @@ def test_the_registered_model_and_its_reference_distribution_load_back(
 
 
 def test_retraining_on_the_same_data_gives_the_same_metrics_and_moves_only_the_challenger(
-    lab: Lab, first: ExecuteInProcessResult
+    lab: Lab, first: ExecuteInProcessResult, empty_mlflow_db: Path
 ) -> None:
-    again = train(lab, selection=[MODEL_KEY])
+    # Its own registry and its own (latest) training set: the module's champion stays as the other
+    # tests expect it, and no other test's training set is the one retrained on.
+    mlflow = new_mlflow(lab, empty_mlflow_db, "retraining")
+    assert train(lab, mlflow=mlflow).success
+    again = train(lab, selection=[MODEL_KEY], mlflow=mlflow)
     assert again.success
     metadata = metadata_of(again, MODEL_KEY)
     assert (metadata["model_version"], metadata["aliases"], metadata["bootstrapped_champion"]) == (
@@ -226,9 +251,9 @@ def test_retraining_on_the_same_data_gives_the_same_metrics_and_moves_only_the_c
         "challenger",
         False,
     )
-    assert lab.mlflow.get_version_by_alias(NAME, CHAMPION).version == 1
-    assert lab.mlflow.get_version_by_alias(NAME, CHALLENGER).version == 2
-    runs = [lab.mlflow.get_run(v.run_id or "") for v in lab.mlflow.list_versions(NAME)[:2]]
+    assert mlflow.get_version_by_alias(NAME, CHAMPION).version == 1
+    assert mlflow.get_version_by_alias(NAME, CHALLENGER).version == 2
+    runs = [mlflow.get_run(v.run_id or "") for v in mlflow.list_versions(NAME)[:2]]
     oos = [{k: v for k, v in run.data.metrics.items() if k.startswith("oos_")} for run in runs]
     assert oos[0] == oos[1] and len(oos[0]) >= 6
     assert metadata["oos_metrics"] == metadata_of(first, MODEL_KEY)["oos_metrics"]
@@ -254,7 +279,10 @@ def test_a_model_that_cannot_be_scored_gets_no_alias_and_fails_its_blocking_chec
         mlflow.get_version_by_alias(NAME, CHAMPION)
 
 
-def test_an_embargo_shorter_than_the_label_horizon_is_refused(lab: Lab) -> None:
+def test_an_embargo_shorter_than_the_label_horizon_is_refused(
+    lab: Lab, first: ExecuteInProcessResult
+) -> None:
+    # The model alone, over the training set `first` stored (the embargo is checked before fitting).
     result = train(lab, model={**MODEL, "embargo": 2}, selection=[MODEL_KEY])
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)

@@ -15,6 +15,7 @@ from botocore.stub import Stubber
 from dagster import DagsterEventType, DagsterInstance, build_run_status_sensor_context, job, op
 
 from sensors.notifications import notify_on_run_failure
+from tradai_core.errors import InvalidURLError
 from tradai_resources.notifier import Notification, NotifierResource
 
 
@@ -120,3 +121,67 @@ def test_every_failed_run_is_notified_with_its_error(webhook: str) -> None:
     [posted] = Inbox.received
     assert posted["kind"] == "run_failure" and posted["dagster_run_id"] == result.run_id
     assert "candles exploded" in str(posted["details"])
+
+
+TOKEN = "Qw7Er4Ty9Ui2Op5As8Df"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"hooks.example.com/services/T0/B0/{TOKEN}",  # the scheme forgotten
+        f"http://127.0.0.1:9/services/T0/{TOKEN} B0",  # a space pasted in
+        f"file:///services/{TOKEN}",  # not a web address
+    ],
+)
+def test_a_malformed_webhook_url_is_reported_without_its_token(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    notifier = NotifierResource(webhook_url=url, timeout_s=0.5)
+    with caplog.at_level(logging.DEBUG):
+        receipt = notifier.notify(DRIFT)
+    assert receipt.delivered == ("log",)
+    assert receipt.failed["webhook"].startswith("InvalidURLError: the notification webhook URL")
+    assert "TRADAI_WEBHOOK_URL" in receipt.failed["webhook"]
+    assert TOKEN not in receipt.failed["webhook"] and TOKEN not in caplog.text
+
+
+def test_the_malformed_url_error_chains_nothing_that_quotes_the_token() -> None:
+    notifier = NotifierResource(webhook_url=f"https://hooks.example.com/x/{TOKEN} y")
+    with pytest.raises(InvalidURLError) as raised:
+        notifier._post_webhook(DRIFT)
+    error = raised.value
+    assert error.__cause__ is None and error.__suppress_context__
+    assert "https://hooks.example.com/***" in str(error) and TOKEN not in str(error)
+
+
+def test_an_sns_error_quoting_the_topic_is_reported_without_it(caplog: pytest.LogCaptureFixture) -> None:
+    topic = f"arn:aws:sns:eu-west-1:123456789012:alerts-{TOKEN}"
+    notifier = NotifierResource(sns_topic_arn=topic, aws_region="eu-west-1")
+    client = boto3.client("sns", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="y")
+    notifier._sns_client = client
+    with Stubber(client) as stub, caplog.at_level(logging.DEBUG):
+        stub.add_client_error(
+            "publish", "AuthorizationError", f"User is not authorized to perform SNS:Publish on {topic}"
+        )
+        receipt = notifier.notify(DRIFT)
+    assert receipt.delivered == ("log",) and "AuthorizationError" in receipt.failed["sns"]
+    assert TOKEN not in receipt.failed["sns"] and TOKEN not in caplog.text
+    assert TOKEN not in repr(notifier)
+
+
+def test_credentials_of_uris_quoted_in_a_notification_are_redacted_before_it_is_sent(
+    webhook: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    failure = Notification(
+        kind="run_failure",
+        severity="critical",
+        title="run of features_job failed",
+        details={"error": f"StorageError: cannot open ArcticDB at s3://host:bucket?access=AK&secret={TOKEN}"},
+    )
+    with caplog.at_level(logging.INFO, logger="tradai.notify"):
+        receipt = NotifierResource(webhook_url=webhook).notify(failure)
+    assert receipt.delivered == ("log", "webhook")
+    [posted] = Inbox.received
+    assert "s3://host:bucket?access=***&secret=***" in str(posted["details"])
+    assert TOKEN not in json.dumps(posted) and TOKEN not in caplog.text

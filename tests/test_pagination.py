@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from tradai_core.errors import ExchangeDataError
+from tradai_core.errors import CandleValidationError, ExchangeDataError
 from tradai_core.pagination import fetch_range
+from tradai_core.timeframes import candle_grid
 
 HOUR = 3_600_000
 T0 = 1_600_000_000_000 // HOUR * HOUR
@@ -79,3 +80,104 @@ def test_an_endpoint_that_ignores_since_is_stopped_with_a_clear_error() -> None:
             10,
             T0 + 999 * HOUR,
         )
+
+
+def _rows(times: Sequence[int]) -> list[list[float]]:
+    return [[t, 1.0, 2.0, 0.5, 1.5, 10.0] for t in times]
+
+
+class StaleEndpoint(FakeEndpoint):
+    """Answers its `stale` requests after the first with the first page again (a cache gone stale)."""
+
+    def __init__(self, times: Sequence[int], cap: int, stale: int) -> None:
+        super().__init__(times, cap)
+        self.stale = stale
+        self.first_page: list[list[float]] = []
+
+    def __call__(self, since: int, limit: int) -> list[list[float]]:
+        page = super().__call__(since, limit)
+        if len(self.calls) == 1:
+            self.first_page = page
+        elif self.stale > 0:
+            self.stale -= 1
+            return self.first_page
+        return page
+
+
+def test_a_stale_page_is_asked_again_and_the_range_completes() -> None:
+    times = [T0 + i * HOUR for i in range(50)]
+    waits: list[int] = []
+    endpoint = StaleEndpoint(times, cap=10, stale=2)
+    got = fetch_range(endpoint, T0, T0 + 50 * HOUR, HOUR, 10, T0 + 999 * HOUR, wait=waits.append)
+    assert [r[0] for r in got.rows] == times
+    assert got.stale_retries == 2 and waits == [0, 1]
+
+
+def test_a_page_that_stays_stale_fails_naming_the_shortfall() -> None:
+    times = [T0 + i * HOUR for i in range(50)]
+    endpoint = StaleEndpoint(times, cap=10, stale=99)
+    with pytest.raises(ExchangeDataError) as caught:
+        fetch_range(endpoint, T0, T0 + 50 * HOUR, HOUR, 10, T0 + 999 * HOUR, pair="BTC/USDT", stale_retries=2)
+    message = str(caught.value)
+    assert "BTC/USDT" in message and "got 10 candles" in message and "40 candles" in message
+    assert "nothing was written" in message
+    assert len(endpoint.calls) == 4  # the good page, the stale one and two more tries
+
+
+def test_a_short_stale_page_is_not_taken_for_the_end_of_the_range() -> None:
+    # A cache answers the second request with an older, shorter page (yesterday's tail): the exchange
+    # itself never answers a request from `since` with candles before it, so this is stale, not the end.
+    times = [T0 + i * HOUR for i in range(50)]
+    full = FakeEndpoint(times, cap=10)
+
+    def endpoint(since: int, limit: int) -> list[list[float]]:
+        page = full(since, limit)
+        return _rows([T0 + i * HOUR for i in range(3)]) if since > T0 else page
+
+    with pytest.raises(ExchangeDataError) as caught:
+        fetch_range(endpoint, T0, T0 + 50 * HOUR, HOUR, 10, T0 + 999 * HOUR, pair="ETH/USDT", stale_retries=1)
+    assert "ETH/USDT" in str(caught.value) and "40 candles" in str(caught.value)
+
+
+def test_an_out_of_order_row_at_a_page_edge_is_refused_not_dropped() -> None:
+    # The exchange moves the candle at 9 h from the end of page one to the start of page two.
+    pages = [
+        _rows([T0 + i * HOUR for i in (*range(9), 10)]),
+        _rows([T0 + 9 * HOUR, *(T0 + i * HOUR for i in range(11, 15))]),
+    ]
+    with pytest.raises(CandleValidationError) as caught:
+        fetch_range(
+            lambda since, limit: pages.pop(0), T0, T0 + 15 * HOUR, HOUR, 10, T0 + 99 * HOUR, pair="ETH/USDT"
+        )
+    assert caught.value.pair == "ETH/USDT" and "out of order" in caught.value.rule
+    assert caught.value.timestamp.startswith("2020-09-13T21:00")  # T0 + 9 h
+
+
+@pytest.mark.parametrize(
+    ("times", "rule"),
+    [([0, 1, 1, 2], "no duplicate candles"), ([0, 2, 1, 3], "timestamps strictly increasing")],
+)
+def test_a_page_with_a_duplicate_or_swapped_row_names_pair_time_and_rule(times: list[int], rule: str) -> None:
+    page = _rows([T0 + i * HOUR for i in times])
+    with pytest.raises(CandleValidationError) as caught:
+        fetch_range(lambda since, limit: page, T0, T0 + 10 * HOUR, HOUR, 10, T0 + 99 * HOUR, pair="SOL/USDT")
+    assert caught.value.pair == "SOL/USDT" and caught.value.rule == rule
+
+
+def test_a_null_open_time_is_a_clear_error_not_a_type_error() -> None:
+    page: list[list[float | None]] = [[T0, 1.0, 2.0, 0.5, 1.5, 1.0], [None, 1.0, 2.0, 0.5, 1.5, 1.0]]
+    with pytest.raises(CandleValidationError) as caught:
+        fetch_range(lambda since, limit: page, T0, T0 + 10 * HOUR, HOUR, 10, T0 + 99 * HOUR, pair="BTC/USDT")  # type: ignore[arg-type, return-value]
+    assert caught.value.pair == "BTC/USDT" and "open time" in caught.value.rule
+    assert "row 1 of the page from 2020-09-13T12:00" in caught.value.timestamp
+
+
+def test_a_weekly_range_starts_on_the_exchange_s_week_grid() -> None:
+    week = 7 * 24 * HOUR
+    monday = 1_620_000_000_000 // week * week + 4 * 24 * HOUR  # on the Monday grid
+    endpoint = FakeEndpoint([monday + i * week for i in range(4)], cap=10)
+    got = fetch_range(
+        endpoint, monday, monday + 4 * week, week, 10, monday + 99 * week, grid=candle_grid("1w", "binance")
+    )
+    assert [r[0] for r in got.rows] == [monday + i * week for i in range(4)]
+    assert endpoint.calls[0][0] == monday

@@ -27,7 +27,7 @@ import pytest
 from tradai_core.errors import ConfigurationError
 from tradai_core.urls import rebase_urls
 from tradai_replay.__main__ import main as cli_main
-from tradai_replay.faults import Fault
+from tradai_replay.faults import FAULT_KINDS, MAX_DELAY_S, VARIANTS, Fault, supported_faults
 from tradai_replay.markets import (
     default_exchange_info_path,
     derived_step_size,
@@ -448,6 +448,81 @@ def test_malformed_candles_pass_through_ccxt_unnoticed(
 
     assert spoiled(candles[2])
     assert candles[:2] + candles[3:] == demo_btc[-5:-3] + demo_btc[-2:]
+
+
+@pytest.mark.parametrize(
+    ("variant", "check"),
+    [
+        ("null_timestamp", lambda page, clean: page[2][0] is None),
+        ("nan_price", lambda page, clean: page[2][4] == "NaN"),
+        ("zero_price", lambda page, clean: [float(v) for v in page[2][1:5]] == [0.0] * 4),
+        ("negative_price", lambda page, clean: float(page[2][3]) == -float(clean[2][3])),
+        ("duplicate_row", lambda page, clean: page[:3] + page[4:] == clean and page[3] == clean[2]),
+        ("out_of_order", lambda page, clean: page == [*clean[:2], clean[3], clean[2], clean[4]]),
+        ("price_spike", lambda page, clean: float(page[2][4]) == pytest.approx(float(clean[2][4]) * 1000)),
+    ],
+)
+def test_candle_content_faults_are_sent_as_a_real_feed_would_send_them(
+    replay_server: ReplayServer, variant: str, check: Any
+) -> None:
+    path = f"/api/v3/klines?symbol=BTCUSDT&interval=1h&startTime={NEW_YEAR_2022}&limit=5"
+    clean = json.loads(raw_get(replay_server, path)[2])
+    replay_server.inject(Fault(kind="malformed", variant=variant))
+
+    status, _, body = raw_get(replay_server, path)
+
+    assert status == 200 and check(json.loads(body), clean)
+
+
+def test_ccxt_silently_drops_a_candle_without_open_time(
+    replay_client: ccxt.binance, replay_server: ReplayServer
+) -> None:
+    replay_server.inject(Fault(kind="malformed", variant="null_timestamp"))
+    candles = replay_client.fetch_ohlcv(BTC, "1h", since=NEW_YEAR_2022, limit=5)
+    assert len(candles) == 4  # why ExchangeResource reads the raw JSON page as well
+
+
+def test_a_stale_page_repeats_the_page_before_the_one_asked_for(replay_server: ReplayServer) -> None:
+    path = "/api/v3/klines?symbol=BTCUSDT&interval=1h&startTime={}&limit=5"
+    before = raw_get(replay_server, path.format(NEW_YEAR_2022 - 5 * HOUR))[2]
+    replay_server.inject(Fault(kind="stale_page"))
+
+    stale = raw_get(replay_server, path.format(NEW_YEAR_2022))[2]
+    fresh = json.loads(raw_get(replay_server, path.format(NEW_YEAR_2022))[2])
+
+    assert stale == before
+    assert fresh[0][0] == NEW_YEAR_2022
+
+
+def test_ccxt_hides_a_stale_page_as_an_empty_one(
+    replay_client: ccxt.binance, replay_server: ReplayServer
+) -> None:
+    replay_server.inject(Fault(kind="stale_page"))
+    assert replay_client.fetch_ohlcv(BTC, "1h", since=NEW_YEAR_2022, limit=5) == []  # filtered by since
+
+
+def test_every_fault_kind_and_variant_is_listed() -> None:
+    faults = supported_faults()
+    assert {f.kind for f in faults} == set(FAULT_KINDS)
+    assert {f.variant for f in faults if f.kind == "malformed"} == set(VARIANTS["malformed"])
+    assert {"stale_page", "malformed"} <= set(FAULT_KINDS)
+    assert len(faults) == len({(f.kind, f.variant) for f in faults})
+
+
+def test_fault_kinds_are_listed_over_http_and_each_can_be_queued(replay_server: ReplayServer) -> None:
+    status, _, body = raw_get(replay_server, "/_replay/fault-kinds")
+    kinds = json.loads(body)
+    assert status == 200 and len(kinds) == len(supported_faults())
+    assert {"kind": "stale_page"} in kinds and {"kind": "malformed", "variant": "price_spike"} in kinds
+    assert control(replay_server, "POST", kinds) == (200, {"queued": len(kinds)})
+
+
+def test_a_delay_beyond_the_bound_is_refused_with_a_clear_400(replay_server: ReplayServer) -> None:
+    status, answer = control(replay_server, "POST", {"kind": "latency", "delay_s": 3_600_000})
+    assert status == 400
+    assert f"at most {MAX_DELAY_S:g} s" in answer["detail"] and "not milliseconds" in answer["detail"]
+    assert replay_server.pending_faults == []
+    assert control(replay_server, "POST", {"kind": "latency", "delay_s": MAX_DELAY_S})[0] == 200
 
 
 def test_malformed_fault_waits_for_a_kline_request(

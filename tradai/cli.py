@@ -75,10 +75,14 @@ def _strategy_list(args: argparse.Namespace) -> int:
 
 def _workers_stop(args: argparse.Namespace) -> int:
     from tradai_core.settings import TradAISettings
-    from tradai_resources.freqtrade_zygote import default_shared_folder, stop_shared_zygotes
+    from tradai_resources.freqtrade_zygote import ZygoteError, default_shared_folder, stop_shared_zygotes
 
     folder = args.folder or TradAISettings().worker_dir or default_shared_folder()
-    pids = stop_shared_zygotes(folder) if folder.is_dir() else []
+    try:
+        pids = stop_shared_zygotes(folder)  # checks the folder, each lock and each pid before signalling
+    except ZygoteError as exc:
+        print(f"error: {exc}; nothing was stopped", file=sys.stderr)
+        return EXIT_USAGE
     print(f"stopped {len(pids)} shared worker(s) in {folder}" + (f": {pids}" if pids else ""))
     return EXIT_OK
 

@@ -31,6 +31,14 @@ def _secret(name: str) -> EnvVar | None:
     return EnvVar(name) if os.environ.get(name) else None
 
 
+def _secret_or(name: str, configured: str | None, resolved: str) -> str:
+    """`EnvVar(name)` when the setting in force came from that variable (a URI that may carry credentials
+    then shows as the variable's name in the UI), else the resolved value (a default holds no secret)."""
+    if configured is not None and os.environ.get(name) == configured:
+        return EnvVar(name)
+    return resolved
+
+
 def build_definitions(settings: TradAISettings | None = None) -> Definitions:
     """Definitions for `settings` (default: from `TRADAI_*` environment variables)."""
     settings = settings or TradAISettings()
@@ -42,7 +50,9 @@ def build_definitions(settings: TradAISettings | None = None) -> Definitions:
             api_key=_secret("TRADAI_EXCHANGE_API_KEY"),
             api_secret=_secret("TRADAI_EXCHANGE_API_SECRET"),
         ),
-        "candle_store": ArcticDBResource(uri=settings.resolved_arcticdb_uri),
+        "candle_store": ArcticDBResource(
+            uri=_secret_or("TRADAI_ARCTICDB_URI", settings.arcticdb_uri, settings.resolved_arcticdb_uri)
+        ),
         "freqtrade": FreqtradeResource(
             work_dir=str(settings.resolved_data_dir / "backtests"),
             start_method=settings.backtest_workers,
@@ -52,7 +62,9 @@ def build_definitions(settings: TradAISettings | None = None) -> Definitions:
             work_dir=str(settings.resolved_data_dir / "hyperopt"),
             storage_url=_secret("TRADAI_OPTUNA_STORAGE"),
         ),
-        "mlflow": MLflowResource(tracking_uri=settings.resolved_mlflow_uri),
+        "mlflow": MLflowResource(
+            tracking_uri=_secret_or("TRADAI_MLFLOW_URI", settings.mlflow_uri, settings.resolved_mlflow_uri)
+        ),
         "notifier": NotifierResource(
             webhook_url=_secret("TRADAI_WEBHOOK_URL"),
             sns_topic_arn=_secret("TRADAI_SNS_TOPIC_ARN"),

@@ -14,13 +14,15 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from dagster import DagsterInstance
+from dagster import DagsterInstance, ExecuteInProcessResult
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from jobs.market_data import MARKET_DATA_JOB
 from jobs.ml import FEATURES_JOB
+from tradai.demo_output import QUIET_LOGGERS, QUIET_RUN_CONFIG, outcome_lines, progress, unexpected_errors
 from tradai_core.candles import diff_candles, normalize_candles
 from tradai_core.settings import PROJECT_ROOT, TradAISettings, pair_slug
+from tradai_core.urls import redact_uri
 
 DEMO_DATA = PROJECT_ROOT / "demo_data"
 DEMO_CANDLES = DEMO_DATA / "binance_spot_1h"
@@ -56,12 +58,28 @@ def run_daily_job(settings: TradAISettings, instance: DagsterInstance, job_name:
     job = build_definitions(settings).resolve_job_def(job_name)
     print(f"→ {what}: {len(settings.pairs)} pairs × {len(keys)} days ({keys[0]} … {keys[-1]}), one run")
     started = time.perf_counter()
-    result = job.execute_in_process(
-        instance=instance,
-        tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
-        raise_on_error=True,
-    )
+    with progress(what):
+        result = job.execute_in_process(
+            instance=instance,
+            run_config=QUIET_RUN_CONFIG,
+            tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
+            raise_on_error=False,
+        )
+    require_success(result, what)
     print(f"  run {result.run_id} succeeded in {time.perf_counter() - started:.1f}s")
+
+
+class DemoStepFailed(RuntimeError):
+    """A demo step failed for an unexpected reason (its errors were printed in full)."""
+
+
+def require_success(result: ExecuteInProcessResult, what: str) -> None:
+    """Print why a run did not succeed (refusals in a line, other errors in full) and stop the demo."""
+    if result.success:
+        return
+    for line in outcome_lines(result):
+        print("  " + line)
+    raise DemoStepFailed(f"{what}: run {result.run_id} failed (see above, and the run in the UI)")
 
 
 def run_training(settings: TradAISettings, instance: DagsterInstance) -> None:
@@ -71,7 +89,9 @@ def run_training(settings: TradAISettings, instance: DagsterInstance) -> None:
 
     print(f"→ training a model on {settings.history_start} → {settings.holdout_start} (holdout kept out)")
     job = build_definitions(settings).resolve_job_def(TRAINING_JOB)
-    result = job.execute_in_process(instance=instance, raise_on_error=True)
+    with progress("training"):
+        result = job.execute_in_process(instance=instance, run_config=QUIET_RUN_CONFIG, raise_on_error=False)
+    require_success(result, "training")
     [model] = result.asset_materializations_for_node("model")
     meta = {key: value.value for key, value in model.metadata.items()}
     auc, accuracy = meta.get("oos_auc", float("nan")), meta.get("oos_accuracy", float("nan"))
@@ -88,7 +108,11 @@ def run_hyperopt(settings: TradAISettings, instance: DagsterInstance) -> None:
 
     print("→ a short hyperopt study of RsiMeanReversion (in-sample, then out-of-sample and the DSR gate)")
     resources = build_definitions(settings).resources
-    print("  " + summarize_demo_study(run_demo_study(settings, dict(resources), instance)))
+    with progress("hyperopt"):
+        result = run_demo_study(settings, dict(resources), instance, loggers=QUIET_LOGGERS)
+    print("  " + summarize_demo_study(result))
+    for line in outcome_lines(result):
+        print("  " + line)
 
 
 def run_model_loop(settings: TradAISettings, instance: DagsterInstance) -> None:
@@ -96,7 +120,14 @@ def run_model_loop(settings: TradAISettings, instance: DagsterInstance) -> None:
     from jobs.model_lifecycle import demo_drift_loop
 
     print("→ scoring drift against the champion; the model loop's state")
-    print(demo_drift_loop(settings, instance, run_requested=True).text())
+    with progress("drift and the model loop"):
+        state = demo_drift_loop(settings, instance, run_requested=True, loggers=QUIET_LOGGERS)
+    print(state.text())
+
+
+def show_statistic(value: object) -> str:
+    """A statistic from report metadata: `1.23`, or the report's `n/a (why)` when it is undefined."""
+    return f"{value:5.2f}" if isinstance(value, int | float) else str(value)
 
 
 def run_backtests(settings: TradAISettings, instance: DagsterInstance) -> bool:
@@ -112,16 +143,23 @@ def run_backtests(settings: TradAISettings, instance: DagsterInstance) -> bool:
     )
     ok = True
     for strategy in strategies:
-        result = job.execute_in_process(instance=instance, partition_key=strategy, raise_on_error=False)
+        with progress(f"backtesting {strategy}"):
+            result = job.execute_in_process(
+                instance=instance, partition_key=strategy, run_config=QUIET_RUN_CONFIG, raise_on_error=False
+            )
         reports = result.asset_materializations_for_node("backtest_report")
         if not result.success or not reports:
-            ok = False
-            print(f"  {strategy:<20} FAILED (see run {result.run_id} in the UI)")
+            lines = outcome_lines(result)
+            refused_only = bool(lines) and not unexpected_errors(result)
+            ok &= refused_only
+            print(f"  {strategy:<20} {'not run' if refused_only else 'FAILED'} (run {result.run_id}):")
+            for line in lines or ["no report and no error recorded"]:
+                print("    " + line)
             continue
         meta = {key: value.value for key, value in reports[0].metadata.items()}
         print(
             f"  {strategy:<20} {meta['trade_count']:>4} trades, profit {meta['total_profit_pct']:6.2f} %, "
-            f"Sharpe {meta['sharpe']:5.2f}, max drawdown {meta['max_drawdown_pct']:5.2f} %"
+            f"Sharpe {show_statistic(meta['sharpe'])}, max drawdown {meta['max_drawdown_pct']:5.2f} %"
         )
     return ok
 
@@ -151,7 +189,21 @@ def verify_market_data(settings: TradAISettings) -> bool:
 def main() -> int:
     """Run the demo; exit status 0 when every step succeeded and the data checks out."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # MLflow logs at INFO through its own handler (e.g. "Creating initial MLflow database tables"); the
+    # demo prints results, so only its warnings and errors pass.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # Offline, notifications go to this logger; the model loop's lines already say what was notified.
+    logging.getLogger("tradai.notify").setLevel(logging.CRITICAL)
     prepare_environment()
+    try:
+        return run_demo()
+    except DemoStepFailed as error:
+        print(f"demo stopped: {error}", file=sys.stderr)
+        return 1
+
+
+def run_demo() -> int:
+    """Every step of the demo in order; exit status 0 when each succeeded and the data checks out."""
     from tradai_replay.server import ReplayServer
 
     with ReplayServer(candles_dir=DEMO_CANDLES, exchange_info_path=DEMO_EXCHANGE_INFO) as server:
@@ -168,7 +220,8 @@ def main() -> int:
     ok &= run_backtests(settings, instance)
     run_hyperopt(settings, instance)
     print(
-        f"\nCandles: {settings.resolved_arcticdb_uri}\nExperiments: {settings.resolved_mlflow_uri}\n"
+        f"\nCandles: {redact_uri(settings.resolved_arcticdb_uri)}\n"
+        f"Experiments: {redact_uri(settings.resolved_mlflow_uri)}\n"
         f"Dagster instance: {os.environ['DAGSTER_HOME']}\n"
         "Open the UI with `make ui` (http://127.0.0.1:3000): Assets → ohlcv/* shows partitions, metadata and "
         "checks; backtest_report/<strategy> shows metrics and plots.\n"

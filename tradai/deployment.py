@@ -1,6 +1,7 @@
 """How runs execute in a deployment: the executor and the IO manager, chosen from the environment.
 
-Default (nothing set): Dagster's multiprocess executor and its file-system IO manager, one machine.
+Default (nothing set): Dagster's default executor (multiprocess, or in-process when run config says so)
+and its file-system IO manager, on one machine.
 `TRADAI_EXECUTOR=celery` sends every step to Celery workers on the Redis broker `TRADAI_CELERY_BROKER`;
 steps then run on other machines, so every output that crosses processes goes through S3
 (`S3PickleIOManager` on `TRADAI_IO_BUCKET`; endpoint and credentials from the standard AWS variables,
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dagster import ExecutorDefinition, multiprocess_executor
+from dagster import ExecutorDefinition, multi_or_in_process_executor
 from pydantic import BaseModel, ConfigDict
 
 EXECUTORS = ("multiprocess", "celery")
@@ -53,7 +54,8 @@ def execution_from_env(env: Mapping[str, str] | None = None) -> Execution:
         raise DeploymentError(f"TRADAI_EXECUTOR={name!r} is not one of {', '.join(EXECUTORS)}")
     resources = _io_manager(env)
     if name == "multiprocess":
-        return Execution(executor=multiprocess_executor, resources=resources)
+        # Dagster's default: multiprocess, or `execution: {config: {in_process: {}}}` in run config
+        return Execution(executor=multi_or_in_process_executor, resources=resources)
     if not env.get("TRADAI_CELERY_BROKER"):
         raise DeploymentError(
             "TRADAI_EXECUTOR=celery needs TRADAI_CELERY_BROKER (e.g. redis://127.0.0.1:6379/0)"

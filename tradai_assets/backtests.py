@@ -36,17 +36,27 @@ from strategies.validation import (
     StrategyValidationReport,
     validate_strategy,
 )
+from tradai_assets.backtest_charts import monthly_returns_metadata, strategy_indicators, trade_charts
 from tradai_assets.hyperopt import load_tuned_parameters
 from tradai_assets.market_data import ohlcv_key
 from tradai_assets.models import CHAMPION, TAG_HOLDOUT_START, default_model_name
 from tradai_assets.plots import equity_and_drawdown_figure, png_markdown
 from tradai_assets.strategy_partitions import source_hash, strategy_partitions
 from tradai_core.backtest_config import BacktestRunConfig
-from tradai_core.backtest_plan import BacktestWindow, describe_day_ranges, missing_day_ranges, plan_window
-from tradai_core.backtest_result import BacktestResult
+from tradai_core.backtest_plan import (
+    BacktestWindow,
+    PairSelection,
+    describe_day_ranges,
+    missing_day_ranges,
+    parse_timerange,
+    plan_window,
+    select_pairs,
+)
+from tradai_core.backtest_result import BacktestMetrics, BacktestResult
 from tradai_core.candles import find_gaps
 from tradai_core.errors import NotFoundError, ValidationError
 from tradai_core.settings import TradAISettings
+from tradai_core.statistics import GUARDED_STATISTICS
 from tradai_core.timeframes import timeframe_ms
 from tradai_core.tuned_params import apply_tuned
 from tradai_resources.arcticdb_store import ArcticDBResource
@@ -68,6 +78,11 @@ PLAN_CHECKS = {
 class BacktestConfig(Config):
     """Run config shared by the plan and the report (set the same values on both)."""
 
+    pairs: list[str] | None = None
+    """Pairs to backtest (like `freqtrade backtesting --pairs`), each in the pair universe TRADAI_PAIRS;
+    default: the strategy YAML's pairs, less those outside the universe (the plan says which it dropped)."""
+    timerange: str | None = None
+    """Freqtrade's `YYYYMMDD-YYYYMMDD` (either side may be empty), instead of start/end."""
     start: str | None = None
     """First traded day, YYYY-MM-DD; default: the holdout window's first day."""
     end: str | None = None
@@ -86,10 +101,30 @@ class BacktestConfig(Config):
 def resolve_window(
     settings: TradAISettings, config: BacktestConfig, strategy_config: StrategyConfig, startup: int
 ) -> BacktestWindow:
-    """The backtest window from run config, defaulting to the holdout (never trained on)."""
-    start = date.fromisoformat(config.start) if config.start else settings.holdout_start
-    end = date.fromisoformat(config.end) if config.end else settings.resolved_history_end
+    """The backtest window from run config (`timerange`, or `start`/`end`), defaulting to the holdout
+    (never trained on) and the end of the history."""
+    first, last = config.start, config.end
+    if config.timerange is not None:
+        if first or last:
+            raise ValidationError(
+                "run config sets both timerange and start/end", "give either timerange or start/end"
+            )
+        first, last = parse_timerange(config.timerange)
+    try:
+        start = date.fromisoformat(first) if first else settings.holdout_start
+        end = date.fromisoformat(last) if last else settings.resolved_history_end
+    except ValueError as error:
+        raise ValidationError(
+            f"run config start/end {first!r}/{last!r} is not a date: {error}", "write days as YYYY-MM-DD"
+        ) from error
     return plan_window(start, end, strategy_config.timeframe, startup)
+
+
+def select_backtest_pairs(
+    settings: TradAISettings, config: BacktestConfig, strategy_config: StrategyConfig
+) -> PairSelection:
+    """The pairs a run trades: the run config's, else the strategy's less those outside TRADAI_PAIRS."""
+    return select_pairs(config.pairs, strategy_config.pairs, settings.pairs)
 
 
 def effective_config(
@@ -163,7 +198,10 @@ def metrics_markdown(result: BacktestResult) -> str:
     rows = [
         ("total profit", f"{m.total_profit_abs:,.2f} {result.stake_currency} ({m.total_profit_pct:.2f} %)"),
         ("CAGR", f"{m.cagr * 100:.2f} %"),
-        ("Sharpe / Sortino / Calmar", f"{m.sharpe:.2f} / {m.sortino:.2f} / {m.calmar:.2f}"),
+        ("Sharpe", m.display("sharpe")),
+        ("Sortino", m.display("sortino")),
+        ("Calmar", m.display("calmar")),
+        ("SQN", m.display("sqn")),
         ("max drawdown", f"{m.max_drawdown_ratio * 100:.2f} % ({m.max_drawdown_abs:,.2f})"),
         ("trades (W/D/L)", f"{m.trade_count} ({m.wins}/{m.draws}/{m.losses})"),
         ("win rate", f"{m.win_rate * 100:.1f} %"),
@@ -174,6 +212,21 @@ def metrics_markdown(result: BacktestResult) -> str:
         ("buy & hold (mean of pairs)", f"{m.market_change * 100:.2f} %"),
     ]
     return "\n".join(["| metric | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+
+
+def statistic_metadata(metrics: BacktestMetrics) -> dict[str, object]:
+    """Sharpe, Sortino, Calmar, SQN for Dagster: the number when defined, else text `n/a (why)`."""
+    return {
+        name: value
+        if (value := getattr(metrics, name)) is not None
+        else MetadataValue.text(metrics.display(name))
+        for name in GUARDED_STATISTICS
+    }
+
+
+def undefined_tags(metrics: BacktestMetrics) -> dict[str, str]:
+    """MLflow tags `tradai.undefined.<statistic>` = why, for statistics logged as no metric."""
+    return {f"tradai.undefined.{name}": stat.reason for name, stat in metrics.undefined.items()}
 
 
 def pairs_markdown(result: BacktestResult, top: int = 3) -> str:
@@ -246,34 +299,50 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
             return MaterializeResult(metadata=metadata, check_results=checks)
         strategy_config = effective_config(report, config, mlflow)
         window = resolve_window(settings, config, strategy_config, _startup_candles(report))
-        uncovered: dict[str, str] = {}
-        for pair in strategy_config.pairs:
-            if pair not in settings.pairs:
-                uncovered[pair] = "not in the pair universe (TRADAI_PAIRS)"
-                continue
-            have = context.instance.get_materialized_partitions(ohlcv_key(pair))
-            ranges = missing_day_ranges(have, window.data_days)
-            if ranges:
-                uncovered[pair] = describe_day_ranges(ranges)
-        coverage_text = (
-            "every day covered"
-            if not uncovered
-            else "missing: " + "; ".join(f"{pair}: {text}" for pair, text in uncovered.items())
-        )
-        checks.append(
-            AssetCheckResult(
-                check_name="data_coverage",
-                passed=not uncovered,
-                severity=AssetCheckSeverity.ERROR,
-                description=coverage_text
-                + ("" if not uncovered else " — materialize those ohlcv partitions first"),
-                metadata={
-                    "window": f"{window.start} → {window.end}",
-                    "data_from": str(window.data_start),
-                    "missing_days": MetadataValue.json(uncovered),
-                },
+        try:
+            selection: PairSelection | None = select_backtest_pairs(settings, config, strategy_config)
+        except ValidationError as error:
+            selection = None
+            context.log.error(str(error))
+            checks.append(
+                AssetCheckResult(
+                    check_name="data_coverage",
+                    passed=False,
+                    severity=AssetCheckSeverity.ERROR,
+                    description=str(error),
+                    metadata={"requested_pairs": ", ".join(config.pairs or strategy_config.pairs)},
+                )
             )
-        )
+        if selection is not None:
+            if selection.dropped:
+                context.log.warning("%s: backtesting %s", name, selection.describe())
+            uncovered: dict[str, str] = {}
+            for pair in selection.pairs:
+                have = context.instance.get_materialized_partitions(ohlcv_key(pair))
+                ranges = missing_day_ranges(have, window.data_days)
+                if ranges:
+                    uncovered[pair] = describe_day_ranges(ranges)
+            coverage_text = (
+                "every day covered"
+                if not uncovered
+                else "missing: " + "; ".join(f"{pair}: {text}" for pair, text in uncovered.items())
+            )
+            checks.append(
+                AssetCheckResult(
+                    check_name="data_coverage",
+                    passed=not uncovered,
+                    severity=AssetCheckSeverity.ERROR,
+                    description=coverage_text
+                    + ("" if not uncovered else " — materialize those ohlcv partitions first"),
+                    metadata={
+                        "window": f"{window.start} → {window.end}",
+                        "data_from": str(window.data_start),
+                        "pairs": ", ".join(selection.pairs),
+                        "dropped_pairs": MetadataValue.json(selection.dropped),
+                        "missing_days": MetadataValue.json(uncovered),
+                    },
+                )
+            )
         problem, lineage = (
             model_problem(mlflow, strategy_config, window) if is_machine_learning(report) else (None, {})
         )
@@ -295,7 +364,8 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
                 **lineage,
                 "window": f"{window.start} → {window.end} (trading), candles from {window.data_start}",
                 "timerange": window.timerange,
-                "pairs": ", ".join(strategy_config.pairs),
+                "pairs": ", ".join(selection.pairs if selection else config.pairs or strategy_config.pairs),
+                "dropped_pairs": MetadataValue.json(selection.dropped if selection else {}),
                 "strategy_version": strategy_config.version,
                 "source_sha256": source_hash(report),
             }
@@ -324,10 +394,14 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
         assert report.config is not None and report.path is not None
         strategy_config = effective_config(report, config, mlflow)
         window = resolve_window(settings, config, strategy_config, _startup_candles(report))
+        selection = select_backtest_pairs(settings, config, strategy_config)
+        if selection.dropped:
+            context.log.warning("%s: backtesting %s", name, selection.describe())
         candles, versions = candle_store.read_pairs(
-            exchange, tf, strategy_config.pairs, window.data_start, pd.Timestamp(window.end, tz="UTC")
+            exchange, tf, selection.pairs, window.data_start, pd.Timestamp(window.end, tz="UTC")
         )
         run = BacktestRunConfig(
+            pairs=selection.pairs,
             timerange=window.timerange,
             max_open_trades=config.max_open_trades,
             starting_balance=config.starting_balance,
@@ -342,6 +416,11 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
             result = freqtrade.backtest(
                 name, Path(report.path).parent, candles, run, strategy_config=strategy_config
             )
+            indicators = strategy_indicators(name, Path(report.path).parent, candles)
+        pin = candle_store.pin_versions(  # the candle versions this report names stay readable
+            f"tradai.backtest.{context.run.run_id}.{name}", versions, note=f"backtest {name}"
+        )
+        charts, chart_pages = trade_charts(result, candles, indicators, pd.Timestamp(window.start, tz="UTC"))
         digest = source_hash(report)
         equity = result.equity_frame()["equity"]
         plot = png_markdown(equity_and_drawdown_figure(equity, f"{name} {window.timerange}"), "equity")
@@ -357,23 +436,20 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
                 "strategy.version": strategy_config.version,
                 "source_sha256": digest,
                 "tradai.tuned_params_run_id": config.tuned_params_run_id or "none",
+                "tradai.arcticdb_snapshot": pin.name,
                 **{f"tradai.{key}": value for key, value in lineage.items()},
             },
         ) as tracked:
             tracked.log_params(
                 {
                     "timerange": window.timerange,
-                    "pairs": ",".join(strategy_config.pairs),
+                    "pairs": ",".join(selection.pairs),
+                    "dropped_pairs": ",".join(selection.dropped) or "none",
                     **run.model_dump(exclude={"pairs", "timerange"}),
                 }
             )
-            tracked.log_metrics(
-                {
-                    k: float(v)
-                    for k, v in metrics.model_dump().items()
-                    if isinstance(v, int | float) and not isinstance(v, bool)
-                }
-            )
+            tracked.log_metrics(metrics.defined_numbers())  # an undefined statistic is no number
+            tracked.set_tags(undefined_tags(metrics))
             tracked.log_dataframe(result.trades_frame(), "report/trades.parquet")
             tracked.log_dataframe(result.equity_frame(), "report/equity.parquet")
             tracked.log_dict(result.freqtrade_stats, "report/freqtrade_stats.json")
@@ -381,29 +457,37 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
             tracked.log_dict(run.model_dump(mode="json"), "report/run_config.json")
             tracked.log_dict(versions, "report/data_versions.json")
             tracked.log_file(report.path, "report/source")
+            for artifact_file, page in chart_pages.items():
+                tracked.log_text(page, artifact_file)
             run_id, experiment_id = tracked.run_id, tracked.experiment_id
         context.log.info(
-            "%s %s: %d trades, profit %.2f %%, Sharpe %.2f, max drawdown %.2f %%",
+            "%s %s on %s: %d trades, profit %.2f %%, Sharpe %s, max drawdown %.2f %%",
             name,
             window.timerange,
+            ", ".join(result.pairs),
             metrics.trade_count,
             metrics.total_profit_pct,
-            metrics.sharpe,
+            metrics.display("sharpe"),
             metrics.max_drawdown_ratio * 100,
         )
         return MaterializeResult(
             metadata={
                 "metrics": MetadataValue.md(metrics_markdown(result)),
                 "equity_and_drawdown": MetadataValue.md(plot),
+                "monthly_returns": monthly_returns_metadata(result),
                 "best_and_worst_pairs": MetadataValue.md(pairs_markdown(result)),
+                **charts,
                 "total_profit_pct": metrics.total_profit_pct,
-                "sharpe": metrics.sharpe,
+                **statistic_metadata(metrics),
                 "max_drawdown_pct": metrics.max_drawdown_ratio * 100,
                 "trade_count": metrics.trade_count,
                 "timerange": window.timerange,
+                "pairs": ", ".join(result.pairs),
+                "dropped_pairs": MetadataValue.json(selection.dropped),
                 "freqtrade_version": result.freqtrade_version,
                 "source_sha256": digest,
                 "data_versions": MetadataValue.json(versions),
+                "arcticdb_snapshot": pin.name,
                 "tuned_params_run_id": config.tuned_params_run_id or "none (strategy YAML)",
                 **lineage,
                 "candle_gaps_in_window": MetadataValue.json(gaps),

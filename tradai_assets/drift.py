@@ -22,9 +22,11 @@ partition's previous materializations. The drift sensor acts on `severity`.
 """
 
 import itertools
+import math
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from arcticdb.exceptions import ArcticException
 from dagster import (
@@ -321,6 +323,8 @@ class DriftPoint(BaseModel):
     max_psi: float
     model_version: int | None
     severity: str
+    feature_psi: dict[str, float] = {}
+    """PSI of every scored feature (empty for scores made before it was recorded)."""
 
 
 def drift_history(instance: DagsterInstance, partition_key: str, limit: int) -> list[DriftPoint]:
@@ -346,6 +350,7 @@ def drift_history(instance: DagsterInstance, partition_key: str, limit: int) -> 
                 max_psi=float(meta.get("max_psi", 0.0)),
                 model_version=int(meta["model_version"]) if meta.get("model_version") is not None else None,
                 severity=str(meta.get("severity", "")),
+                feature_psi=dict(meta.get("feature_psi") or {}),
             )
         )
     return points
@@ -376,6 +381,33 @@ def history_figure(points: list[DriftPoint], title: str) -> plt.Figure:
     return figure
 
 
+def feature_history_figure(points: list[DriftPoint], title: str, top: int = 12) -> plt.Figure:
+    """PSI of each feature per scored window as a heat map (features with the highest latest PSI first;
+    a cell is white below the moderate band, amber to red above it)."""
+    order = [p for p in sorted(points, key=lambda p: p.window_end) if p.feature_psi]
+    latest = order[-1].feature_psi if order else {}
+    features = sorted(latest, key=lambda name: latest[name], reverse=True)[:top]
+    grid = np.array([[p.feature_psi.get(name, np.nan) for p in order] for name in features], dtype=float)
+    figure, axes = plt.subplots(figsize=(8, 0.9 + 0.22 * max(len(features), 1)))
+    if features:
+        image = axes.imshow(
+            np.ma.masked_invalid(grid),
+            aspect="auto",
+            cmap="YlOrRd",
+            vmin=0.0,
+            vmax=max(SEVERE_PSI * 2, float(np.nanmax(grid)) if np.isfinite(grid).any() else 0.0),
+            interpolation="nearest",
+        )
+        axes.set_yticks(range(len(features)), features, fontsize=7)
+        step = max(1, len(order) // 8)
+        axes.set_xticks(
+            range(0, len(order), step), [f"{p.window_end:%Y-%m-%d}" for p in order[::step]], fontsize=7
+        )
+        figure.colorbar(image, ax=axes, label="PSI", pad=0.01)
+    axes.set_title(title, fontsize=9)
+    return figure
+
+
 def history_markdown(points: list[DriftPoint], rows: int = 12) -> str:
     """The last `rows` scores as a table, newest first."""
     lines = [
@@ -403,6 +435,7 @@ def drift_metadata(result: PairDrift, history: list[DriftPoint], config: DriftCo
         max_psi=verdict.max_psi,
         model_version=result.version.version,
         severity=verdict.severity.value,
+        feature_psi={r.feature: r.psi for r in verdict.features if math.isfinite(r.psi)},
     )
     points = [*history, current]
     counts = verdict.severity_counts
@@ -434,6 +467,13 @@ def drift_metadata(result: PairDrift, history: list[DriftPoint], config: DriftCo
                 history_figure(points, f"{result.pair} drift vs {result.model} champion"), "PSI over time"
             )
         ),
+        "feature_psi_over_time": MetadataValue.md(
+            png_markdown(
+                feature_history_figure(points, f"{result.pair} PSI per feature over time"),
+                "PSI per feature over time",
+            )
+        ),
+        "feature_psi": MetadataValue.json({name: round(psi, 6) for name, psi in current.feature_psi.items()}),
         "psi_history": MetadataValue.md(history_markdown(points)),
         "window_start": MetadataValue.timestamp(result.window_start),
         "window_end": MetadataValue.timestamp(result.window_end),

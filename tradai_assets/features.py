@@ -18,8 +18,14 @@ are computed from the start of the history.
 
 **Feature-set changes.** Every write records `feature_set_hash()`; a write whose hash differs from the one
 stored is refused (a symbol must never mix two definitions of a feature) unless the run config says
-`replace_stored_features: true`, which deletes the stored features first: backfill the whole range in
-one run with it.
+`replace_stored_features: true`, which writes the window as the symbol's whole content in one new
+version (one atomic write: a crash leaves the previous version readable; earlier versions stay readable
+by number until pruned, and for good when a model or report pinned them): backfill the whole range in one
+run with it.
+
+**One writer per symbol.** Each pair's asset runs in the Dagster pool `arcticdb/<library>/<symbol>`
+(limit 1, dagster.yaml's default), and holds the store's symbol lock from the feature-set check to the
+write, so two runs never interleave their writes to one symbol.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -53,7 +59,7 @@ from tradai_core.features import (
 )
 from tradai_core.settings import TradAISettings, pair_slug
 from tradai_core.timeframes import timeframe_delta
-from tradai_resources.arcticdb_store import ArcticDBResource
+from tradai_resources.arcticdb_store import ArcticDBResource, symbol_pool
 
 FEATURES_GROUP = "features"
 PARTITION = timedelta(days=1)
@@ -70,8 +76,9 @@ class FeaturesConfig(Config):
     """Run config of a feature materialization."""
 
     replace_stored_features: bool = False
-    """Delete the pair's stored features before writing when they were computed by another feature set
-    (off: such a write is refused; turn on for a full backfill in one run after changing the features)."""
+    """When the pair's stored features were computed by another feature set, make this run's window the
+    symbol's whole content, as one new version (off: such a write is refused; turn on for a full
+    backfill in one run after changing the features)."""
     allow_missing_warmup_days: bool = False
     """Compute even when a day between the warm-up start and the window end has no candle at all (off:
     such a day is taken to be an unmaterialized candle partition; turn on for a real day-long outage)."""
@@ -226,6 +233,7 @@ def build_features_asset(pair: str, settings: TradAISettings) -> AssetsDefinitio
         deps=[ohlcv_key(pair)],
         partitions_def=daily_partitions(settings),
         backfill_policy=BackfillPolicy.single_run(),
+        pool=symbol_pool(library, symbol),
         kinds={"talib", "arcticdb"},
         check_specs=[
             AssetCheckSpec(name, asset=key, blocking=name == "rows_match_candles", description=text)
@@ -244,19 +252,37 @@ def build_features_asset(pair: str, settings: TradAISettings) -> AssetsDefinitio
     ) -> MaterializeResult:
         window = context.partition_time_window
         start, end = utc_timestamp(window.start), utc_timestamp(window.end)
+        with candle_store.symbol_lock(library, symbol):  # from the feature-set check to the write
+            return _materialize(context, config, candle_store, start, end)
+
+    def _materialize(
+        context: AssetExecutionContext,
+        config: FeaturesConfig,
+        candle_store: ArcticDBResource,
+        start: pd.Timestamp,
+        end: pd.Timestamp,
+    ) -> MaterializeResult:
         digest = feature_set_hash()
         stored_meta = candle_store.frame_metadata(library, symbol)
         stored_digest = stored_meta[1].get(META_FEATURE_SET_HASH) if stored_meta is not None else None
-        if stored_digest not in (None, digest):
+        replace = stored_digest not in (None, digest)
+        if replace:
             if not config.replace_stored_features:
                 raise ValidationError(
                     f"{library}/{symbol} holds features of feature set {stored_digest}, the code computes "
                     f"feature set {digest}; nothing was written",
                     f"backfill every partition of features/{symbol} in one run with config "
-                    "replace_stored_features: true (it deletes the stored features first)",
+                    "replace_stored_features: true (the window becomes the symbol's whole content)",
                 )
-            context.log.warning("feature set changed: deleting the stored %s/%s", library, symbol)
-            candle_store.delete_symbol(library, symbol)
+            context.log.warning(
+                "feature set changed (%s → %s): %s/%s will hold only [%s, %s)",
+                stored_digest,
+                digest,
+                library,
+                symbol,
+                start,
+                end,
+            )
 
         warmup_span = WARMUP_BARS * step
         candles = candle_store.read(exchange_id, tf, pair, start - 2 * warmup_span, end)
@@ -285,6 +311,7 @@ def build_features_asset(pair: str, settings: TradAISettings) -> AssetsDefinitio
                 "dagster_run_id": context.run.run_id,
                 "window": [str(start), str(end)],
             },
+            replace_symbol=replace,
         )
         if written.version is None:  # nothing stored yet and nothing to store
             stored_frame, stored_version = features, -1

@@ -25,6 +25,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
+import pydantic
 from dagster import (
     AllPartitionMapping,
     AssetCheckResult,
@@ -44,6 +45,7 @@ from dagster import (
     asset,
     materialize,
 )
+from mlflow.exceptions import MlflowException
 from pydantic import Field
 
 from strategies.config import StrategyConfig
@@ -54,7 +56,7 @@ from tradai_assets.strategy_partitions import source_hash, strategy_partitions
 from tradai_core.backtest_config import BacktestRunConfig
 from tradai_core.backtest_plan import plan_window
 from tradai_core.backtest_result import BacktestResult
-from tradai_core.errors import ConfigurationError, NotFoundError, ValidationError
+from tradai_core.errors import ConfigurationError, NotFoundError, TradAIError, ValidationError
 from tradai_core.hyperopt import (
     MIN_TRADES_PENALTY,
     GateDecision,
@@ -73,7 +75,7 @@ from tradai_core.tuned_params import TunedParameters, apply_values, tuned_artifa
 from tradai_resources.arcticdb_store import ArcticDBResource
 from tradai_resources.freqtrade_backtester import FreqtradeResource
 from tradai_resources.freqtrade_hyperopt import HyperoptResource
-from tradai_resources.mlflow_tracking import MLflowResource
+from tradai_resources.mlflow_tracking import MLflowResource, redact_uri
 
 HYPEROPT_GROUP = "hyperopt"
 STUDY_KEY = AssetKey("hyperopt_study")
@@ -83,6 +85,8 @@ MLFLOW_EXPERIMENT = "hyperopt"
 TAG_STRATEGY = "strategy"
 TAG_TUNED_VERSION = "tradai.tuned.version"
 TAG_GATE = "tradai.gate"
+_MISSING_ARTIFACT_CODES = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
+"""MLflow error codes meaning "the run has no such artifact" (anything else is a real failure)."""
 
 
 class HyperoptConfig(Config):
@@ -247,21 +251,43 @@ def load_tuned_parameters(
 ) -> TunedParameters:
     """The tuned parameters a hyperopt MLflow run stored, for a backtest that names them explicitly.
 
-    Raises NotFoundError when the run has none, ValidationError when they belong to another strategy or
-    (unless `allow_refused`) the overfitting gate refused them.
+    Raises NotFoundError only when MLflow says the run has no such artifact; ValidationError when the
+    artifact is not a tuned-parameters record, belongs to another strategy or (unless `allow_refused`) the
+    overfitting gate refused it; TradAIError when MLflow fails otherwise (store unreachable, misconfigured
+    artifact location) — that is not "no tuned parameters" and must not be mistaken for it.
     """
     run = mlflow.get_run(run_id)
     name = strategy or run.data.tags.get(TAG_STRATEGY)
     if not name:
         raise NotFoundError(f"MLflow run {run_id} is not a hyperopt run", "name a run of experiment hyperopt")
+    artifact = tuned_artifact_path(name)
     try:
-        tuned = TunedParameters.model_validate(mlflow.load_dict(run_id, tuned_artifact_path(name)))
-    except Exception as exc:
-        if isinstance(exc, ValidationError):
-            raise
-        raise NotFoundError(
-            f"MLflow run {run_id} holds no tuned parameters for {name} ({tuned_artifact_path(name)})",
-            "name the MLflow run id a hyperopt_study materialization shows (mlflow_run_id)",
+        raw = mlflow.load_dict(run_id, artifact)
+    except MlflowException as exc:
+        code = str(getattr(exc, "error_code", ""))
+        if code in _MISSING_ARTIFACT_CODES:
+            raise NotFoundError(
+                f"MLflow run {run_id} holds no tuned parameters for {name} ({artifact})",
+                "name the MLflow run id a hyperopt_study materialization shows (mlflow_run_id)",
+            ) from exc
+        raise TradAIError(
+            f"could not read the tuned parameters {artifact} of MLflow run {run_id} from "
+            f"{redact_uri(mlflow.tracking_uri)}: MLflow failed ({code or type(exc).__name__})",
+            "check that the MLflow tracking server and the run's artifact store are reachable and "
+            "configured (see the chained error), then re-run",
+        ) from exc
+    except ValueError as exc:  # the artifact is there but is not JSON
+        raise ValidationError(
+            f"MLflow run {run_id} has an unreadable {artifact}: {exc}",
+            "re-run the hyperopt study to record the tuned parameters again",
+        ) from exc
+    try:
+        tuned = TunedParameters.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        raise ValidationError(
+            f"{artifact} of MLflow run {run_id} is not a tuned-parameters record "
+            f"({exc.error_count()} problems, first: {exc.errors()[0]['loc']} {exc.errors()[0]['msg']})",
+            "re-run the hyperopt study to record the tuned parameters again",
         ) from exc
     if tuned.strategy != name:
         raise ValidationError(f"run {run_id} tuned {tuned.strategy}, not {name}", f"name a run of {name}")
@@ -346,6 +372,9 @@ def build_hyperopt_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
             config.spec(),
             strategy_config=strategy_config,
         )
+        pin = candle_store.pin_versions(  # the candle versions this study names stay readable
+            f"tradai.hyperopt.{context.run.run_id}.{name}", versions, note=f"hyperopt study {name}"
+        )
         best = study.best
         tuned_config = apply_values(
             strategy_config, best.buy_params, best.sell_params, best.roi, best.stoploss
@@ -363,6 +392,7 @@ def build_hyperopt_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
             oos.metrics.trade_count,
             config.oos_rule(),
             study.dsr_problem,
+            oos.metrics.undefined["sharpe"].reason if "sharpe" in oos.metrics.undefined else None,
         )
         (context.log.info if gate.passed else context.log.warning)("overfitting gate %s", gate.summary())
         digest = source_hash(report)
@@ -400,15 +430,17 @@ def build_hyperopt_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
             "optimization_history": MetadataValue.md(plot),
             "in_sample": f"{windows.in_sample_timerange}: Sharpe {best.sharpe:.2f}, {best.trades} trades, "
             f"profit {best.profit_total * 100:.2f} %",
-            "out_of_sample": f"{windows.oos_timerange}: Sharpe {m.sharpe:.2f}, {m.trade_count} trades, "
+            "out_of_sample": f"{windows.oos_timerange}: Sharpe {m.display('sharpe')}, "
+            f"{m.trade_count} trades, "
             f"profit {m.total_profit_pct:.2f} %, max drawdown {m.max_drawdown_ratio * 100:.2f} %",
-            "oos_sharpe": m.sharpe,
+            "oos_sharpe": m.sharpe if m.sharpe is not None else MetadataValue.text(m.display("sharpe")),
             "dsr": MetadataValue.float(study.dsr.dsr) if study.dsr else MetadataValue.text("n/a"),
             "dsr_threshold": config.dsr_threshold,
             "gate": gate.summary(),
             "tuned_version": tuned.version,
             "source_sha256": digest,
             "data_versions": MetadataValue.json(versions),
+            "arcticdb_snapshot": pin.name,
             **mlflow.run_metadata(run_id, experiment_id),
         }
         check = AssetCheckResult(
@@ -422,7 +454,7 @@ def build_hyperopt_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
                 "n_trials": study.distinct_trials,
                 "expected_max_sharpe_per_day": study.dsr.expected_max_sharpe if study.dsr else 0.0,
                 "in_sample_sharpe": best.sharpe,
-                "oos_sharpe": m.sharpe,
+                "oos_sharpe": m.sharpe if m.sharpe is not None else MetadataValue.text(m.display("sharpe")),
                 "oos_collapsed": gate.oos_collapsed,
                 "mlflow_run_id": run_id,
             },
@@ -561,8 +593,7 @@ def _log_to_mlflow(
             "in_sample_sharpe": best.sharpe,
             "in_sample_trades": best.trades,
             "in_sample_profit_ratio": best.profit_total,
-            "oos_sharpe": oos.metrics.sharpe,
-            "oos_sortino": oos.metrics.sortino,
+            **{f"oos_{k}": v for k in ("sharpe", "sortino") if (v := getattr(oos.metrics, k)) is not None},
             "oos_profit_ratio": oos.metrics.total_profit_ratio,
             "oos_trades": oos.metrics.trade_count,
             "oos_max_drawdown": oos.metrics.max_drawdown_ratio,
@@ -577,6 +608,7 @@ def _log_to_mlflow(
                 best_sharpe_per_day=study.dsr.sharpe,
             )
         tracked.log_metrics(metrics)
+        tracked.set_tags({f"tradai.undefined.oos_{k}": v.reason for k, v in oos.metrics.undefined.items()})
         tracked.log_dict(tuned.model_dump(mode="json"), tuned_artifact_path(strategy))
         tracked.log_dataframe(trials_frame(study.trials), "study/trials.parquet")
         tracked.log_dict(study.importances, "study/importances.json")
@@ -603,13 +635,14 @@ def run_demo_study(
     workers: int = 2,
     folder: Path = STRATEGIES_DIR,
     config: dict[str, Any] | None = None,
+    loggers: dict[str, Any] | None = None,
 ) -> ExecuteInProcessResult:
     """A short study of one strategy (study, gate, and tuned parameters when the gate passes) in one run.
 
     `resources` must hold `candle_store`, `hyperopt`, `freqtrade` and `mlflow`; the candles of the
     in-sample and out-of-sample windows must be materialized. A refusing gate is an outcome, not a
     failure: the run then stops before `tuned_parameters`, and `summarize_demo_study` says why. `config`
-    sets any other `HyperoptConfig` field (e.g. shorter windows).
+    sets any other `HyperoptConfig` field (e.g. shorter windows); `loggers` is the run's logger config.
     """
     run_config = {**(config or {}), "n_trials": n_trials, "workers": workers}
     return materialize(
@@ -617,7 +650,7 @@ def run_demo_study(
         resources=resources,
         instance=instance,
         partition_key=strategy,
-        run_config={"ops": {"hyperopt_study": {"config": run_config}}},
+        run_config={"ops": {"hyperopt_study": {"config": run_config}}, "loggers": loggers or {}},
         raise_on_error=False,
     )
 

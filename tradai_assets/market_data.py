@@ -27,9 +27,10 @@ from dagster import (
 
 from tradai_assets.partitions import daily_partitions
 from tradai_core.candles import Gap
+from tradai_core.outliers import DEFAULT_K, DEFAULT_WINDOW
 from tradai_core.quality import QualityResult, run_quality_checks
 from tradai_core.settings import TradAISettings, pair_slug
-from tradai_core.timeframes import timeframe_ms
+from tradai_core.timeframes import candle_grid, timeframe_delta, timeframe_ms
 from tradai_resources.arcticdb_store import ArcticDBResource
 from tradai_resources.ccxt_exchange import ExchangeResource
 
@@ -38,9 +39,14 @@ BLOCKING_CHECKS = ("no_duplicates", "monotonic_index", "ohlc_consistent", "timef
 CHECK_DESCRIPTIONS = {
     "no_duplicates": "No two candles share an open time.",
     "monotonic_index": "Open times strictly increase.",
-    "ohlc_consistent": "high ≥ max(open, close), low ≤ min(open, close); finite, non-negative values.",
-    "timeframe_grid": "Every open time sits on the timeframe grid.",
+    "ohlc_consistent": "high ≥ max(open, close), low ≤ min(open, close); finite values, prices > 0, "
+    "volume ≥ 0.",
+    "timeframe_grid": "Every open time sits on the exchange's grid for the timeframe (Binance: weeks open "
+    "Monday 00:00 UTC).",
     "gaps": "Missing candles in the window, listed as ranges (real exchange outages are warnings).",
+    "outliers": f"Price jumps beyond {DEFAULT_K:g} rolling robust sigmas (|log return| against 1.4826 × "
+    f"median |return| of the previous {DEFAULT_WINDOW} candles) and runs of zero-volume candles, with "
+    "their timestamps. A warning to look at, never a gate: real markets crash too.",
 }
 
 
@@ -102,6 +108,8 @@ def build_ohlcv_asset(pair: str, settings: TradAISettings) -> AssetsDefinition:
     key = ohlcv_key(pair)
     tf = settings.timeframe
     tf_ms = timeframe_ms(tf)
+    grid = candle_grid(tf, settings.exchange_id)
+    lookback = timeframe_delta(tf) * DEFAULT_WINDOW  # the history the outlier check judges against
 
     @asset(
         key=key,
@@ -140,7 +148,10 @@ def build_ohlcv_asset(pair: str, settings: TradAISettings) -> AssetsDefinition:
             allow_removal=config.allow_removing_candles,
         )
         stored = candle_store.read(exchange.exchange_id, tf, pair, window.start, window.end)
-        checks = run_quality_checks(stored.candles, window.start, window.end, tf_ms)
+        history = candle_store.read(exchange.exchange_id, tf, pair, window.start - lookback, window.end)
+        checks = run_quality_checks(
+            stored.candles, window.start, window.end, tf_ms, grid=grid, history=history.candles
+        )
         gaps = next(c.gaps for c in checks if c.name == "gaps")
         context.log.info(
             "%s: %d candles for [%s, %s) in %d requests (%d retries) → %s v%s; %d gaps",

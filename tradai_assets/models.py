@@ -24,6 +24,8 @@ import io
 import itertools
 import json
 import math
+import uuid
+from collections.abc import Mapping
 from datetime import date
 from typing import Any, Literal
 
@@ -63,7 +65,7 @@ from tradai_core.training import (
     validate_training_frame,
 )
 from tradai_core.walk_forward import WalkForwardSpec
-from tradai_resources.arcticdb_store import ArcticDBResource
+from tradai_resources.arcticdb_store import META_PIN, ArcticDBResource, symbol_pool
 from tradai_resources.mlflow_tracking import MLflowResource, ModelVersionInfo, project_git_commit
 
 MODELS_GROUP = "models"
@@ -79,11 +81,35 @@ TAG_BOOTSTRAP = "tradai.bootstrap_champion"
 TAG_FEATURE_SET_HASH = "tradai.feature_set_hash"
 TAG_HOLDOUT_START = "tradai.holdout_start"
 TAG_HOLDOUT_END = "tradai.holdout_end"
+TAG_ARCTICDB_PIN = "tradai.arcticdb_snapshot"
 
 
 def training_library(exchange_id: str, timeframe: str) -> str:
     """ArcticDB library holding the training sets of one exchange and timeframe."""
     return f"training.{exchange_id}.{timeframe}"
+
+
+def arcticdb_inputs(input_versions: Mapping[str, int], exchange_id: str, timeframe: str) -> dict[str, int]:
+    """A training set's inputs as ArcticDB `library/symbol` → version (`features/BTC_USDT` →
+    `features.binance.1h/BTC_USDT`, `ohlcv/BTC_USDT` → `ohlcv.binance.1h/BTC_USDT`)."""
+    libraries = {
+        "features": features_library(exchange_id, timeframe),
+        "ohlcv": ArcticDBResource.library_name(exchange_id, timeframe),
+    }
+    out: dict[str, int] = {}
+    for key, version in input_versions.items():
+        kind, _, symbol = key.partition("/")
+        if kind not in libraries or not symbol:
+            raise ValidationError(
+                f"unknown training-set input {key!r}", "inputs are features/<PAIR> or ohlcv/<PAIR>"
+            )
+        out[f"{libraries[kind]}/{symbol}"] = int(version)
+    return out
+
+
+def pin_name(kind: str, dagster_run_id: str | None) -> str:
+    """Name of the ArcticDB snapshot pinning what a run read: `tradai.<kind>.<run id>`."""
+    return f"tradai.{kind}.{dagster_run_id or 'local-' + uuid.uuid4().hex}"
 
 
 def default_model_name(timeframe: str) -> str:
@@ -204,8 +230,12 @@ def store_training_set(
     training: TrainingSet,
     input_versions: dict[str, int],
     dagster_run_id: str | None,
+    inputs_pin: str | None = None,
 ) -> StoredTrainingSet:
-    """Write a training set as a new version of `training.<exchange>.<tf>/training_set`."""
+    """Write a training set as a new version of `training.<exchange>.<tf>/training_set`.
+
+    With `inputs_pin`, the input versions are first pinned under that snapshot name, released when this
+    training-set version is pruned: a model trained from it later still finds every version it names."""
     library = training_library(exchange_id, training.label_spec.timeframe)
     frame = training.frame.copy()
     for column in ("date", "label_end"):  # ArcticDB keeps column datetimes naive: store UTC
@@ -219,7 +249,20 @@ def store_training_set(
         "input_versions": input_versions,
         "dagster_run_id": dagster_run_id,
     }
-    written = store.write_frame(library, TRAINING_SET_SYMBOL, frame, metadata=metadata)
+    if inputs_pin is None:
+        written = store.write_frame(library, TRAINING_SET_SYMBOL, frame, metadata=metadata)
+    else:
+        timeframe = training.label_spec.timeframe
+        store.pin_versions(
+            inputs_pin, arcticdb_inputs(input_versions, exchange_id, timeframe), "training set"
+        )
+        try:
+            written = store.write_frame(
+                library, TRAINING_SET_SYMBOL, frame, metadata={**metadata, META_PIN: inputs_pin}
+            )
+        except Exception:
+            store.unpin(inputs_pin)
+            raise
     return load_training_set(store, exchange_id, training.label_spec.timeframe, as_of=written.version)
 
 
@@ -320,6 +363,7 @@ def register_trained_model(
     reference: ReferenceDistribution,
     training: StoredTrainingSet,
     dagster_run_id: str | None,
+    arcticdb_pin: str | None = None,
 ) -> RegisteredModel:
     """Log a trained model with its evidence to MLflow, register it as a new version of `name`, and set
     its aliases: `challenger` always, `champion` too when no champion exists (bootstrap rule), neither
@@ -344,6 +388,8 @@ def register_trained_model(
         "tradai.timeframe": label.timeframe,
         "tradai.rows": str(result.n_rows),
     }
+    if arcticdb_pin:
+        lineage[TAG_ARCTICDB_PIN] = arcticdb_pin
     data_versions = {training.library + "/" + training.symbol: str(training.version)}
     data_versions.update({key: str(version) for key, version in training.input_versions.items()})
     problems = sanity_problems(result)
@@ -475,6 +521,7 @@ def build_training_set_asset(settings: TradAISettings) -> AssetsDefinition:
         "not known inside the window, or spans an outage, are dropped.",
         deps=[features_key(pair) for pair in universe] + [ohlcv_key(pair) for pair in universe],
         kinds={"arcticdb", "pandas"},
+        pool=symbol_pool(training_library(exchange_id, tf), TRAINING_SET_SYMBOL),
         check_specs=[
             AssetCheckSpec(
                 "features_cover_window",
@@ -539,7 +586,14 @@ def build_training_set_asset(settings: TradAISettings) -> AssetsDefinition:
                 f"the training window {window.description} holds no labelled feature rows",
                 "materialize the features of the window first, or widen the window",
             )
-        stored_set = store_training_set(candle_store, exchange_id, training, versions, context.run.run_id)
+        stored_set = store_training_set(
+            candle_store,
+            exchange_id,
+            training,
+            versions,
+            context.run.run_id,
+            inputs_pin=pin_name("training_set", context.run.run_id),
+        )
         context.log.info(
             "training set: %d rows of %d pairs, %s → %s/%s v%s",
             len(training.frame),
@@ -636,7 +690,17 @@ def build_model_asset(settings: TradAISettings) -> AssetsDefinition:
         reference = reference_distribution(
             training.frame, training.window, training.feature_names, config.reference_bins
         )
-        registered = register_trained_model(mlflow, name, result, reference, training, context.run.run_id)
+        pin = candle_store.pin_versions(  # before registering: no model names a version that may go
+            pin_name("model", context.run.run_id),
+            {
+                f"{training.library}/{training.symbol}": training.version,
+                **arcticdb_inputs(training.input_versions, exchange_id, tf),
+            },
+            note=f"model {name}",
+        )
+        registered = register_trained_model(
+            mlflow, name, result, reference, training, context.run.run_id, arcticdb_pin=pin.name
+        )
         context.log.info(
             "%s v%s (aliases %s) from run %s: OOS %s",
             name,
@@ -664,6 +728,7 @@ def build_model_asset(settings: TradAISettings) -> AssetsDefinition:
             "label": training.label_spec.description,
             "training_window": training.window.description,
             "training_set_version": training.version,
+            "arcticdb_snapshot": pin.name,
             "training_rows": result.n_rows,
             "feature_set_hash": training.feature_set_hash,
         }

@@ -66,10 +66,12 @@ from tradai_core.comparison import (
     compare_champion_challenger,
     periods_per_year_for,
     returns_from_equity,
+    sharpe_undefined_reason,
 )
 from tradai_core.errors import NotFoundError, ValidationError
 from tradai_core.model_lifecycle import ChampionPerformance, RollbackLimits, assess_performance
 from tradai_core.settings import TradAISettings
+from tradai_core.statistics import format_statistic
 from tradai_core.timeframes import timeframe_delta
 from tradai_resources.arcticdb_store import ArcticDBResource
 from tradai_resources.freqtrade_backtester import FreqtradeResource
@@ -107,9 +109,12 @@ class ModelBacktest(BaseModel):
     bar_returns: pd.Series
     trade_returns: tuple[float, ...]
     metrics: BacktestMetrics
-    bar_sharpe: float
+    bar_sharpe: float | None
+    bar_sharpe_undefined: str | None = None
     mlflow_run_id: str
     mlflow_experiment_id: str
+    data_versions: dict[str, int]
+    arcticdb_snapshot: str
 
 
 class BacktestSettings(Config):
@@ -279,8 +284,18 @@ def run_model_backtest(
         result = freqtrade.backtest(
             config.strategy, Path(report.path).parent, candles, run, strategy_config=strategy_config
         )
+    pin = candle_store.pin_versions(  # the candle versions this validation names stay readable
+        f"tradai.validation.{dagster_run_id}.{alias}",
+        data_versions,
+        note=f"validation backtest of {version.name} v{version.version} ({alias})",
+    )
     returns = bar_returns(result, window, settings.timeframe)
-    sharpe = annualized_sharpe(returns.to_numpy(), periods_per_year_for(settings.timeframe))
+    sharpe_undefined = sharpe_undefined_reason(returns.to_numpy())
+    sharpe = (
+        None
+        if sharpe_undefined
+        else annualized_sharpe(returns.to_numpy(), periods_per_year_for(settings.timeframe))
+    )
     name = version.name
     with mlflow.start_run(
         VALIDATION_EXPERIMENT,
@@ -293,17 +308,20 @@ def run_model_backtest(
             "model.alias": alias,
             "purpose": purpose,
             "strategy": config.strategy,
+            "tradai.arcticdb_snapshot": pin.name,
         },
     ) as tracked:
         tracked.log_params({"timerange": window.timerange, "pairs": ",".join(pairs), "alias": alias})
         tracked.log_metrics(
             {
-                **{
-                    key: float(value)
-                    for key, value in result.metrics.model_dump().items()
-                    if isinstance(value, int | float) and not isinstance(value, bool)
-                },
-                "bar_sharpe": sharpe,
+                **result.metrics.defined_numbers(),
+                **({} if sharpe is None else {"bar_sharpe": sharpe}),
+            }
+        )
+        tracked.set_tags(
+            {
+                **{f"tradai.undefined.{k}": v.reason for k, v in result.metrics.undefined.items()},
+                **({"tradai.undefined.bar_sharpe": sharpe_undefined} if sharpe_undefined else {}),
             }
         )
         tracked.log_dataframe(result.trades_frame(), "backtest/trades.parquet")
@@ -324,8 +342,11 @@ def run_model_backtest(
         trade_returns=tuple(float(t.profit_ratio) for t in result.trades),
         metrics=result.metrics,
         bar_sharpe=sharpe,
+        bar_sharpe_undefined=sharpe_undefined,
         mlflow_run_id=run_id,
         mlflow_experiment_id=experiment_id,
+        data_versions={key: int(value) for key, value in data_versions.items()},
+        arcticdb_snapshot=pin.name,
     )
 
 
@@ -345,11 +366,20 @@ def backtest_metadata(backtest: ModelBacktest, mlflow: MLflowResource) -> dict[s
         "total_profit": float(m.total_profit_ratio),
         "win_rate": float(m.win_rate),
         "max_drawdown": float(m.max_drawdown_ratio),
-        "sharpe": float(backtest.bar_sharpe),
-        "freqtrade_sharpe": float(m.sharpe),
+        "sharpe": _statistic(backtest.bar_sharpe, backtest.bar_sharpe_undefined),
+        "freqtrade_sharpe": _statistic(
+            m.sharpe, m.undefined["sharpe"].reason if "sharpe" in m.undefined else None
+        ),
         "bars": len(backtest.bar_returns),
+        "data_versions": MetadataValue.json(backtest.data_versions),
+        "arcticdb_snapshot": backtest.arcticdb_snapshot,
         **mlflow.run_metadata(backtest.mlflow_run_id, backtest.mlflow_experiment_id),
     }
+
+
+def _statistic(value: float | None, undefined: str | None) -> float | MetadataValue:
+    """A statistic as Dagster metadata: the number, or text `n/a (why)` when it is undefined."""
+    return float(value) if value is not None else MetadataValue.text(f"n/a ({undefined or 'undefined'})")
 
 
 def _day(text: str, what: str) -> date:
@@ -419,20 +449,26 @@ def build_validation_backtest_asset(settings: TradAISettings, alias: str) -> Ass
             purpose="validation",
         )
         context.log.info(
-            "%s v%s (%s) on %s: %d trades, profit %.2f %%, bar Sharpe %.2f",
+            "%s v%s (%s) on %s: %d trades, profit %.2f %%, bar Sharpe %s",
             name,
             version.version,
             alias,
             backtest.timerange,
             backtest.metrics.trade_count,
             backtest.metrics.total_profit_pct,
-            backtest.bar_sharpe,
+            format_statistic(backtest.bar_sharpe, None, ".2f")
+            if backtest.bar_sharpe is not None
+            else f"n/a ({backtest.bar_sharpe_undefined})",
         )
         metadata = backtest_metadata(backtest, mlflow)
         metadata["trained_until"] = MetadataValue.timestamp(holdout_start(version))
         return Output(backtest, metadata=metadata)
 
     return _validation_backtest
+
+
+def _show(value: float | None, undefined: str | None) -> str:
+    return f"{value:.3f}" if value is not None else f"n/a ({undefined or 'undefined'})"
 
 
 def comparison_table(result: ComparisonResult, champion: ModelBacktest, challenger: ModelBacktest) -> str:
@@ -446,7 +482,11 @@ def comparison_table(result: ComparisonResult, champion: ModelBacktest, challeng
         ("trades", str(result.champion.trade_count), str(result.challenger.trade_count)),
         ("total profit (bars)", pct(result.champion.total_profit), pct(result.challenger.total_profit)),
         ("win rate", pct(result.champion.win_rate), pct(result.challenger.win_rate)),
-        ("Sharpe (annualised, bars)", f"{result.champion.sharpe:.3f}", f"{result.challenger.sharpe:.3f}"),
+        (
+            "Sharpe (annualised, bars)",
+            _show(result.champion.sharpe, result.champion.sharpe_undefined),
+            _show(result.challenger.sharpe, result.challenger.sharpe_undefined),
+        ),
         (
             "mean trade return",
             pct(result.champion.mean_trade_return),
@@ -457,7 +497,11 @@ def comparison_table(result: ComparisonResult, champion: ModelBacktest, challeng
             pct(champion.metrics.max_drawdown_ratio),
             pct(challenger.metrics.max_drawdown_ratio),
         ),
-        ("Sharpe (Freqtrade)", f"{champion.metrics.sharpe:.3f}", f"{challenger.metrics.sharpe:.3f}"),
+        (
+            "Sharpe (Freqtrade)",
+            champion.metrics.display("sharpe", ".3f"),
+            challenger.metrics.display("sharpe", ".3f"),
+        ),
     ]
     lines = ["| | champion | challenger |", "|---|---|---|"]
     lines += [f"| {name} | {a} | {b} |" for name, a, b in rows]
@@ -518,12 +562,15 @@ def comparison_metadata(
         "welch_p_value": _optional(result.welch_p_value),
         "mann_whitney_u": _optional(result.mann_whitney_u),
         "mann_whitney_p_value": _optional(result.mann_whitney_p_value),
+        "sharpe_diff_se": _optional(result.sharpe_diff_se),
+        "minimum_detectable_difference": _optional(result.minimum_detectable_difference),
+        "power": _optional(result.power),
     }
     for side, metrics in (("champion", result.champion), ("challenger", result.challenger)):
         metadata[f"{side}_trade_count"] = metrics.trade_count
         metadata[f"{side}_total_profit"] = metrics.total_profit
         metadata[f"{side}_win_rate"] = _optional(metrics.win_rate)
-        metadata[f"{side}_sharpe"] = metrics.sharpe
+        metadata[f"{side}_sharpe"] = _statistic(metrics.sharpe, metrics.sharpe_undefined)
         metadata[f"{side}_mean_trade_return"] = _optional(metrics.mean_trade_return)
     return metadata
 
@@ -535,8 +582,6 @@ def comparison_metrics(result: ComparisonResult) -> dict[str, float]:
         "ci_low": result.ci_low,
         "ci_high": result.ci_high,
         "n_bars": float(result.n_bars),
-        "champion_sharpe": result.champion.sharpe,
-        "challenger_sharpe": result.challenger.sharpe,
         "champion_total_profit": result.champion.total_profit,
         "challenger_total_profit": result.challenger.total_profit,
         "champion_trades": float(result.champion.trade_count),
@@ -545,6 +590,8 @@ def comparison_metrics(result: ComparisonResult) -> dict[str, float]:
     for side, metrics in (("champion", result.champion), ("challenger", result.challenger)):
         if metrics.win_rate is not None:
             out[f"{side}_win_rate"] = metrics.win_rate
+        if metrics.sharpe is not None:  # an undefined Sharpe is no number (the result says why)
+            out[f"{side}_sharpe"] = metrics.sharpe
     return out
 
 
@@ -740,6 +787,7 @@ def build_champion_performance_asset(
                 total_profit=float(backtest.metrics.total_profit_ratio),
                 max_drawdown=float(backtest.metrics.max_drawdown_ratio),
                 sharpe=backtest.bar_sharpe,
+                sharpe_undefined=backtest.bar_sharpe_undefined,
                 storage_id=0,
                 at=datetime.now(tz=UTC),
             ),

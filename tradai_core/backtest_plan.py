@@ -60,3 +60,80 @@ def missing_day_ranges(materialized: Iterable[str], days: list[date]) -> list[tu
 def describe_day_ranges(ranges: list[tuple[date, date]]) -> str:
     """`2021-01-01 → 2021-01-03, 2021-02-10` for messages."""
     return ", ".join(f"{a}" if a == b else f"{a} → {b}" for a, b in ranges)
+
+
+class PairSelection(BaseModel):
+    """The pairs a backtest trades, and the strategy-default pairs it left out because the pair universe
+    (`TRADAI_PAIRS`) has no candles for them (pair → why)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pairs: tuple[str, ...]
+    dropped: dict[str, str]
+    explicit: bool
+
+    def describe(self) -> str:
+        """`BTC/USDT, ETH/USDT (run config)` plus the dropped pairs and why, for metadata and the log."""
+        source = "run config" if self.explicit else "strategy default"
+        text = f"{', '.join(self.pairs)} ({source})"
+        if self.dropped:
+            text += "; dropped " + "; ".join(f"{pair}: {why}" for pair, why in self.dropped.items())
+        return text
+
+
+def select_pairs(
+    requested: Iterable[str] | None, default: Iterable[str], universe: Iterable[str]
+) -> PairSelection:
+    """The pairs to backtest: `requested` (run config) if given, else the strategy's `default`.
+
+    Default pairs outside `universe` are dropped and reported; requested pairs outside it are an error (the
+    run asked for candles the platform does not ingest). Raises ValidationError when nothing is left.
+    """
+    members = tuple(universe)
+    universe_text = ",".join(members)
+    if requested is not None:
+        chosen = tuple(requested)
+        if not chosen:
+            raise ValidationError(
+                "run config pairs is empty", "name at least one pair, or leave pairs out for the strategy's"
+            )
+        if len(set(chosen)) != len(chosen):
+            raise ValidationError(f"run config pairs repeat: {', '.join(chosen)}", "name each pair once")
+        outside = [pair for pair in chosen if pair not in members]
+        if outside:
+            raise ValidationError(
+                f"run config pairs {', '.join(outside)} are not in the pair universe "
+                f"(TRADAI_PAIRS={universe_text})",
+                "add them to TRADAI_PAIRS and materialize their ohlcv partitions, or drop them from pairs",
+            )
+        return PairSelection(pairs=chosen, dropped={}, explicit=True)
+    wanted = tuple(default)
+    kept = tuple(pair for pair in wanted if pair in members)
+    dropped = {
+        pair: f"not in the pair universe (TRADAI_PAIRS={universe_text})"
+        for pair in wanted
+        if pair not in kept
+    }
+    if not kept:
+        raise ValidationError(
+            f"none of the strategy's pairs ({', '.join(wanted)}) is in the pair universe "
+            f"(TRADAI_PAIRS={universe_text})",
+            "name pairs from the universe in the run config's pairs, or add the strategy's to TRADAI_PAIRS",
+        )
+    return PairSelection(pairs=kept, dropped=dropped, explicit=False)
+
+
+def parse_timerange(timerange: str) -> tuple[str | None, str | None]:
+    """Freqtrade's `YYYYMMDD-YYYYMMDD` (either side may be empty) as ISO days `(start, end)`."""
+    first, sep, last = timerange.partition("-")
+    days: list[str | None] = []
+    for part in (first, last):
+        try:
+            days.append(datetime.strptime(part, "%Y%m%d").date().isoformat() if part else None)
+        except ValueError:
+            days.append("invalid")
+    if not sep or "invalid" in days or days == [None, None]:
+        raise ValidationError(
+            f"timerange {timerange!r} is not YYYYMMDD-YYYYMMDD", "write e.g. 20220801-20220901 or 20220801-"
+        )
+    return days[0], days[1]

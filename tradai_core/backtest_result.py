@@ -8,6 +8,9 @@ that are derived from its trade list, documented where they are computed:
   trades closing at each distinct close time (starting balance + cumulative `profit_abs`). It is the curve
   Freqtrade's own drawdown metrics are computed on, so its deepest fall equals `max_drawdown_abs`;
 - **market exposure**: the fraction of the backtest period during which at least one position was open.
+
+Sharpe, Sortino, Calmar and SQN are `None` when the trades leave them undefined (Freqtrade's −100 or
+no-trade 0), with the reason in `BacktestMetrics.undefined` (see `tradai_core.statistics`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, computed_field
 
 from tradai_core.errors import BacktestError
+from tradai_core.statistics import UndefinedStatistic, format_statistic, undefined_reasons
 
 
 class Trade(BaseModel):
@@ -62,9 +66,10 @@ class BacktestMetrics(BaseModel):
     total_profit_abs: float
     total_profit_ratio: float
     cagr: float
-    sharpe: float
-    sortino: float
-    calmar: float
+    sharpe: float | None = Field(description="None when undefined; see `undefined`.")
+    sortino: float | None = Field(description="None when undefined; see `undefined`.")
+    calmar: float | None = Field(description="None when undefined; see `undefined`.")
+    sqn: float | None = Field(default=None, description="System Quality Number; None when undefined.")
     max_drawdown_ratio: float = Field(description="Freqtrade's max_drawdown_account.")
     max_drawdown_abs: float
     win_rate: float
@@ -80,6 +85,21 @@ class BacktestMetrics(BaseModel):
     market_change: float = Field(description="Mean buy-and-hold change of the pairs over the period.")
     backtest_start: datetime
     backtest_end: datetime
+    undefined: dict[str, UndefinedStatistic] = Field(
+        default_factory=dict, description="Statistics the trades leave undefined (None above), and why."
+    )
+
+    def display(self, name: str, spec: str = ".2f") -> str:
+        """A statistic for people: its value, or `n/a (why)` when undefined."""
+        return format_statistic(getattr(self, name), self.undefined.get(name), spec)
+
+    def defined_numbers(self) -> dict[str, float]:
+        """Every numeric metric that is defined, as floats (what MLflow may log)."""
+        return {
+            key: float(value)
+            for key, value in self.model_dump(exclude={"undefined"}).items()
+            if isinstance(value, int | float) and not isinstance(value, bool)
+        }
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -200,16 +220,29 @@ def parse_backtest_stats(stats: dict[str, Any], strategy: str, freqtrade_version
         trades = tuple(parse_trade(raw) for raw in stats["trades"])
         start, end = _utc(stats["backtest_start_ts"]), _utc(stats["backtest_end_ts"])
         starting_balance = float(stats["starting_balance"])
+        drawdown = float(stats.get("max_drawdown_account", 0.0))
+        undefined = undefined_reasons(
+            [t.profit_abs for t in trades],
+            starting_balance,
+            drawdown,
+            {name: stats.get(name) for name in ("sharpe", "sortino", "calmar", "sqn")},
+        )
+
+        def defined(name: str) -> float | None:
+            value = stats.get(name) if name == "sqn" else stats[name]  # sqn: older stats lack it
+            return None if name in undefined or value is None else float(value)
+
         metrics = BacktestMetrics(
             starting_balance=starting_balance,
             final_balance=stats["final_balance"],
             total_profit_abs=stats["profit_total_abs"],
             total_profit_ratio=stats["profit_total"],
             cagr=stats["cagr"],
-            sharpe=stats["sharpe"],
-            sortino=stats["sortino"],
-            calmar=stats["calmar"],
-            max_drawdown_ratio=stats.get("max_drawdown_account", 0.0),
+            sharpe=defined("sharpe"),
+            sortino=defined("sortino"),
+            calmar=defined("calmar"),
+            sqn=defined("sqn"),
+            max_drawdown_ratio=drawdown,
             max_drawdown_abs=stats.get("max_drawdown_abs", 0.0),
             win_rate=stats["winrate"],
             profit_factor=stats["profit_factor"],
@@ -225,6 +258,7 @@ def parse_backtest_stats(stats: dict[str, Any], strategy: str, freqtrade_version
             market_change=stats["market_change"],
             backtest_start=start,
             backtest_end=end,
+            undefined=undefined,
         )
         return BacktestResult(
             strategy=strategy,

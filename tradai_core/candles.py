@@ -15,6 +15,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from tradai_core.errors import CandleValidationError, ValidationError
+from tradai_core.timeframes import CandleGrid, fixed_grid
 
 OHLCV_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 
@@ -68,14 +69,17 @@ def normalize_candles(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def validate_candles(pair: str, candles: pd.DataFrame, timeframe_ms: int) -> None:
+def validate_candles(pair: str, candles: pd.DataFrame, grid: CandleGrid | int) -> None:
     """Raise `CandleValidationError` naming pair, timestamp and rule for the first candle that breaks one.
 
-    Rules: timestamps strictly increasing and on the timeframe grid; every price and volume a finite,
-    non-negative number; high ≥ max(open, close); low ≤ min(open, close).
+    Rules: timestamps strictly increasing and on the exchange's grid for the timeframe (`grid`; a plain
+    step in ms means the epoch grid); every price and volume a finite number; prices positive (a zero
+    price is no trade, not a price); volume non-negative; high ≥ max(open, close); low ≤ min(open, close).
     """
     if candles.empty:
         return
+    if isinstance(grid, int):
+        grid = fixed_grid(grid)
     stamps_ms = candles.index.asi8 // 1_000_000
     values = candles.loc[:, list(OHLCV_COLUMNS)].to_numpy(dtype="float64")
 
@@ -85,12 +89,14 @@ def validate_candles(pair: str, candles: pd.DataFrame, timeframe_ms: int) -> Non
     steps = np.diff(stamps_ms)
     if (bad := np.flatnonzero(steps <= 0)).size:
         fail(int(bad[0]) + 1, "timestamps strictly increasing")
-    if (bad := np.flatnonzero(stamps_ms % timeframe_ms != 0)).size:
-        fail(int(bad[0]), f"timestamp on the {timeframe_ms // 1000}s timeframe grid")
+    if (bad := np.flatnonzero(~grid.on_grid(stamps_ms))).size:
+        fail(int(bad[0]), grid.describe())
     if (bad := np.flatnonzero(~np.isfinite(values).all(axis=1))).size:
         fail(int(bad[0]), "prices and volume are finite numbers")
-    if (bad := np.flatnonzero((values < 0).any(axis=1))).size:
-        fail(int(bad[0]), "prices and volume are non-negative")
+    if (bad := np.flatnonzero((values[:, :4] <= 0).any(axis=1))).size:
+        fail(int(bad[0]), "prices are positive (open, high, low, close > 0)")
+    if (bad := np.flatnonzero(values[:, 4] < 0)).size:
+        fail(int(bad[0]), "volume is non-negative")
     open_, high, low, close = values[:, 0], values[:, 1], values[:, 2], values[:, 3]
     if (bad := np.flatnonzero(high < np.maximum(open_, close))).size:
         fail(int(bad[0]), "high >= max(open, close)")

@@ -9,6 +9,8 @@ Rules, from the reference platform:
 
 - both sides need at least `min_trades` trades, otherwise the result is `inconclusive` and says who fell
   short;
+- both sides need a defined Sharpe ratio (bar returns that vary), otherwise the result is `inconclusive`
+  (not enough evidence) and says which side's is undefined and why;
 - `promote` when the challenger's Sharpe is higher and the bootstrap p-value is below `alpha`;
 - `keep` when the challenger's Sharpe is significantly lower;
 - `inconclusive` otherwise (the champion stays, but nothing was learnt).
@@ -67,7 +69,10 @@ class StrategyMetrics(BaseModel):
 
     total_profit: float = Field(description="compounded return over the window, fraction (0.12 = +12%)")
     win_rate: float | None = Field(description="share of trades with a positive return; None without trades")
-    sharpe: float = Field(description="annualised Sharpe ratio of the per-bar returns")
+    sharpe: float | None = Field(
+        description="annualised Sharpe ratio of the per-bar returns; None: undefined"
+    )
+    sharpe_undefined: str | None = Field(default=None, description="why the Sharpe ratio is undefined")
     trade_count: int
     mean_trade_return: float | None
 
@@ -97,6 +102,14 @@ class ComparisonResult(BaseModel):
     welch_p_value: float | None
     mann_whitney_u: float | None
     mann_whitney_p_value: float | None
+    sharpe_diff_se: float | None = Field(
+        default=None, description="bootstrap standard error of the Sharpe difference, annualised"
+    )
+    minimum_detectable_difference: float | None = Field(
+        default=None,
+        description="smallest |Sharpe difference| the window detects at `alpha` with probability `power`",
+    )
+    power: float | None = Field(default=None, description="power the minimum detectable difference is for")
 
 
 class SharpeDiffBootstrap(BaseModel):
@@ -111,6 +124,75 @@ class SharpeDiffBootstrap(BaseModel):
     confidence: float
     block_length: int
     n_iterations: int
+    standard_error: float | None = Field(
+        default=None, description="standard deviation of the bootstrap Sharpe differences"
+    )
+
+
+DEFAULT_POWER = 0.8
+"""Power at which the comparison reports its minimum detectable Sharpe difference."""
+
+
+def minimum_detectable_difference(
+    standard_error: float, alpha: float = 0.05, power: float = DEFAULT_POWER
+) -> float:
+    """Smallest true |Sharpe difference| a two-sided test at `alpha` detects with probability `power`,
+    when the estimate is roughly Normal with this standard error: (z_{1−α/2} + z_{power}) · SE.
+
+    2.80 · SE at alpha 0.05 and 80% power.
+    """
+    if not (0 < alpha < 1 and 0 < power < 1):
+        raise ValidationError(
+            f"alpha and power must lie in (0, 1), got {alpha} and {power}", "use 0.05 and 0.8"
+        )
+    if not (standard_error >= 0 and math.isfinite(standard_error)):
+        raise ValidationError(
+            f"standard error {standard_error} is not a finite non-negative number",
+            "pass the standard deviation of the bootstrap Sharpe differences",
+        )
+    return float((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * standard_error)
+
+
+def sharpe_diff_variance_per_bar(sharpe_a: float, sharpe_b: float, correlation: float) -> float:
+    """n · Var(SR_b − SR_a) for per-bar Sharpe ratios of two jointly Normal IID series with this
+    correlation (Jobson & Korkie 1981, corrected by Memmel 2003):
+    2 − 2ρ + ½ (SR_a² + SR_b² − 2 SR_a SR_b ρ²)."""
+    if not -1 <= correlation <= 1:
+        raise ValidationError(
+            f"correlation {correlation} is outside [−1, 1]", "pass the two series' correlation"
+        )
+    return 2 - 2 * correlation + 0.5 * (sharpe_a**2 + sharpe_b**2 - 2 * sharpe_a * sharpe_b * correlation**2)
+
+
+def bars_to_detect(
+    target_diff: float,
+    *,
+    periods_per_year: float,
+    sharpe_a: float = 0.0,
+    sharpe_b: float = 0.0,
+    correlation: float = 0.0,
+    inflation: float = 1.0,
+    alpha: float = 0.05,
+    power: float = DEFAULT_POWER,
+) -> int:
+    """Bars a comparison window needs to detect an annualised Sharpe difference `target_diff`.
+
+    The per-bar statistics: annualised Sharpe ratios of both sides, the correlation of their bar returns,
+    and `inflation` = 1 + 2 Σ ρ_k of the difference's autocorrelation (1 for independent bars; the
+    variance of a Sharpe ratio grows by about that factor under serial dependence). Solves
+    (z_{1−α/2} + z_{power})² · ppy · inflation · v / n = target², v from `sharpe_diff_variance_per_bar`.
+    """
+    if target_diff == 0 or not math.isfinite(target_diff):
+        raise ValidationError(f"target difference {target_diff} must be finite and non-zero", "e.g. 1.0")
+    if periods_per_year <= 0 or inflation < 1:
+        raise ValidationError(
+            f"periods_per_year ({periods_per_year}) must be positive and inflation ({inflation}) ≥ 1",
+            "use e.g. 8760 for 1h bars, and 1 + 2·Σρ_k (1 for independent bars) as inflation",
+        )
+    root = math.sqrt(periods_per_year)
+    per_bar = sharpe_diff_variance_per_bar(sharpe_a / root, sharpe_b / root, correlation)
+    z = minimum_detectable_difference(1.0, alpha, power)
+    return math.ceil(z * z * periods_per_year * inflation * per_bar / (target_diff * target_diff))
 
 
 def returns_from_equity(equity: pd.Series) -> pd.Series:
@@ -139,6 +221,15 @@ def annualized_sharpe(returns: np.ndarray, periods_per_year: float) -> float:
     if std == 0.0:
         return 0.0
     return float(np.mean(returns) / std * math.sqrt(periods_per_year))
+
+
+def sharpe_undefined_reason(returns: np.ndarray) -> str | None:
+    """Why the Sharpe ratio of these per-bar returns is undefined (no variance); None when defined."""
+    if returns.size < 2:
+        return f"{returns.size} bar return(s): no variance"
+    if float(np.std(returns, ddof=1)) == 0.0:
+        return "the bar returns never vary (no position moved the equity)"
+    return None
 
 
 def _circular_block_sums(x: np.ndarray, length: int) -> np.ndarray:
@@ -212,6 +303,7 @@ def bootstrap_sharpe_difference(
         confidence=1 - alpha,
         block_length=length,
         n_iterations=n_iterations,
+        standard_error=float(np.std(diffs, ddof=1)),
     )
 
 
@@ -251,10 +343,12 @@ def _infer_periods_per_year(returns: ArrayLike) -> float | None:
 
 
 def _metrics(bar_returns: np.ndarray, trades: np.ndarray, periods_per_year: float) -> StrategyMetrics:
+    undefined = sharpe_undefined_reason(bar_returns)
     return StrategyMetrics(
         total_profit=float(np.prod(1.0 + bar_returns) - 1.0),
         win_rate=float(np.mean(trades > 0)) if trades.size else None,
-        sharpe=annualized_sharpe(bar_returns, periods_per_year),
+        sharpe=None if undefined else annualized_sharpe(bar_returns, periods_per_year),
+        sharpe_undefined=undefined,
         trade_count=int(trades.size),
         mean_trade_return=float(np.mean(trades)) if trades.size else None,
     )
@@ -272,6 +366,10 @@ def _trade_tests(
         welch_t, welch_p = float(welch.statistic), float(welch.pvalue)
     mwu = stats.mannwhitneyu(challenger, champion, alternative="two-sided")
     return welch_t, welch_p, float(mwu.statistic), float(mwu.pvalue)
+
+
+def _show(sharpe: float | None) -> str:
+    return "n/a" if sharpe is None else f"{sharpe:.3f}"
 
 
 def compare_champion_challenger(
@@ -325,7 +423,7 @@ def compare_champion_challenger(
     welch_t, welch_p, mwu_u, mwu_p = _trade_tests(trades_a, trades_b)
 
     evidence = (
-        f"Sharpe {chall.sharpe:.3f} vs {champ.sharpe:.3f} (Δ {boot.sharpe_diff:+.3f}, "
+        f"Sharpe {_show(chall.sharpe)} vs {_show(champ.sharpe)} (Δ {boot.sharpe_diff:+.3f}, "
         f"{boot.confidence:.0%} CI [{boot.ci_low:+.3f}, {boot.ci_high:+.3f}], bootstrap p={boot.p_value:.4f})"
     )
     short = [
@@ -333,9 +431,17 @@ def compare_champion_challenger(
         for side, count in (("champion", champ.trade_count), ("challenger", chall.trade_count))
         if count < cfg.min_trades
     ]
+    undefined = [
+        f"{side} Sharpe is undefined ({metrics.sharpe_undefined})"
+        for side, metrics in (("champion", champ), ("challenger", chall))
+        if metrics.sharpe_undefined
+    ]
     if short:
         decision = Decision.INCONCLUSIVE
         reason = f"too few trades: {' and '.join(short)}, below the minimum of {cfg.min_trades}; {evidence}"
+    elif undefined:
+        decision = Decision.INCONCLUSIVE
+        reason = f"not enough evidence: {' and '.join(undefined)}; {evidence}"
     elif boot.p_value < cfg.alpha and boot.sharpe_diff > 0:
         decision = Decision.PROMOTE
         reason = f"challenger is significantly better at alpha={cfg.alpha}: {evidence}"
@@ -345,6 +451,12 @@ def compare_champion_challenger(
     else:
         decision = Decision.INCONCLUSIVE
         reason = f"no significant difference at alpha={cfg.alpha}: {evidence}"
+    mde = minimum_detectable_difference(boot.standard_error or 0.0, cfg.alpha, DEFAULT_POWER)
+    if decision is Decision.INCONCLUSIVE:
+        reason += (
+            f"; this window ({a.size} bars) detects |ΔSharpe| ≥ {mde:.3f} with {DEFAULT_POWER:.0%} power at "
+            f"alpha={cfg.alpha}, observed {boot.sharpe_diff:+.3f}"
+        )
     logger.info("champion/challenger: %s — %s", decision.value, reason)
 
     return ComparisonResult(
@@ -368,4 +480,7 @@ def compare_champion_challenger(
         welch_p_value=welch_p,
         mann_whitney_u=mwu_u,
         mann_whitney_p_value=mwu_p,
+        sharpe_diff_se=boot.standard_error,
+        minimum_detectable_difference=mde,
+        power=DEFAULT_POWER,
     )

@@ -43,6 +43,11 @@ class ConfigurationError(TradAIError):
     """Settings or a config file are missing or invalid."""
 
 
+class InvalidURLError(ConfigurationError):
+    """A configured URL or URI is malformed. Its message shows the URL redacted (a webhook URL's token, a
+    URI's credentials never appear), and it is raised `from None` so no chained error quotes it either."""
+
+
 class ExchangeError(TradAIError):
     """The exchange could not be reached or answered with an error."""
 

@@ -502,12 +502,26 @@ class OOSRule(BaseModel):
 
 
 def oos_collapse_reasons(
-    in_sample_sharpe: float, oos_sharpe: float, oos_trades: int, rule: OOSRule
+    in_sample_sharpe: float,
+    oos_sharpe: float | None,
+    oos_trades: int,
+    rule: OOSRule,
+    oos_sharpe_undefined: str | None = None,
 ) -> list[str]:
-    """Why out-of-sample performance collapsed under `rule`; empty when it did not."""
+    """Why out-of-sample performance collapsed (or cannot be shown to hold) under `rule`; empty when it
+    held. An undefined out-of-sample Sharpe (None) is not enough evidence that it held, unless the rule
+    asks for no out-of-sample evidence at all (`min_trades=0`); its Sharpe rules are then not applied."""
     reasons = []
     if oos_trades < rule.min_trades:
         reasons.append(f"{oos_trades} out-of-sample trades, fewer than {rule.min_trades}")
+    if oos_sharpe is None:
+        if rule.min_trades == 0:
+            return reasons
+        reasons.append(
+            f"out-of-sample Sharpe is undefined ({oos_sharpe_undefined or 'no variance'}): not enough "
+            "evidence that performance held"
+        )
+        return reasons
     if oos_sharpe < rule.min_sharpe:
         reasons.append(f"out-of-sample Sharpe {oos_sharpe:.2f} is below {rule.min_sharpe:.2f}")
     if rule.min_fraction > 0 and in_sample_sharpe > 0 and oos_sharpe < rule.min_fraction * in_sample_sharpe:
@@ -541,10 +555,11 @@ def overfitting_gate(
     dsr: DeflatedSharpeResult | None,
     dsr_threshold: float,
     in_sample_sharpe: float,
-    oos_sharpe: float,
+    oos_sharpe: float | None,
     oos_trades: int,
     rule: OOSRule,
     dsr_problem: str | None = None,
+    oos_sharpe_undefined: str | None = None,
 ) -> GateDecision:
     """Pass only when DSR ≥ `dsr_threshold` and out-of-sample performance did not collapse."""
     reasons: list[str] = []
@@ -555,7 +570,7 @@ def overfitting_gate(
             f"DSR {dsr.dsr:.3f} is below {dsr_threshold:.3f}: after {dsr.n_trials} trials the best in-sample "
             f"Sharpe is what luck alone would likely find"
         )
-    collapse = oos_collapse_reasons(in_sample_sharpe, oos_sharpe, oos_trades, rule)
+    collapse = oos_collapse_reasons(in_sample_sharpe, oos_sharpe, oos_trades, rule, oos_sharpe_undefined)
     reasons.extend(collapse)
     return GateDecision(
         passed=not reasons,

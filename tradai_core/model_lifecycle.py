@@ -329,7 +329,10 @@ class ChampionPerformance(BaseModel):
     trade_count: int
     total_profit: float = Field(description="fraction of the starting balance")
     max_drawdown: float = Field(description="largest account drawdown, fraction")
-    sharpe: float = Field(description="annualised Sharpe ratio of the per-bar returns")
+    sharpe: float | None = Field(
+        description="annualised Sharpe ratio of the per-bar returns; None: undefined"
+    )
+    sharpe_undefined: str | None = Field(default=None, description="why the Sharpe ratio is undefined")
     storage_id: int
     at: datetime
 
@@ -344,7 +347,7 @@ class ChampionPerformance(BaseModel):
             "trade_count": float(self.trade_count),
             "total_profit": self.total_profit,
             "max_drawdown": self.max_drawdown,
-            "sharpe": self.sharpe,
+            **({} if self.sharpe is None else {"sharpe": self.sharpe}),
         }
 
 
@@ -374,7 +377,15 @@ def assess_performance(performance: ChampionPerformance, limits: RollbackLimits)
     breaches = []
     if performance.max_drawdown > limits.max_drawdown:
         breaches.append(f"drawdown {performance.max_drawdown:.1%} > limit {limits.max_drawdown:.1%}")
-    if performance.sharpe < limits.min_sharpe:
+    if performance.sharpe is None:
+        if not breaches:  # an undefined Sharpe is no evidence either way: no judgement, no alarm
+            return PerformanceAssessment(
+                judged=False,
+                breaches=(),
+                reason=f"Sharpe undefined ({performance.sharpe_undefined or 'no variance'}): not enough "
+                "evidence to judge",
+            )
+    elif performance.sharpe < limits.min_sharpe:
         breaches.append(f"Sharpe {performance.sharpe:.2f} < floor {limits.min_sharpe:.2f}")
     reason = "; ".join(breaches) if breaches else "within limits"
     return PerformanceAssessment(judged=True, breaches=tuple(breaches), reason=reason)

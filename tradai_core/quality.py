@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from tradai_core.candles import OHLCV_COLUMNS, Gap, missing_ranges
+from tradai_core.candles import OHLCV_COLUMNS, Gap, missing_ranges, utc_timestamp
+from tradai_core.outliers import DEFAULT_K, DEFAULT_ZERO_VOLUME_RUN, find_price_jumps, find_zero_volume_runs
+from tradai_core.timeframes import CandleGrid, fixed_grid
 
 
 class QualityResult(BaseModel):
@@ -56,13 +58,14 @@ def check_monotonic(candles: pd.DataFrame) -> QualityResult:
 
 
 def check_ohlc(candles: pd.DataFrame) -> QualityResult:
-    """high ≥ max(open, close), low ≤ min(open, close), all values finite and non-negative."""
+    """high ≥ max(open, close), low ≤ min(open, close), values finite, prices positive, volume ≥ 0."""
     values = candles.loc[:, list(OHLCV_COLUMNS)].to_numpy(dtype="float64")
     open_, high, low, close = values[:, 0], values[:, 1], values[:, 2], values[:, 3]
     with np.errstate(invalid="ignore"):
         mask = (
             ~np.isfinite(values).all(axis=1)
-            | (values < 0).any(axis=1)
+            | (values[:, :4] <= 0).any(axis=1)
+            | (values[:, 4] < 0)
             | (high < np.maximum(open_, close))
             | (low > np.minimum(open_, close))
         )
@@ -73,9 +76,11 @@ def check_ohlc(candles: pd.DataFrame) -> QualityResult:
     )
 
 
-def check_grid(candles: pd.DataFrame, timeframe_ms: int) -> QualityResult:
-    """Every open time sits on the timeframe grid (e.g. on the hour for 1h)."""
-    mask = (candles.index.asi8 // 1_000_000) % timeframe_ms != 0
+def check_grid(candles: pd.DataFrame, grid: CandleGrid | int) -> QualityResult:
+    """Every open time sits on the exchange's grid for the timeframe (on the hour for 1h, Monday 00:00
+    UTC for Binance's 1w); a plain step in ms means the epoch grid."""
+    grid = fixed_grid(grid) if isinstance(grid, int) else grid
+    mask = ~grid.on_grid(candles.index.asi8 // 1_000_000)
     count = int(mask.sum())
     summary = "every candle on the grid" if count == 0 else f"{count} candles off the timeframe grid"
     return QualityResult(
@@ -95,14 +100,63 @@ def check_gaps(candles: pd.DataFrame, start: datetime, end: datetime, timeframe_
     return QualityResult(name="gaps", passed=not gaps, summary=summary, gaps=gaps)
 
 
+def check_outliers(
+    candles: pd.DataFrame,
+    start: datetime | None = None,
+    k: float = DEFAULT_K,
+    zero_volume_run: int = DEFAULT_ZERO_VOLUME_RUN,
+) -> QualityResult:
+    """Price jumps beyond `k` rolling robust sigmas and runs of `zero_volume_run`+ zero-volume candles,
+    from `start` on (earlier candles only give the volatility its history). A warning, never a gate:
+    real markets crash too."""
+    if candles.empty:
+        return QualityResult(name="outliers", passed=True, summary="no candles to judge")
+    if not candles.index.is_monotonic_increasing or not candles.index.is_unique:
+        # Returns need candles in order; the blocking checks already report this.
+        return QualityResult(
+            name="outliers", passed=True, summary="not judged: candles out of order (see monotonic_index)"
+        )
+    jumps = find_price_jumps(candles, k=k)
+    runs = find_zero_volume_runs(candles, zero_volume_run)
+    if start is not None:
+        since = utc_timestamp(start)
+        jumps = jumps[jumps >= since]
+        runs = [run for run in runs if run.last >= since]
+    parts = []
+    if len(jumps):
+        parts.append(f"{len(jumps)} price jump{'s' if len(jumps) != 1 else ''} beyond {k:g} robust sigmas")
+    if runs:
+        parts.append(
+            f"{len(runs)} run{'s' if len(runs) != 1 else ''} of ≥{zero_volume_run} zero-volume candles"
+        )
+    offending = [ts.isoformat() for ts in jumps[:10]] + [
+        f"{run.first.isoformat()} → {run.last.isoformat()} ({run.length} zero-volume candles)"
+        for run in runs[:10]
+    ]
+    return QualityResult(
+        name="outliers",
+        passed=not parts,
+        summary="; ".join(parts) if parts else "no price jump or zero-volume run",
+        offending=offending,
+    )
+
+
 def run_quality_checks(
-    candles: pd.DataFrame, start: datetime, end: datetime, timeframe_ms: int
+    candles: pd.DataFrame,
+    start: datetime,
+    end: datetime,
+    timeframe_ms: int,
+    grid: CandleGrid | None = None,
+    history: pd.DataFrame | None = None,
 ) -> list[QualityResult]:
-    """Every check, in the order the UI lists them."""
+    """Every check, in the order the UI lists them. `history`: the window's candles with those before it,
+    so the outlier check has recent volatility to judge the window's first candles against."""
+    in_window = candles if history is None else history
     return [
         check_duplicates(candles),
         check_monotonic(candles),
         check_ohlc(candles),
-        check_grid(candles, timeframe_ms),
+        check_grid(candles, grid or timeframe_ms),
         check_gaps(candles, start, end, timeframe_ms),
+        check_outliers(in_window, start),
     ]

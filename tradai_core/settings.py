@@ -48,8 +48,20 @@ class TradAISettings(BaseSettings):
         description="Days at the end of the history kept out of model training; backtests default to this "
         "window, so a model is never scored on data it was trained on.",
     )
-    arcticdb_uri: str | None = Field(default=None, description="Default: lmdb://<home>/arcticdb.")
-    mlflow_uri: str | None = Field(default=None, description="Default: sqlite:///<home>/mlflow.db.")
+    # The two URIs may carry credentials (S3 keys, a database password): kept out of the repr, shown only
+    # through `tradai_core.urls.redact_uri`, and bound to resources as EnvVars by the code location.
+    arcticdb_uri: str | None = Field(
+        default=None, repr=False, description="Default: lmdb://<home>/arcticdb. May hold credentials."
+    )
+    mlflow_uri: str | None = Field(
+        default=None, repr=False, description="Default: sqlite:///<home>/mlflow.db. May hold credentials."
+    )
+    arcticdb_keep_versions: int = Field(
+        default=24,
+        ge=1,
+        description="Versions kept per ArcticDB symbol: the newest N, plus every version an ArcticDB "
+        "snapshot holds (models and backtest reports pin what they read); older ones are pruned at write.",
+    )
     data_dir: Path | None = Field(default=None, description="Default: <home>/data (scratch files).")
     backtest_workers: Literal["shared", "prefork", "spawn"] = Field(
         default="shared",

@@ -48,7 +48,7 @@ class TunedParameters(BaseModel):
     gate_summary: str
     in_sample_timerange: str
     oos_timerange: str
-    oos_sharpe: float
+    oos_sharpe: float | None
     oos_profit_ratio: float
     oos_trades: int
     pairs: tuple[str, ...]

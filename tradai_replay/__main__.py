@@ -31,6 +31,7 @@ Point ccxt at it:
 or set TRADAI_EXCHANGE_BASE_URL={url}
 Inject a fault:  curl -X POST {url}/_replay/faults -d '{{"kind": "http_429", "count": 2}}'
 Clear faults:    curl -X DELETE {url}/_replay/faults
+Fault kinds:     curl {url}/_replay/fault-kinds
 Press Ctrl-C to stop."""
 
 

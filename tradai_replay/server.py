@@ -9,7 +9,8 @@ Served, as Binance answers them and as ccxt 4.5 parses them:
   `permissions`, `symbolStatus` filters), `GET /api/v3/klines` and `GET /api/v3/uiKlines`;
 - `GET /fapi/v1/exchangeInfo` and `GET /dapi/v1/exchangeInfo` with no markets, so a ccxt client left
   with its default market types (spot, linear, inverse) still loads the spot markets;
-- `GET|POST|DELETE /_replay/faults` and `GET /_replay/status` to drive the server by hand (curl).
+- `GET|POST|DELETE /_replay/faults`, `GET /_replay/fault-kinds` (one fault of every kind and variant)
+  and `GET /_replay/status` to drive the server by hand (curl).
 
 The clock is frozen at `now_ms` (default: the close of the last recorded candle, so every served candle
 is closed); candles opening after it are not served and the candle containing it is served still open.
@@ -35,7 +36,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from tradai_core.errors import ConfigurationError, TradAIError
 from tradai_replay.candles import CandleStore
-from tradai_replay.faults import Fault, FaultQueue, corrupt_klines, parse_faults
+from tradai_replay.faults import Fault, FaultQueue, corrupt_klines, parse_faults, supported_faults
 from tradai_replay.markets import exchange_info_for, load_exchange_info, pair_to_symbol
 
 logger = logging.getLogger(__name__)
@@ -397,7 +398,8 @@ class ReplayServer:
 
         weight = WEIGHTS.get(path, 1)
         try:
-            status, payload = self._route(method, path, query)
+            stale = fault is not None and fault.kind == "stale_page"
+            status, payload = self._route(method, path, query, stale=stale)
         except ApiError as error:
             status, payload = error.status, {"code": error.code, "msg": error.msg}
         except TradAIError as error:
@@ -420,15 +422,17 @@ class ReplayServer:
         else:
             self._send(handler, status, data, weight)
 
-    def _route(self, method: str, path: str, query: dict[str, str]) -> tuple[int, Any]:
+    def _route(
+        self, method: str, path: str, query: dict[str, str], *, stale: bool = False
+    ) -> tuple[int, Any]:
         """(status, answer) for an API request: a JSON-able payload, JSON bytes already encoded (klines),
-        or None for an HTML error page."""
+        or None for an HTML error page. `stale`: answer klines with the page before the one asked for."""
         handlers = {
             "/api/v3/ping": lambda: {},
             "/api/v3/time": lambda: {"serverTime": self._now_ms},
             "/api/v3/exchangeInfo": lambda: self._exchange_info_answer(query),
-            "/api/v3/klines": lambda: self._klines(query),
-            "/api/v3/uiKlines": lambda: self._klines(query),
+            "/api/v3/klines": lambda: self._klines(query, stale),
+            "/api/v3/uiKlines": lambda: self._klines(query, stale),
             "/fapi/v1/exchangeInfo": self._empty_futures_info,
             "/dapi/v1/exchangeInfo": self._empty_futures_info,
         }
@@ -472,7 +476,7 @@ class ReplayServer:
             "symbols": [],
         }
 
-    def _klines(self, query: dict[str, str]) -> bytes:
+    def _klines(self, query: dict[str, str], stale: bool = False) -> bytes:
         symbol, interval = query.get("symbol"), query.get("interval")
         for name, value in (("symbol", symbol), ("interval", interval)):
             if not value:
@@ -495,6 +499,8 @@ class ReplayServer:
         if start is not None and end is not None and start > end:
             raise ApiError(400, -1023, "Start time is greater than end time.")
         end = self._now_ms if end is None else min(end, self._now_ms)
+        if stale and start is not None:  # a stale cache: the page that ended where this one begins
+            start, end = None, start - 1
         lo, hi = series.window(start, end, min(limit, MAX_KLINES_LIMIT))
         return series.kline_json(lo, hi)
 
@@ -583,7 +589,8 @@ class ReplayServer:
             pass
 
     def _control(self, handler: _Handler, method: str, path: str, body: bytes) -> None:
-        """`/_replay/faults` (GET lists, POST queues a fault or a list, DELETE clears); `/_replay/status`."""
+        """`/_replay/faults` (GET lists, POST queues a fault or a list, DELETE clears);
+        `/_replay/fault-kinds` (every kind and variant it can inject); `/_replay/status`."""
         if path.rstrip("/") == "/_replay/faults":
             if method == "GET":
                 answer: Any = [
@@ -605,6 +612,10 @@ class ReplayServer:
                 cleared = self.clear_faults()
                 self._send(handler, 200, json.dumps({"cleared": cleared}).encode(), 0)
                 return
+        if path.rstrip("/") == "/_replay/fault-kinds" and method == "GET":
+            kinds = [fault.model_dump(exclude_defaults=True) for fault in supported_faults()]
+            self._send(handler, 200, json.dumps(kinds).encode(), 0)
+            return
         if path.rstrip("/") == "/_replay/status" and method == "GET":
             status = {
                 "pairs": self.pairs,

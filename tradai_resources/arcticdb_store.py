@@ -8,14 +8,28 @@ version readable, and each write returns the version it made so downstream asset
 The same window semantics are offered for any frame indexed by UTC time (`write_frame_window`,
 `read_frame`: e.g. features in `features.binance.1h`), and whole-symbol versioned writes for frames that
 are rebuilt as a whole (`write_frame`: e.g. the training set).
+
+**One writer per symbol.** Every write holds the symbol's write lock (`symbol_lock`) from its checks to
+its pruning: ArcticDB itself lets two concurrent writers of a symbol lose one of the two writes.
+
+**Retention.** After each write the symbol keeps its newest `keep_versions` versions
+(`TRADAI_ARCTICDB_KEEP_VERSIONS`) plus every version an ArcticDB snapshot holds; older versions are
+deleted. Consumers that record the versions they read pin them with `pin_versions` (a snapshot named
+after the model or run, in each library involved), so those versions stay readable by number for good.
+A version written with metadata `tradai_pin: <snapshot>` releases that snapshot when it is itself pruned
+(the training set pins its inputs for as long as it exists).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import arcticdb
@@ -26,13 +40,41 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tradai_core.candles import OHLCV_COLUMNS, empty_candles, normalize_candles, utc_timestamp
 from tradai_core.errors import DataLossRefusedError, NotFoundError, StorageError, ValidationError
-from tradai_core.settings import pair_slug
+from tradai_core.settings import TradAISettings, pair_slug
+from tradai_core.urls import redact_uri, scrub
+from tradai_resources.symbol_lock import lock_root, symbol_lock, symbol_locks
 
 logger = logging.getLogger(__name__)
 
 # One Arctic instance per URI and process: LMDB refuses a second environment over the same folder.
 _CONNECTIONS: dict[str, arcticdb.Arctic] = {}
 _CONNECTIONS_LOCK = threading.Lock()
+
+META_PIN = "tradai_pin"
+"""Version metadata key: the snapshot this version pins its inputs with, released when it is pruned."""
+
+
+KEEP_VERSIONS_ENV = "TRADAI_ARCTICDB_KEEP_VERSIONS"
+
+
+@functools.lru_cache(maxsize=8)
+def _default_retention(env_value: str | None) -> int:
+    """The setting in force for this value of the variable (building the settings is slow)."""
+    return TradAISettings().arcticdb_keep_versions
+
+
+def symbol_pool(library: str, symbol: str) -> str:
+    """Dagster pool of the ops writing `library/symbol` (limit 1 by dagster.yaml's default): one run
+    writes a symbol at a time."""
+    return f"arcticdb/{library}/{symbol}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """`features.binance.1h/BTC_USDT` → (library, symbol)."""
+    library, sep, symbol = key.partition("/")
+    if not (sep and library and symbol):
+        raise ValidationError(f"{key!r} is not a library/symbol key", "use e.g. ohlcv.binance.1h/BTC_USDT")
+    return library, symbol
 
 
 class CandleWrite(BaseModel):
@@ -69,6 +111,15 @@ class StoredFrame(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
+class Pin(BaseModel):
+    """An ArcticDB snapshot `name` holding exactly `versions` (`library/symbol` → version)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    versions: dict[str, int]
+
+
 class StoredCandles(BaseModel):
     """Candles read from the store, with the symbol version they came from (for lineage)."""
 
@@ -83,12 +134,40 @@ class StoredCandles(BaseModel):
 class ArcticDBResource(ConfigurableResource):
     """ArcticDB at `uri`: `lmdb://<folder>` on one machine, `s3://…` (or S3-compatible) to scale out."""
 
-    uri: str = Field(description="ArcticDB URI, e.g. lmdb:///path/to/arcticdb or s3://host:bucket?...")
+    uri: str = Field(
+        description="ArcticDB URI, e.g. lmdb:///path/to/arcticdb or s3://host:bucket?access=…&secret=…; "
+        "when it carries credentials, set it as EnvVar('TRADAI_ARCTICDB_URI') so the UI shows the name."
+    )
     rows_per_segment: int = Field(
         default=8760,
         description="Rows per ArcticDB segment: a year of 1h candles. Smaller segments make window "
         "rewrites cheaper; larger ones make long reads cheaper.",
     )
+    keep_versions: int | None = Field(
+        default=None,
+        ge=1,
+        description="Newest versions kept per symbol besides those a snapshot holds; default "
+        "TRADAI_ARCTICDB_KEEP_VERSIONS.",
+    )
+
+    def retention(self) -> int:
+        """Versions kept per symbol (besides the pinned ones)."""
+        return self.keep_versions or _default_retention(os.environ.get(KEEP_VERSIONS_ENV))
+
+    def _lock_root(self) -> Path:
+        return lock_root(self.uri)
+
+    @contextmanager
+    def symbol_lock(self, library: str, symbol: str) -> Iterator[None]:
+        """Hold the write lock of `library/symbol` (reentrant): hold it across a check of the stored
+        symbol and the write that depends on it."""
+        with symbol_lock(self._lock_root(), library, symbol):
+            yield
+
+    def __repr__(self) -> str:  # the URI may carry credentials: never show it whole
+        return f"ArcticDBResource(uri={redact_uri(self.uri)!r})"
+
+    __str__ = __repr__
 
     def arctic(self) -> arcticdb.Arctic:
         """The ArcticDB connection, opened on first use and shared by every resource on the same URI."""
@@ -96,11 +175,12 @@ class ArcticDBResource(ConfigurableResource):
             if self.uri not in _CONNECTIONS:
                 try:
                     _CONNECTIONS[self.uri] = arcticdb.Arctic(self.uri)
-                except Exception as error:
+                except Exception as error:  # raised from None: the chained error may quote the URI
                     raise StorageError(
-                        f"cannot open ArcticDB at {self.uri}: {error}",
+                        f"cannot open ArcticDB at {redact_uri(self.uri)}: "
+                        f"{scrub(f'{type(error).__name__}: {error}', self.uri)}",
                         "check TRADAI_ARCTICDB_URI (lmdb://<folder> or s3://…) and its credentials",
-                    ) from error
+                    ) from None
             return _CONNECTIONS[self.uri]
 
     @staticmethod
@@ -157,6 +237,20 @@ class ArcticDBResource(ConfigurableResource):
             )
         lib = self.library(exchange_id, timeframe)
         symbol = pair_slug(pair)
+        with self.symbol_lock(lib.name, symbol):
+            return self._write_window_locked(lib, symbol, pair, candles, lo, hi, metadata, allow_removal)
+
+    def _write_window_locked(
+        self,
+        lib: Library,
+        symbol: str,
+        pair: str,
+        candles: pd.DataFrame,
+        lo: pd.Timestamp,
+        hi: pd.Timestamp,
+        metadata: dict[str, Any] | None,
+        allow_removal: bool,
+    ) -> CandleWrite:
         last_ns = hi - pd.Timedelta(1, "ns")
         if not allow_removal and lib.has_symbol(symbol):
             stored = lib.read(symbol, date_range=(lo, last_ns), columns=["close"]).data.index
@@ -168,6 +262,7 @@ class ArcticDBResource(ConfigurableResource):
                     "intended, materialize with config allow_removing_candles: true",
                 )
         written = self._replace_window(lib, symbol, candles, lo, hi, metadata, what=f"{pair} candles")
+        self._prune(lib, symbol)
         return CandleWrite(library=lib.name, symbol=symbol, version=written.version, rows=written.rows)
 
     @classmethod
@@ -265,9 +360,14 @@ class ArcticDBResource(ConfigurableResource):
         start: datetime,
         end: datetime,
         metadata: dict[str, Any] | None = None,
+        replace_symbol: bool = False,
     ) -> FrameWrite:
         """Make the stored rows of `symbol` in `[start, end)` exactly `frame`, leaving every other row as
         it was, as one new version (rows of the window absent from `frame` are removed).
+
+        With `replace_symbol` the new version holds `frame` only: every row outside the window is gone
+        from it (earlier versions stay readable until pruned). Either way it is one atomic write: a crash
+        leaves the previous version as the latest, intact.
 
         `frame` must be indexed by a sorted, unique, tz-aware DatetimeIndex inside the window; it is stored
         in UTC. `metadata` becomes the symbol's metadata at the new version.
@@ -281,22 +381,136 @@ class ArcticDBResource(ConfigurableResource):
                 "pass only the rows of the window being written",
             )
         lib = self.open_library(library)
-        return self._replace_window(lib, symbol, frame, lo, hi, metadata, what=f"{library}/{symbol}")
+        with self.symbol_lock(library, symbol):
+            if replace_symbol:
+                written = self._write_whole(lib, symbol, frame, metadata)
+            else:
+                what = f"{library}/{symbol}"
+                written = self._replace_window(lib, symbol, frame, lo, hi, metadata, what=what)
+            self._prune(lib, symbol)
+        return written
 
     def write_frame(
         self, library: str, symbol: str, frame: pd.DataFrame, metadata: dict[str, Any] | None = None
     ) -> FrameWrite:
         """Store `frame` as a new version of `symbol`, replacing its content (earlier versions stay
-        readable with `read_frame(..., as_of=version)`)."""
+        readable with `read_frame(..., as_of=version)` until pruned)."""
         lib = self.open_library(library)
+        with self.symbol_lock(library, symbol):
+            written = self._write_whole(lib, symbol, frame, metadata)
+            self._prune(lib, symbol)
+        return written
+
+    @staticmethod
+    def _write_whole(
+        lib: Library, symbol: str, frame: pd.DataFrame, metadata: dict[str, Any] | None
+    ) -> FrameWrite:
         try:
             item = lib.write(symbol, frame, metadata=metadata, prune_previous_versions=False)
         except arcticdb.exceptions.ArcticException as error:
             raise StorageError(
-                f"ArcticDB refused to write {library}/{symbol}: {error}",
+                f"ArcticDB refused to write {lib.name}/{symbol}: {error}",
                 "the previous version is intact; check the frame's columns and dtypes",
             ) from error
         return FrameWrite(library=lib.name, symbol=symbol, version=item.version, rows=len(frame))
+
+    # -- retention and pins
+
+    def _prune(self, lib: Library, symbol: str) -> list[int]:
+        """Delete the versions of `symbol` older than the newest `retention()` that no snapshot holds,
+        and release the pins those versions made (call with the symbol's lock held). A failure is
+        logged, not raised: the write it follows has succeeded."""
+        try:
+            infos = lib.list_versions(symbol)
+            live = sorted((key.version, info) for key, info in infos.items() if not info.deleted)
+            newest = {version for version, _ in live[-self.retention() :]}
+            doomed = [version for version, info in live if version not in newest and not info.snapshots]
+            if not doomed:
+                return []
+            releases = []
+            for version in doomed:
+                meta = lib.read_metadata(symbol, as_of=version).metadata
+                if isinstance(meta, dict) and meta.get(META_PIN):
+                    releases.append(str(meta[META_PIN]))
+            lib.delete(symbol, versions=doomed)
+        except arcticdb.exceptions.ArcticException as error:
+            logger.warning("could not prune old versions of %s/%s: %s", lib.name, symbol, error)
+            return []
+        logger.info("pruned %d old versions of %s/%s: %s", len(doomed), lib.name, symbol, doomed)
+        for name in releases:
+            try:
+                self.unpin(name)
+            except arcticdb.exceptions.ArcticException as error:  # the pin stays: it only holds data longer
+                logger.warning(
+                    "could not release pin %s of a pruned %s/%s version: %s", name, lib.name, symbol, error
+                )
+        return doomed
+
+    def pin_versions(self, name: str, versions: Mapping[str, int | str], note: str = "") -> Pin:
+        """Keep exactly these versions (`library/symbol` → version) readable for good: the ArcticDB
+        snapshot `name` in every library involved. Taking the same pin again is a no-op; a pin whose
+        name is taken by other versions, or of a version already pruned, is a StorageError and takes
+        no snapshot at all."""
+        wanted: dict[str, dict[str, int]] = {}
+        for key, version in versions.items():
+            library, symbol = split_key(key)
+            wanted.setdefault(library, {})[symbol] = int(version)
+        pairs = [(library, symbol) for library, symbols in wanted.items() for symbol in symbols]
+        pin = Pin(
+            name=name, versions={f"{lib}/{sym}": v for lib, syms in wanted.items() for sym, v in syms.items()}
+        )
+        taken: list[Library] = []
+        with symbol_locks(self._lock_root(), pairs):
+            held = self.pinned_versions(name)
+            if held == pin.versions:
+                return pin  # the same pin again (a retried step)
+            if held:
+                raise StorageError(
+                    f"the ArcticDB snapshot {name} already holds {held}, not {pin.versions}",
+                    "pin under another name",
+                )
+            try:
+                for library, symbols in sorted(wanted.items()):
+                    lib = self.open_library(library, create=False)
+                    self._snapshot(lib, name, symbols, note)
+                    taken.append(lib)
+            except Exception:
+                for lib in taken:
+                    lib.delete_snapshot(name)
+                raise
+        logger.info("pinned %s as ArcticDB snapshot %s", pin.versions, name)
+        return pin
+
+    @staticmethod
+    def _snapshot(lib: Library, name: str, symbols: dict[str, int], note: str) -> None:
+        try:
+            lib.snapshot(name, versions=symbols, metadata={"note": note} if note else None)
+        except arcticdb.exceptions.ArcticException as error:
+            raise StorageError(
+                f"cannot pin {lib.name} {symbols} as snapshot {name}: {error}",
+                "a version read was pruned before it could be pinned (more than keep_versions newer "
+                "writes in between): re-run, or raise TRADAI_ARCTICDB_KEEP_VERSIONS",
+            ) from error
+
+    def pinned_versions(self, name: str) -> dict[str, int]:
+        """What the pin `name` holds (`library/symbol` → version) across every library; {} when none."""
+        arctic = self.arctic()
+        held: dict[str, int] = {}
+        for library in arctic.list_libraries():
+            lib = arctic[library]
+            if name in lib.list_snapshots(load_metadata=False):
+                for key in lib.list_versions(snapshot=name):
+                    held[f"{library}/{key.symbol}"] = int(key.version)
+        return held
+
+    def unpin(self, name: str) -> None:
+        """Drop the pin `name` in every library (its versions become prunable at their next write)."""
+        arctic = self.arctic()
+        for library in arctic.list_libraries():
+            lib = arctic[library]
+            if name in lib.list_snapshots(load_metadata=False):
+                lib.delete_snapshot(name)
+                logger.info("released pin %s in %s", name, library)
 
     def read_frame(
         self,
@@ -337,10 +551,12 @@ class ArcticDBResource(ConfigurableResource):
         return int(item.version), dict(item.metadata or {})
 
     def delete_symbol(self, library: str, symbol: str) -> None:
-        """Remove a symbol and all its versions (nothing when absent)."""
+        """Remove a symbol and all its versions (nothing when absent; versions a snapshot holds stay
+        readable through the snapshot only)."""
         arctic = self.arctic()
-        if arctic.has_library(library) and arctic[library].has_symbol(symbol):
-            arctic[library].delete(symbol)
+        with self.symbol_lock(library, symbol):
+            if arctic.has_library(library) and arctic[library].has_symbol(symbol):
+                arctic[library].delete(symbol)
 
 
 def _utc_indexed(frame: pd.DataFrame, what: str) -> pd.DataFrame:

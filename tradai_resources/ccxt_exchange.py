@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from tradai_core.candles import candles_from_rows, utc_timestamp, validate_candles
 from tradai_core.errors import ConfigurationError, ExchangeDataError, ExchangeError, ExchangeUnavailableError
 from tradai_core.pagination import fetch_range
-from tradai_core.timeframes import timeframe_ms
+from tradai_core.timeframes import candle_grid, timeframe_ms
 from tradai_core.urls import rebase_urls
 
 logger = logging.getLogger(__name__)
@@ -114,10 +114,13 @@ class ExchangeResource(ConfigurableResource):
     def fetch_candles(self, pair: str, timeframe: str, start: datetime, end: datetime) -> FetchedCandles:
         """Every closed candle of `pair` with open time in `[start, end)`, validated.
 
-        Raises `CandleValidationError` for a candle that breaks a rule, `ExchangeUnavailableError` when a
-        retriable fault outlasts the retries, `ExchangeError` otherwise; nothing is returned half-done.
+        Raises `CandleValidationError` for a candle that breaks a rule (pair, timestamp and rule named),
+        `ExchangeUnavailableError` when a retriable fault outlasts the retries, `ExchangeDataError` when a
+        page stays stale (candles from before the ones asked for) through `max_retries` re-requests,
+        `ExchangeError` otherwise; nothing is returned half-done.
         """
         tf_ms = timeframe_ms(timeframe)
+        grid = candle_grid(timeframe, self.exchange_id)
         client = self.client()
         retries = 0
 
@@ -127,7 +130,13 @@ class ExchangeResource(ConfigurableResource):
             retries += used
             return value
 
-        call(client.load_markets, "load markets")
+        def load_markets() -> dict[str, Any]:
+            markets = client.load_markets()
+            if not markets:  # ccxt reads an unreadable (e.g. truncated) market list as no markets at all
+                raise UnreadablePayload(f"{self.exchange_id} answered an empty or unreadable market list")
+            return markets
+
+        call(load_markets, "load markets")
         if pair not in client.markets:
             raise ExchangeError(
                 f"{self.exchange_id} has no market {pair}",
@@ -138,9 +147,17 @@ class ExchangeResource(ConfigurableResource):
         def request(since_ms: int, limit: int) -> list[list[float]]:
             until = {"until": end_ms - 1}
             rows = client.fetch_ohlcv(pair, timeframe, since=since_ms, limit=limit, params=until)
-            if not isinstance(client.last_json_response, list):
+            raw = client.last_json_response
+            if not isinstance(raw, list):
                 raise UnreadablePayload(f"{self.exchange_id} candle page for {pair} is not a JSON list")
-            return rows
+            if len(rows) == len(raw) and all(
+                isinstance(sent, list) and sent[:1] == row[:1] for sent, row in zip(raw, rows, strict=True)
+            ):
+                return rows  # ccxt kept every row, in the order sent (the usual case: no second parse)
+            # The page as sent, row by row: ccxt's own answer is sorted and filtered by `since`, which
+            # would hide out-of-order rows, rows without an open time and a stale page (seen as empty).
+            market = client.market(pair)
+            return [client.parse_ohlcv(row, market) for row in raw]
 
         def page(since_ms: int, limit: int) -> Sequence[Sequence[float]]:
             rows = call(
@@ -161,14 +178,18 @@ class ExchangeResource(ConfigurableResource):
             timeframe_ms=tf_ms,
             page_limit=self.effective_page_limit,
             now_ms=self._exchange_now_ms(call),
+            pair=pair,
+            grid=grid,
+            stale_retries=self.max_retries,
+            wait=lambda attempt: self._sleep(self._backoff(attempt)),
         )
         candles = candles_from_rows(paged.rows)
-        validate_candles(pair, candles, tf_ms)
+        validate_candles(pair, candles, grid)
         return FetchedCandles(
             pair=pair,
             candles=candles,
             requests=paged.pages,
-            retries=retries,
+            retries=retries + paged.stale_retries,
             dropped_open_candle=paged.dropped_open_candle,
         )
 

@@ -75,6 +75,7 @@ from tradai_resources.freqtrade_zygote import (
     shared_zygote_for,
     zygote_for,
 )
+from tradai_resources.worker_env import child_environment
 
 __all__ = [
     "BacktestMetrics",
@@ -189,8 +190,10 @@ class FreqtradeResource(ConfigurableResource):
         if self._prefork():
             try:
                 self._zygote()
-            except ZygoteError as exc:
-                logger.warning("%s", exc)
+            except (ZygoteError, OSError) as exc:
+                logger.warning(
+                    "the Freqtrade worker zygote is unavailable (%s); backtests start fresh interpreters", exc
+                )
 
     def _prefork(self) -> bool:
         return self.start_method in ("prefork", "shared") and hasattr(os, "fork")
@@ -208,7 +211,8 @@ class FreqtradeResource(ConfigurableResource):
         return self.python_executable or sys.executable
 
     def _child_env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        """The child's environment: the allowlisted variables only (`worker_env`), never a secret."""
+        env = child_environment(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         return env
@@ -326,7 +330,12 @@ class FreqtradeResource(ConfigurableResource):
     def _run_prefork(self, request: ForkRequest) -> int:
         """Run the job in a child forked from the zygote; its time limit counts from the fork."""
         try:
-            done = self._zygote().run(request, self.timeout_seconds)
+            zygote = self._zygote()
+        except (ZygoteError, OSError) as exc:
+            logger.warning("the worker zygote is unavailable (%s); starting a fresh interpreter instead", exc)
+            return self._run_spawn(request)
+        try:
+            done = zygote.run(request, self.timeout_seconds)
         except ZygoteTimeoutError:
             raise _TimedOut from None
         except ZygoteError as exc:

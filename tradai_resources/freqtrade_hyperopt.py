@@ -62,6 +62,7 @@ from tradai_resources.freqtrade_backtester import snapshot_path, work_root
 from tradai_resources.freqtrade_hyperopt_worker import HyperoptJob, make_storage
 from tradai_resources.freqtrade_worker import SNAPSHOT_EXCHANGES
 from tradai_resources.mlflow_tracking import redact_uri
+from tradai_resources.worker_env import child_environment
 
 logger = logging.getLogger(__name__)
 
@@ -228,6 +229,7 @@ class HyperoptResource(ConfigurableResource):
         import optuna
 
         storage = make_storage(self.resolved_storage_url())
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "[I ...] A new study created" line
         study = optuna.create_study(
             study_name=name, storage=storage, direction="maximize", load_if_exists=True
         )
@@ -357,7 +359,7 @@ class HyperoptResource(ConfigurableResource):
     ) -> list[dict[str, Any]]:
         """Start one study-worker per share of the trials, wait for all; stop all when one fails."""
         shares = worker_shares(spec.n_trials, spec.workers)
-        env = dict(os.environ)
+        env = child_environment(os.environ)  # allowlisted: a study-worker never sees a secret
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         argv = hyperopt_argv(

@@ -61,7 +61,6 @@ import selectors
 import shutil
 import signal
 import socket
-import struct
 import sys
 import tempfile
 import threading
@@ -74,7 +73,16 @@ from pathlib import Path
 from typing import Any, Final, NoReturn
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from tradai_resources.worker_env import child_environment
+from tradai_resources.worker_folder import (
+    PrivateFolder,
+    adopt_private_folder,
+    open_own_file,
+    open_private_folder,
+    peer_credentials,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +107,11 @@ class WorkerJob(BaseModel):
 
 
 class ForkRequest(BaseModel):
-    """What the parent asks the zygote for: run one job file in a fresh child, with these files and env."""
+    """What the parent asks the zygote for: run one job file in a fresh child, with these files and env.
+
+    `env` keeps only the allowlisted variables (`worker_env.child_environment`), whatever it is given: a
+    request travels to another process, and a secret (API key, webhook, credentials) never does.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -108,6 +120,11 @@ class ForkRequest(BaseModel):
     stdout_path: str
     stderr_path: str
     env: dict[str, str]
+
+    @field_validator("env")
+    @classmethod
+    def _allowlisted(cls, env: dict[str, str]) -> dict[str, str]:
+        return child_environment(env)
 
 
 class NetworkBlockedError(ConnectionRefusedError):
@@ -354,13 +371,24 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the job file named by the single argument; return the process exit code.
 
     `--zygote FD [FOLDER]` instead serves jobs from the control socket `FD` as a pre-forked worker (`serve`),
-    then removes FOLDER (the zygote's private folder, holding its log). `--shared SOCKET IDLE_S [LOG]`
-    serves every process of this user on the Unix socket SOCKET until idle (`serve_shared`).
+    then removes FOLDER (the zygote's private folder, holding its log).
+    `--shared SOCKET IDLE_S [LOG [DIR_FD]]` serves every process of this user on the Unix socket SOCKET
+    until idle (`serve_shared`); LOG is the name of its start-up log in SOCKET's folder, DIR_FD that folder
+    held open by whoever started it (else the folder is opened and checked here).
     """
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) in (3, 4) and argv[0] == "--shared":
-        log = Path(argv[3]) if len(argv) == 4 else None
-        return serve_shared(Path(argv[1]), float(argv[2]), log)
+    if 3 <= len(argv) <= 5 and argv[0] == "--shared":
+        socket_path = Path(argv[1])
+        try:
+            if len(argv) == 5:
+                folder = adopt_private_folder(socket_path.parent, int(argv[4]))
+            else:
+                folder = open_private_folder(socket_path.parent, create=True)
+        except (OSError, RuntimeError) as exc:
+            sys.stderr.write(f"shared zygote: {exc}\n")
+            return EXIT_BAD_JOB
+        log = argv[3] if len(argv) >= 4 else None
+        return serve_shared(folder, socket_path.name, float(argv[2]), log)
     if len(argv) in (2, 3) and argv[0] == "--zygote":
         code = serve(socket.socket(fileno=int(argv[1])))
         if len(argv) == 3:  # our private folder (its log): gone with us, even if the parent died first
@@ -369,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         sys.stderr.write(
             "usage: python -m tradai_resources.freqtrade_worker JOB.json | --zygote FD [FOLDER] "
-            "| --shared SOCKET IDLE_S [LOG]\n"
+            "| --shared SOCKET IDLE_S [LOG [DIR_FD]]\n"
         )
         return EXIT_BAD_JOB
     try:
@@ -713,27 +741,19 @@ STALE_ANSWER: Final[str] = "stale"
 """`error` a shared zygote answers when a module it preloaded changed on disk (it then stops serving)."""
 
 
-def _peer_uid(conn: socket.socket) -> int | None:
-    """The user id of the process at the other end of a Unix socket (None where the OS does not say)."""
-    if not hasattr(socket, "SO_PEERCRED"):
-        return None
-    credentials = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _, uid, _ = struct.unpack("3i", credentials)
-    return int(uid)
-
-
-def _win_election(lock_path: Path, socket_path: Path) -> int | None:
-    """Become the one zygote serving `socket_path`: return the descriptor of the held lock, or None once
-    another zygote answers there. A zygote that is still starting holds the lock without answering yet: wait
-    until it answers (then leave it the job) or dies (then take over)."""
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+def _win_election(folder: PrivateFolder, lock_name: str, socket_name: str) -> int | None:
+    """Become the one zygote serving `socket_name` in `folder`: return the descriptor of the held lock, or
+    None once another zygote answers there. A zygote that is still starting holds the lock without answering
+    yet: wait until it answers (then leave it the job) or dies (then take over)."""
+    fd = open_own_file(folder, lock_name, os.O_RDWR | os.O_CREAT)
+    socket_path = folder.address(socket_name)
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                probe.connect(str(socket_path))
+                probe.connect(socket_path)
                 os.close(fd)
                 return None
             except OSError:
@@ -746,8 +766,11 @@ def _win_election(lock_path: Path, socket_path: Path) -> int | None:
         return fd
 
 
-def serve_shared(socket_path: Path, idle_timeout: float, log_path: Path | None = None) -> int:
-    """Run as the shared zygote answering on `socket_path` until idle for `idle_timeout` s.
+def serve_shared(
+    folder: PrivateFolder, socket_name: str, idle_timeout: float, log_name: str | None = None
+) -> int:
+    """Run as the shared zygote answering on the socket `socket_name` in `folder` until idle for
+    `idle_timeout` s. Every file operation goes through the folder's descriptor (`worker_folder`).
 
     Any process of the same user connects to the socket and speaks the job-socket protocol of `serve`
     (one `ForkRequest` line; `{"pid"}`, then `{"returncode", ...}`; `kill`). Of several zygotes started for
@@ -757,17 +780,22 @@ def serve_shared(socket_path: Path, idle_timeout: float, log_path: Path | None =
     `{"error": "stale", ...}` and stops serving, so the next caller starts a zygote on the new code. It
     also stops when idle, on SIGTERM, or when another zygote took over the path; it stops by removing the
     socket (no new jobs), serving what was already queued, and exiting once its running backtests end.
-    `log_path`, this process's start-up log, becomes `<path>.log` if it wins.
+    `log_name`, this process's start-up log, becomes `<socket>.log` if it wins.
     """
-    lock_path = socket_path.with_name(socket_path.name + ".lock")
-    lock = _win_election(lock_path, socket_path)
+    at = folder.fd
+    try:
+        lock = _win_election(folder, f"{socket_name}.lock", socket_name)
+    except OSError as exc:
+        sys.stderr.write(f"shared zygote: cannot take the lock in {folder.path}: {exc}\n")
+        return EXIT_BAD_JOB
     if lock is None:
-        if log_path is not None:
-            log_path.unlink(missing_ok=True)
+        if log_name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(log_name, dir_fd=at)
         return EXIT_OK
-    if log_path is not None:
+    if log_name is not None:
         with contextlib.suppress(OSError):
-            os.replace(log_path, socket_path.with_name(socket_path.name + ".log"))
+            os.replace(log_name, f"{socket_name}.log", src_dir_fd=at, dst_dir_fd=at)
     imported, failed = _preload_and_freeze()
     sources = loaded_sources()
     if failed:
@@ -781,33 +809,37 @@ def serve_shared(socket_path: Path, idle_timeout: float, log_path: Path | None =
             lock = -1
 
     forker.closers.append(release_lock)
+    forker.closers.append(lambda: os.close(at))  # a backtest has no business in the worker's folder
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    staging = socket_path.with_name(f"{socket_path.name}.{os.getpid()}")
-    staging.unlink(missing_ok=True)
-    listener.bind(str(staging))
-    os.chmod(staging, 0o600)
+    staging = f"{socket_name}.{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(staging, dir_fd=at)
+    listener.bind(folder.address(staging))
+    os.chmod(staging, 0o600, dir_fd=at)
     listener.listen(64)
     listener.setblocking(False)
-    os.replace(staging, socket_path)  # appears ready: connects succeed from now on
-    served_inode = os.stat(socket_path).st_ino
+    os.replace(staging, socket_name, src_dir_fd=at, dst_dir_fd=at)  # ready: connects succeed from now on
+    served_inode = os.stat(socket_name, dir_fd=at, follow_symlinks=False).st_ino
     forker.add_source(listener)
     forker.closers.append(listener.close)
     sys.stderr.write(
-        f"shared zygote {os.getpid()} serving {socket_path} ({len(imported)} modules preloaded, "
+        f"shared zygote {os.getpid()} serving {folder.path / socket_name} "
+        f"({len(imported)} modules preloaded, "
         f"{threading.active_count()} thread(s))\n"
     )
     stale: str | None = None
 
     def ours() -> bool:
         try:
-            return os.stat(socket_path).st_ino == served_inode
+            return os.stat(socket_name, dir_fd=at, follow_symlinks=False).st_ino == served_inode
         except OSError:
             return False
 
     def step_aside() -> None:
         """Take no new connections and let a new zygote start (running backtests carry on)."""
         if ours():
-            socket_path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(socket_name, dir_fd=at)
         release_lock()
 
     def accept_all() -> None:
@@ -819,7 +851,8 @@ def serve_shared(socket_path: Path, idle_timeout: float, log_path: Path | None =
             except (BlockingIOError, InterruptedError):
                 return
             conn.setblocking(True)
-            if _peer_uid(conn) not in (None, os.getuid()):
+            peer = peer_credentials(conn)
+            if peer is not None and peer[1] != os.getuid():
                 conn.close()
                 continue
             if stale is None and (changed := changed_source(sources)) is not None:

@@ -21,6 +21,13 @@ first starts it, detached (its own session); zygotes started at the same time el
 file. It stops after an idle period, on SIGTERM (`stop_shared_zygotes`), or as soon as a module it
 imported changed on disk — it refuses the job as `stale`, and the caller transparently starts one on the
 current code. A requester that goes away still takes its backtest with it.
+
+Trust, shared mode: the socket folder (by default in a world-writable /tmp) is opened once, refusing a
+symbolic link, a non-folder and anything not ours and private, and then used only through that descriptor
+(`worker_folder`), which the zygote inherits. Job requests carry an allowlisted environment, never a secret
+(`worker_env`). The requester signals a pid the zygote reported only if /proc shows it is a child of the
+process serving the socket (`SO_PEERCRED`) and ours; `stop_shared_zygotes` signals a pid from a lock file
+only if it runs our `--shared` zygote for that lock's socket in that very folder.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import fnmatch
 import hashlib
 import json
 import logging
@@ -45,6 +53,18 @@ from pathlib import Path
 from typing import Any, Final
 
 from tradai_resources.freqtrade_worker import STALE_ANSWER, ForkRequest
+from tradai_resources.worker_env import child_environment
+from tradai_resources.worker_folder import (
+    PROC_FD,
+    PrivateFolder,
+    ProcessInfo,
+    UnsafeFolderError,
+    open_own_file,
+    open_private_folder,
+    peer_credentials,
+    process_info,
+    read_own_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -126,16 +146,48 @@ def _with_log(reason: str, tail: str, started: bool) -> ZygoteError:
     return ZygoteError(f"{reason}\n--- zygote log ---\n{tail}" if tail else reason, started=started)
 
 
-def _kill_group(pid: int) -> None:
+def _verified_child(pid: int, zygote_pid: int | None) -> ProcessInfo | None:
+    """The process a zygote reported as its newly forked child, if /proc confirms it is that zygote's child
+    and ours; else None, and it is never signalled (a pid taken on a zygote's word alone could name any
+    process). Checked when reported, while the zygote surely is its parent; `_kill_child` later only checks
+    it is still the same process, so a child orphaned by a dead zygote can still be killed."""
+    info = process_info(pid) if zygote_pid is not None else None
+    if info is None:  # already exited and reaped (or no /proc): nothing to signal later
+        return None
+    if info.ppid != zygote_pid or info.uid != os.getuid():
+        logger.warning(
+            "the worker zygote %s reported pid %d, which is not its child; it will not be signalled",
+            zygote_pid,
+            pid,
+        )
+        return None
+    return info
+
+
+def _kill_child(child: ProcessInfo | None) -> None:
+    """SIGKILL a verified backtest child — its process group once it leads one — if it is still the same
+    process (same start time, ours). The zygote kills the child itself when our socket closes; this is the
+    fallback for a zygote that is gone."""
+    if child is None:
+        return
+    now = process_info(child.pid)
+    if now is None or now.start_ticks != child.start_ticks or now.uid != os.getuid():
+        return
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            os.kill(pid, signal.SIGKILL)
+        if now.pgid == child.pid:
+            os.killpg(child.pid, signal.SIGKILL)
+        else:  # forked but not yet in its own session
+            os.kill(child.pid, signal.SIGKILL)
 
 
-def _await_child(conn: socket.socket, timeout: float, fail: Callable[[str, bool], ZygoteError]) -> ChildExit:
-    """After a `ForkRequest` went out on `conn`: wait for the child's pid, then for its exit.
+def _await_child(
+    conn: socket.socket,
+    timeout: float,
+    fail: Callable[[str, bool], ZygoteError],
+    zygote_pid: int | None,
+) -> ChildExit:
+    """After a `ForkRequest` went out on `conn` to the zygote `zygote_pid`: wait for the child's pid, then
+    for its exit.
 
     Raises ZygoteTimeoutError after killing a child that ran longer than `timeout` seconds, ZygoteStaleError
     when a shared zygote runs outdated code, and `fail(reason, started)` when the zygote did not fork or died
@@ -150,7 +202,11 @@ def _await_child(conn: socket.socket, timeout: float, fail: Callable[[str, bool]
         raise ZygoteStaleError(f"the shared zygote runs outdated code ({answer.get('changed')} changed)")
     if answer is None or "pid" not in answer:
         raise fail(f"the zygote did not fork the backtest: {answer}", False)
-    pid = int(answer["pid"])
+    try:
+        pid = int(answer["pid"])
+    except (TypeError, ValueError):
+        raise fail(f"the zygote answered no valid pid: {answer}", False) from None
+    child = _verified_child(pid, zygote_pid)
     finished = False
     try:
         try:
@@ -161,7 +217,7 @@ def _await_child(conn: socket.socket, timeout: float, fail: Callable[[str, bool]
                 conn.sendall(b"kill\n")
                 killed = lines.read(time.monotonic() + ANSWER_TIMEOUT_S)
             if killed is None:
-                _kill_group(pid)
+                _kill_child(child)
             finished = True
             raise ZygoteTimeoutError(f"killed after {timeout:g} s") from None
         if done is None:
@@ -172,7 +228,7 @@ def _await_child(conn: socket.socket, timeout: float, fail: Callable[[str, bool]
         if not finished:  # interrupted, or the zygote died: the child goes too
             with contextlib.suppress(OSError):
                 conn.sendall(b"kill\n")
-            _kill_group(pid)
+            _kill_child(child)
 
 
 class WorkerZygote:
@@ -192,7 +248,7 @@ class WorkerZygote:
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
-                    env=dict(env),
+                    env=child_environment(env),  # never a secret: see worker_env
                     cwd=cwd,
                     start_new_session=True,  # a Ctrl-C in the terminal is the parent's to handle
                 )
@@ -281,7 +337,7 @@ class WorkerZygote:
                 raise self._fail(f"the zygote does not take jobs any more: {exc}", started=False) from exc
             finally:
                 theirs.close()
-            return _await_child(mine, timeout, self._fail)
+            return _await_child(mine, timeout, self._fail, self.pid)
         finally:
             mine.close()
 
@@ -312,27 +368,35 @@ def default_shared_folder() -> Path:
     return Path(tempfile.gettempdir()) / f"tradai-{os.getuid()}"
 
 
-def private_folder(folder: Path) -> Path:
-    """`folder`, created 0700 if missing; ZygoteError unless it is ours and closed to other users (its
-    sockets take jobs whose environment holds secrets)."""
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    status = folder.stat()
-    if status.st_uid != os.getuid() or status.st_mode & 0o077:
-        raise ZygoteError(
-            f"the shared worker folder {folder} must belong to this user with mode 0700 "
-            f"(owner uid {status.st_uid}, mode {status.st_mode & 0o777:o})",
-            started=False,
-        )
-    return folder
+_folders: dict[str, PrivateFolder] = {}
+_folders_lock = threading.Lock()
 
 
-def shared_socket_path(folder: Path, python: str, env: Mapping[str, str], cwd: Path) -> Path:
+def private_folder(folder: Path) -> PrivateFolder:
+    """`folder`, created 0700 if missing, opened and checked once per process (`worker_folder`): ZygoteError
+    for a symbolic link, a non-folder, or a folder that is not ours or is open to other users (its sockets
+    take jobs). Later calls hand back the same open folder, unless it was removed meanwhile."""
+    key = os.path.abspath(folder)
+    with _folders_lock:
+        held = _folders.get(key)
+        if held is not None and not held.stale():
+            return held
+        try:
+            opened = open_private_folder(Path(key), create=True)
+        except (UnsafeFolderError, OSError) as exc:
+            raise ZygoteError(str(exc), started=False) from exc
+        _folders[key] = opened  # a removed folder's descriptor stays open: a running job may still use it
+        return opened
+
+
+def shared_socket_path(folder: Path | PrivateFolder, python: str, env: Mapping[str, str], cwd: Path) -> Path:
     """The socket of the shared zygote for this interpreter, import path and folder: processes that would
     import the same code meet at the same socket; any other set-up gets a zygote of its own."""
+    base = folder.path if isinstance(folder, PrivateFolder) else Path(folder)
     key = "\0".join((os.path.realpath(python), env.get("PYTHONPATH", ""), str(Path(cwd).resolve())))
-    path = folder / f"freqtrade-{hashlib.sha256(key.encode()).hexdigest()[:16]}.sock"
-    if len(os.fsencode(path)) + len(".4194304") > MAX_UNIX_SOCKET_PATH:  # it is bound as <path>.<pid> first
-        raise ZygoteError(
+    path = Path(os.path.abspath(base)) / f"freqtrade-{hashlib.sha256(key.encode()).hexdigest()[:16]}.sock"
+    if not PROC_FD.is_dir() and len(os.fsencode(path)) + len(".4194304") > MAX_UNIX_SOCKET_PATH:
+        raise ZygoteError(  # bound as <path>.<pid> first; with /proc it is bound by a short fd path
             f"the shared worker socket path {path} is too long for a Unix socket", started=False
         )
     return path
@@ -348,24 +412,32 @@ class SharedZygote:
     """
 
     def __init__(
-        self, python: str, env: Mapping[str, str], cwd: Path, path: Path, idle_timeout: float
+        self,
+        python: str,
+        env: Mapping[str, str],
+        cwd: Path,
+        path: Path,
+        idle_timeout: float,
+        folder: PrivateFolder | None = None,
     ) -> None:
         self.python = python
         self.socket_path = path
         self.log_path = path.with_name(path.name + ".log")
-        self._env = dict(env)
+        self._folder = folder or private_folder(path.parent)
+        self._name = path.name
+        self._env = child_environment(env)  # the zygote's own environment: never a secret
         self._cwd = cwd
         self._idle_timeout = idle_timeout
         self._lock = threading.Lock()
         self._spawned: subprocess.Popen[bytes] | None = None
-        self._spawn_log: Path | None = None
+        self._spawn_log: str | None = None
         self._broken: str | None = None
 
     @property
     def pid(self) -> int | None:
         """The serving zygote's process id (from its lock file), None if none is known."""
         try:
-            return int(self.socket_path.with_name(self.socket_path.name + ".lock").read_text().strip())
+            return int(read_own_file(self._folder, f"{self._name}.lock", 64).strip())
         except (OSError, ValueError):
             return None
 
@@ -376,21 +448,35 @@ class SharedZygote:
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The last lines of the start-up log of the zygote this process spawned, else the serving one's."""
-        for path in (self._spawn_log, self.log_path):
-            if path is not None and path.is_file():
-                return _last_lines(path, lines)
+        for name in (self._spawn_log, self.log_path.name):
+            if name is None:
+                continue
+            try:
+                text = read_own_file(self._folder, name, 1 << 22).decode("utf-8", errors="replace")
+            except OSError:
+                continue
+            return "\n".join(text.rstrip().splitlines()[-lines:])
         return ""
 
     def _fail(self, reason: str, started: bool) -> ZygoteError:
         return _with_log(reason, self.log_tail(), started)
 
     def _connect(self) -> socket.socket | None:
+        """A connection to the zygote serving the socket, None if none answers; ZygoteError if the process
+        answering is another user's (it must not see our jobs)."""
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            conn.connect(str(self.socket_path))
+            conn.connect(self._folder.address(self._name))
         except OSError:
             conn.close()
             return None
+        peer = peer_credentials(conn)
+        if peer is not None and peer[1] != os.getuid():
+            conn.close()
+            raise ZygoteError(
+                f"the shared worker socket {self.socket_path} is served by user {peer[1]}; not using it",
+                started=False,
+            )
         return conn
 
     def start(self) -> None:
@@ -404,26 +490,35 @@ class SharedZygote:
             if probe is not None:
                 probe.close()
                 return
-            private_folder(self.socket_path.parent)
-            name = f"{self.socket_path.name}.start-{os.getpid()}-{time.time_ns()}.log"
-            log = self.socket_path.with_name(name)
+            name = f"{self._name}.start-{os.getpid()}-{time.time_ns()}.log"
+            at = self._folder.fd
             command = [self.python, "-m", WORKER_MODULE, "--shared", str(self.socket_path)]
             try:
-                with log.open("wb") as handle:
-                    self._spawned = subprocess.Popen(
-                        [*command, f"{self._idle_timeout:g}", str(log)],
-                        stdin=subprocess.DEVNULL,
-                        stdout=handle,
-                        stderr=handle,
-                        env=self._env,
-                        cwd=self._cwd,
-                        start_new_session=True,  # outlives this process; the terminal's Ctrl-C is not its
-                    )
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                log = os.open(name, flags, 0o600, dir_fd=at)
+            except OSError as exc:  # e.g. the folder was removed: back to a fresh process, not a crash
+                raise ZygoteError(
+                    f"cannot write in the shared worker folder {self._folder.path}: {exc}", started=False
+                ) from exc
+            try:
+                self._spawned = subprocess.Popen(
+                    [*command, f"{self._idle_timeout:g}", name, str(at)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    pass_fds=(at,),  # the checked folder itself, whatever its name points at by now
+                    env=self._env,
+                    cwd=self._cwd,
+                    start_new_session=True,  # outlives this process; the terminal's Ctrl-C is not its
+                )
             except OSError as exc:
-                log.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=at)
                 self._broken = f"cannot start the shared zygote with {self.python}: {exc}"
                 raise ZygoteError(self._broken, started=False) from exc
-            self._spawn_log = log
+            finally:
+                os.close(log)
+            self._spawn_log = name
             _spawned_shared.append(self._spawned)
             logger.info("starting the shared Freqtrade worker zygote on %s", self.socket_path)
 
@@ -461,7 +556,8 @@ class SharedZygote:
                     conn.sendall(request.model_dump_json().encode() + b"\n")
                 except OSError:
                     continue  # it stopped listening between our connect and send
-                return _await_child(conn, timeout, self._fail)
+                peer = peer_credentials(conn)
+                return _await_child(conn, timeout, self._fail, peer[0] if peer else None)
             except ZygoteStaleError as exc:
                 logger.info("%s; starting one on the current code", exc)
             finally:
@@ -506,38 +602,96 @@ def shared_zygote_for(
     """The machine-wide zygote for `python` (and the import path in `env`, and `cwd`) with its socket in
     `folder`, started in the background if none answers. `folder` must be private to this user (it is
     created 0700); ZygoteError otherwise. `env`, `cwd` and `idle_timeout` apply when this call starts it."""
-    path = shared_socket_path(private_folder(folder), python, env, cwd)
+    held = private_folder(folder)
+    path = shared_socket_path(held, python, env, cwd)
     with _registry_lock:
         zygote = _shared.get(path)
-        if zygote is not None:  # its `run` reconnects, or restarts it, as needed; a failed one fails fast
+        if zygote is not None and zygote._folder == held:  # it reconnects or restarts as needed
             return zygote
-        zygote = _shared[path] = SharedZygote(python, env, cwd, path, idle_timeout)
+        zygote = _shared[path] = SharedZygote(python, env, cwd, path, idle_timeout, held)
     zygote.start()  # in the background, on this process's first use only: no probe per backtest
     return zygote
 
 
 def stop_shared_zygotes(folder: Path, timeout: float = 30.0) -> list[int]:
     """Ask every shared zygote with its socket in `folder` to stop (SIGTERM: no new jobs, running ones
-    finish) and wait up to `timeout` s for them to exit; returns their pids."""
+    finish) and wait up to `timeout` s for them to exit; returns their pids.
+
+    Only a zygote is signalled: the folder must be ours and private (ZygoteError otherwise), each lock a
+    regular file of ours, and the pid it names a process of ours running `freqtrade_worker --shared` for
+    that lock's socket in this very folder — a forged lock naming another process is skipped, with a
+    warning. A missing folder has nothing to stop."""
+    try:
+        held = open_private_folder(Path(folder), create=False)
+    except FileNotFoundError:
+        return []
+    except (UnsafeFolderError, OSError) as exc:
+        raise ZygoteError(str(exc), started=False) from exc
     pids: list[int] = []
-    for lock in sorted(Path(folder).glob("freqtrade-*.sock.lock")):
-        with contextlib.suppress(OSError, ValueError):
-            fd = os.open(lock, os.O_RDONLY)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                fcntl.flock(fd, fcntl.LOCK_UN)  # nobody holds it: no zygote behind this lock
+    try:
+        for name in sorted(os.listdir(held.fd)):
+            if not fnmatch.fnmatch(name, "freqtrade-*.sock.lock"):
                 continue
-            except BlockingIOError:
-                pid = int(lock.read_text().strip())
-            finally:
-                os.close(fd)
-            os.kill(pid, signal.SIGTERM)
-            pids.append(pid)
+            pid = _locked_pid(held, name)
+            if pid is None:
+                continue
+            if not _is_shared_zygote(pid, held, name.removesuffix(".lock")):
+                logger.warning(
+                    "not stopping pid %d named by %s: it is not a shared worker of this folder",
+                    pid,
+                    held.path / name,
+                )
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+                pids.append(pid)
+    finally:
+        os.close(held.fd)
     deadline = time.monotonic() + timeout
     for pid in pids:
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
     return pids
+
+
+def _locked_pid(folder: PrivateFolder, lock_name: str) -> int | None:
+    """The pid a held lock file names; None if nobody holds it, or it is no regular file of ours."""
+    try:
+        fd = open_own_file(folder, lock_name, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)  # nobody holds it: no zygote behind this lock
+            return None
+        except BlockingIOError:
+            return int(os.read(fd, 64).strip())
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+
+
+def _is_shared_zygote(pid: int, folder: PrivateFolder, socket_name: str) -> bool:
+    """True if `pid` is a process of ours running `freqtrade_worker --shared` for `socket_name` in `folder`
+    (the folder it holds open, else the one its command line names, is this very folder)."""
+    info = process_info(pid)
+    if info is None or info.uid != os.getuid() or info.zombie or "--shared" not in info.cmdline:
+        return False
+    at = info.cmdline.index("--shared")
+    args = info.cmdline[at + 1 :]
+    if info.cmdline[max(at - 2, 0) : at] != ("-m", WORKER_MODULE) or not args:
+        return False
+    if Path(args[0]).name != socket_name:
+        return False
+    ours = os.fstat(folder.fd)
+    candidates = [f"/proc/{pid}/fd/{args[3]}"] if len(args) >= 4 and args[3].isdigit() else []
+    for candidate in [*candidates, str(Path(args[0]).parent)]:
+        with contextlib.suppress(OSError):
+            status = os.stat(candidate)
+            return (status.st_dev, status.st_ino) == (ours.st_dev, ours.st_ino)
+    return False
 
 
 def _alive(pid: int) -> bool:
@@ -572,8 +726,9 @@ def running_zygotes() -> list[WorkerZygote]:
 def _forget_after_fork() -> None:
     """In a process forked from this one: drop the parent's zygotes (closing only our copy of their
     sockets); the child starts its own if it backtests."""
-    global _registry_lock
+    global _registry_lock, _folders_lock
     _registry_lock = threading.Lock()  # it may have been held by another thread at fork time
+    _folders_lock = threading.Lock()  # the open folders stay valid in the child
     for zygote in [*_zygotes.values(), *_retired]:
         with contextlib.suppress(OSError):
             zygote._control.close()

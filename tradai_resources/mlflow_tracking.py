@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import dagster as dg
 import mlflow
@@ -43,8 +43,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tradai_core.errors import NotFoundError, ValidationError
 from tradai_core.settings import PROJECT_ROOT, TradAISettings
+from tradai_core.urls import redact_uri, scrub
 
 logger = logging.getLogger(__name__)
+
+# MLflow draws a tqdm bar on stderr for every artifact download (model loads, `load_dict`, ...): noise in
+# a log. Off unless the environment asks for it; set before any download, and inherited by the Freqtrade
+# child processes that load models.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# Loggers MLflow's `log_model` talks through about requirements we pass explicitly: that it found a uv
+# project (it only records that) and that pip is not installed (uv environments have none).
+_REQUIREMENT_LOGGERS = ("mlflow.utils.uv_utils", "mlflow.utils.environment")
 
 TAG_DAGSTER_RUN_ID = "dagster.run_id"
 TAG_GIT_COMMIT = "tradai.git_commit"
@@ -79,14 +88,18 @@ def project_git_commit() -> str:
     return commit if result.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", commit) else UNKNOWN_COMMIT
 
 
-def redact_uri(uri: str) -> str:
-    """`uri` without any user name or password, safe to log or show in the UI."""
-    parts = urlsplit(uri)
-    if parts.username is None and parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+@contextmanager
+def _quiet(names: tuple[str, ...]) -> Iterator[None]:
+    """Only errors from these loggers for the block (their levels restored afterwards)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
 
 
 @contextmanager
@@ -283,7 +296,8 @@ class TrackedRun:
                 f"MLflow run {self.run_id} is not the active run of this thread",
                 "log models inside the `with start_run(...)` block, not from another thread",
             )
-        return module.log_model(model, name=name, **kwargs)
+        with _quiet(_REQUIREMENT_LOGGERS):
+            return module.log_model(model, name=name, **kwargs)
 
     def _log_file_written_by(self, write: Any, artifact_file: str) -> None:
         folder, _, filename = artifact_file.rpartition("/")
@@ -317,6 +331,11 @@ class MLflowResource(dg.ConfigurableResource):
         description="Base URL of an MLflow UI showing this store (e.g. `mlflow ui` at "
         "http://127.0.0.1:5000), to link runs from Dagster; default the tracking URI when it is http(s).",
     )
+
+    def __repr__(self) -> str:  # the URIs may carry credentials: never show them whole
+        return f"MLflowResource(tracking_uri={redact_uri(self.tracking_uri)!r})"
+
+    __str__ = __repr__
 
     # -- plumbing
 
@@ -436,7 +455,7 @@ class MLflowResource(dg.ConfigurableResource):
                     handle._close()
                 status = RunStatus.to_string(RunStatus.FINISHED)
             except Exception as exc:
-                self._tag_failure(client, run_id, exc)
+                self._tag_failure(client, run_id, exc, (self.tracking_uri, self.resolved_registry_uri))
                 raise
             except BaseException:
                 status = RunStatus.to_string(RunStatus.KILLED)
@@ -445,9 +464,11 @@ class MLflowResource(dg.ConfigurableResource):
                 self._end_run(client, run_id, status)
 
     @staticmethod
-    def _tag_failure(client: mlflow.MlflowClient, run_id: str, exc: Exception) -> None:
+    def _tag_failure(
+        client: mlflow.MlflowClient, run_id: str, exc: Exception, secrets: tuple[str, ...]
+    ) -> None:
         try:
-            client.set_tag(run_id, TAG_ERROR, f"{type(exc).__name__}: {exc}"[:4000])
+            client.set_tag(run_id, TAG_ERROR, scrub(f"{type(exc).__name__}: {exc}", *secrets)[:4000])
         except Exception:  # the original error matters more than this tag
             logger.warning("could not tag MLflow run %s with its error", run_id, exc_info=True)
 
@@ -499,7 +520,7 @@ class MLflowResource(dg.ConfigurableResource):
 
     def _ui_base(self) -> str | None:
         base = self.ui_url or (self.tracking_uri if _is_http(self.tracking_uri) else None)
-        return redact_uri(base).rstrip("/") if base else None
+        return redact_uri(base).split("?")[0].split("#")[0].rstrip("/") if base else None
 
     def run_url(self, run_id: str, experiment_id: str | None = None) -> str | None:
         """Link to the run in the MLflow UI, or None when no UI URL is known (a local SQLite store

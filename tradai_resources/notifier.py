@@ -4,10 +4,14 @@ Teams, anything taking JSON) and publishes to an AWS SNS topic when those are co
 A notification never fails the run that sends it: a channel that cannot be reached is logged as a
 warning and reported in the receipt, because losing a drift warning is bad but losing the retraining
 run that sent it is worse.
+
+The webhook URL is a secret as a whole (its path is the token) and the topic ARN names the account: both
+come from `EnvVar`s, and no message of this module shows more than the webhook's scheme and host.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import urllib.error
@@ -17,6 +21,9 @@ from typing import Any, Literal
 
 from dagster import ConfigurableResource
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from tradai_core.errors import InvalidURLError, TradAIError
+from tradai_core.urls import redact_secret_url, redact_uris_in, scrub
 
 logger = logging.getLogger("tradai.notify")
 
@@ -57,8 +64,13 @@ class NotificationReceipt(BaseModel):
 class NotifierResource(ConfigurableResource):
     """Log always; webhook and SNS when configured (URLs and ARNs from the environment, never logged)."""
 
-    webhook_url: str | None = Field(default=None, description="POST target for JSON notifications.")
-    sns_topic_arn: str | None = Field(default=None, description="AWS SNS topic to publish to.")
+    webhook_url: str | None = Field(
+        default=None,
+        description="POST target for JSON notifications; a secret (EnvVar('TRADAI_WEBHOOK_URL')).",
+    )
+    sns_topic_arn: str | None = Field(
+        default=None, description="AWS SNS topic to publish to (EnvVar('TRADAI_SNS_TOPIC_ARN'))."
+    )
     aws_region: str | None = Field(default=None, description="Region of the SNS topic.")
     timeout_s: float = Field(default=5.0, description="Per-channel timeout.")
 
@@ -71,15 +83,19 @@ class NotifierResource(ConfigurableResource):
     __str__ = __repr__
 
     def notify(self, notification: Notification) -> NotificationReceipt:
-        """Send `notification` on every configured channel; never raises for a channel's failure."""
+        """Send `notification` on every configured channel; never raises for a channel's failure.
+
+        Credentials of any URI quoted in its title or details (e.g. an error naming a store) are redacted
+        first, and so are this notifier's own webhook URL and topic."""
+        notification = self._redacted(notification)
         logger.log(_LOG_LEVEL[notification.severity], "%s", notification.text())
         delivered, failed = ["log"], {}
         if self.webhook_url:
             try:
                 self._post_webhook(notification)
                 delivered.append("webhook")
-            except (urllib.error.URLError, TimeoutError, OSError) as error:
-                failed["webhook"] = f"{type(error).__name__}: {error}"
+            except (urllib.error.URLError, http.client.HTTPException, OSError, TradAIError) as error:
+                failed["webhook"] = self._scrub(f"{type(error).__name__}: {error}")
                 logger.warning(
                     "notification webhook failed (%s); the notification was logged only", failed["webhook"]
                 )
@@ -88,20 +104,44 @@ class NotifierResource(ConfigurableResource):
                 self._publish_sns(notification)
                 delivered.append("sns")
             except Exception as error:  # botocore raises many types; none may fail the run
-                failed["sns"] = f"{type(error).__name__}: {error}"
+                failed["sns"] = self._scrub(f"{type(error).__name__}: {error}")
                 logger.warning(
                     "notification to SNS failed (%s); the notification was logged only", failed["sns"]
                 )
         return NotificationReceipt(delivered=tuple(delivered), failed=failed)
 
-    def _post_webhook(self, notification: Notification) -> None:
-        body = json.dumps({"text": notification.text(), **notification.model_dump(mode="json")}).encode()
-        request = urllib.request.Request(
-            self.webhook_url or "", data=body, headers={"Content-Type": "application/json"}, method="POST"
+    def _redacted(self, notification: Notification) -> Notification:
+        def clean(value: Any) -> Any:
+            return self._scrub(redact_uris_in(value)) if isinstance(value, str) else value
+
+        return notification.model_copy(
+            update={
+                "title": clean(notification.title),
+                "details": {key: clean(value) for key, value in notification.details.items()},
+            }
         )
-        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-            if response.status >= 300:
-                raise urllib.error.URLError(f"webhook answered HTTP {response.status}")
+
+    def _scrub(self, text: str) -> str:
+        """`text` (a channel's error) without the webhook URL, its token or the topic ARN."""
+        return scrub(text, self.webhook_url, self.sns_topic_arn)
+
+    def _post_webhook(self, notification: Notification) -> None:
+        url = (self.webhook_url or "").strip()
+        body = json.dumps({"text": notification.text(), **notification.model_dump(mode="json")}).encode()
+        try:
+            if not url.lower().startswith(("https://", "http://")):
+                raise ValueError("not an http(s) URL")
+            request = urllib.request.Request(
+                url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+            )
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                if response.status >= 300:
+                    raise urllib.error.URLError(f"webhook answered HTTP {response.status}")
+        except (ValueError, http.client.InvalidURL):  # their messages quote the URL, token and all
+            raise InvalidURLError(
+                f"the notification webhook URL ({redact_secret_url(url)}) is malformed",
+                "set TRADAI_WEBHOOK_URL to the whole https://… URL the chat tool gave for the webhook",
+            ) from None
 
     def sns_client(self) -> Any:
         """The boto3 SNS client (credentials from the standard AWS chain: environment, profile, role)."""

@@ -1,0 +1,140 @@
+"""Charts of a backtest report: a small PNG per pair with the trades in the UI, an interactive HTML page per
+pair in MLflow, and a monthly returns table that adds up to the total return."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import matplotlib.image
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from dagster import DagsterInstance, materialize
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from strategies.validation import STRATEGIES_DIR
+from tradai_assets.backtests import build_backtest_assets
+from tradai_assets.market_data import build_market_data_assets
+from tradai_assets.plots import ENTRY_COLOR, EXIT_COLOR, MAX_PNG_BYTES, png_bytes, trade_chart_figure
+from tradai_core.monthly_returns import monthly_returns
+from tradai_core.settings import TradAISettings
+from tradai_replay.server import ReplayServer
+from tradai_resources.arcticdb_store import ArcticDBResource
+from tradai_resources.ccxt_exchange import ExchangeResource
+from tradai_resources.freqtrade_backtester import FreqtradeResource
+from tradai_resources.mlflow_tracking import MLflowResource
+
+WINDOW = {"start": "2022-07-01", "end": "2022-09-01"}
+PNG_IN_MARKDOWN = re.compile(r"^!\[[^\]]*\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)$")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory, demo_candles_dir: Path) -> Iterator[dict[str, object]]:
+    """RsiMeanReversion backtested on recorded candles 2022-07-01 → 2022-08-31 (startup from 2022-06-20)."""
+    home = tmp_path_factory.mktemp("charts")
+    settings = TradAISettings(home=home, history_start=date(2022, 6, 1), history_end=date(2022, 10, 12))
+    folder = home / "strategies"
+    folder.mkdir()
+    for name in ("rsi_mean_reversion.py", "rsi_mean_reversion.yaml"):
+        shutil.copy(STRATEGIES_DIR / name, folder / name)
+    instance = DagsterInstance.ephemeral()
+    resources = {
+        "candle_store": ArcticDBResource(uri=settings.resolved_arcticdb_uri),
+        "freqtrade": FreqtradeResource(work_dir=str(home / "backtests")),
+        "mlflow": MLflowResource(tracking_uri=settings.resolved_mlflow_uri),
+    }
+    with ReplayServer(demo_candles_dir) as server:
+        done = materialize(
+            build_market_data_assets(settings),
+            resources={**resources, "exchange": ExchangeResource(base_url=server.base_url)},
+            instance=instance,
+            tags={ASSET_PARTITION_RANGE_START_TAG: "2022-06-20", ASSET_PARTITION_RANGE_END_TAG: "2022-08-31"},
+        )
+    assert done.success
+    config = {"config": WINDOW}
+    result = materialize(
+        build_backtest_assets(settings, folder),
+        resources=resources,
+        instance=instance,
+        partition_key="RsiMeanReversion",
+        run_config={"ops": {"backtest_plan": config, "backtest_report": config}},
+    )
+    [materialization] = result.asset_materializations_for_node("backtest_report")
+    yield {"settings": settings, "metadata": materialization.metadata}
+
+
+def decode_png(markdown: str) -> bytes:
+    match = PNG_IN_MARKDOWN.match(markdown)
+    assert match, markdown[:80]
+    image = base64.b64decode(match.group(1))
+    assert image.startswith(b"\x89PNG\r\n\x1a\n")
+    return image
+
+
+def pixels_of(image: bytes, color: str) -> int:
+    """How many pixels are (nearly) exactly `color`."""
+    rgb = matplotlib.image.imread(io.BytesIO(image), format="png")[..., :3]
+    target = np.array([int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)])
+    return int((np.abs(rgb - target).max(axis=-1) < 0.03).sum())
+
+
+def test_each_pair_has_a_small_png_chart_showing_its_entries_and_exits(report: dict[str, object]) -> None:
+    metadata = report["metadata"]
+    settings: TradAISettings = report["settings"]  # type: ignore[assignment]
+    charts = {key: value.value for key, value in metadata.items() if key.startswith("chart_")}  # type: ignore[union-attr]
+    assert set(charts) == {f"chart_{p.replace('/', '_')}" for p in settings.pairs}
+    traded = 0
+    for markdown in charts.values():
+        image = decode_png(markdown)
+        assert len(image) <= MAX_PNG_BYTES
+        if pixels_of(image, ENTRY_COLOR) > 0:
+            assert pixels_of(image, EXIT_COLOR) > 0
+            traded += 1
+    assert traded >= 2  # RSI dips in July-August 2022 traded several pairs
+
+
+def test_a_chart_without_trades_has_no_entry_or_exit_markers(demo_candles_dir: Path) -> None:
+    candles = pd.read_parquet(demo_candles_dir / "BTC_USDT-1h.parquet").set_index("date").iloc[-300:]
+    image = png_bytes(trade_chart_figure(candles, pd.DataFrame(index=candles.index), [], "no trades"))
+    assert pixels_of(image, ENTRY_COLOR) == 0 and pixels_of(image, EXIT_COLOR) == 0
+
+
+def test_the_mlflow_run_has_an_interactive_html_chart_per_pair(report: dict[str, object]) -> None:
+    metadata = report["metadata"]
+    settings: TradAISettings = report["settings"]  # type: ignore[assignment]
+    client = mlflow.MlflowClient(settings.resolved_mlflow_uri)
+    run_id = metadata["mlflow_run_id"].value  # type: ignore[index,union-attr]
+    pages = {a.path for a in client.list_artifacts(run_id, "report/charts")}
+    assert pages == {f"report/charts/{p.replace('/', '_')}.html" for p in settings.pairs}
+    page = Path(client.download_artifacts(run_id, "report/charts/BTC_USDT.html")).read_text()
+    assert page.startswith("<!doctype html>") and "<svg" in page and "addEventListener" in page
+    assert "http" not in page  # self-contained: nothing fetched
+    assert 'class="entry"' in page and 'class="exit"' in page
+
+
+def test_monthly_returns_add_up_to_the_total_return(report: dict[str, object]) -> None:
+    metadata = report["metadata"]
+    table = metadata["monthly_returns"].value  # type: ignore[index,union-attr]
+    rows = [line for line in table.splitlines() if re.match(r"^\| \d{4}-\d{2} \|", line)]
+    assert [row.split("|")[1].strip() for row in rows] == ["2022-07", "2022-08"]
+    profits = [float(row.split("|")[4].replace(",", "")) for row in rows]
+    total = float(metadata["total_profit_pct"].value)  # type: ignore[index,union-attr]
+    returns = [float(row.split("|")[5].strip(" %")) / 100 for row in rows]
+    assert np.prod([1 + r for r in returns]) - 1 == pytest.approx(total / 100, abs=1e-3)
+    assert sum(profits) == pytest.approx(total / 100 * 1000.0, abs=0.05)
+
+
+def test_monthly_returns_compound_to_the_curves_total() -> None:
+    index = pd.to_datetime(["2022-01-01", "2022-01-20", "2022-03-05", "2022-03-30"], utc=True)
+    table = monthly_returns(pd.Series([1000.0, 1100.0, 990.0, 1089.0], index=index), 1000.0)
+    assert list(table["month"]) == ["2022-01", "2022-02", "2022-03"]
+    assert list(table["return"].round(6)) == [0.1, 0.0, -0.01]
+    assert np.prod(1 + table["return"]) - 1 == pytest.approx(0.089)
+    assert table["profit"].sum() == pytest.approx(89.0)

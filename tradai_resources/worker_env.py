@@ -1,0 +1,57 @@
+"""The environment a Freqtrade child process (backtest, zygote, hyperopt study-worker) is given.
+
+Children get an explicit allowlist, never the parent's whole environment: the parent holds exchange API
+keys, the notification webhook, storage URLs with passwords and cloud credentials, none of which a
+backtest needs — and a shared zygote's job request travels over a socket to another process. What is kept:
+the interpreter and locale set-up (PATH, HOME, LANG/LC_*, TZ, temp folders, PYTHON*, the native library
+path), the thread-count knobs of the numeric libraries, and the two TradAI settings a strategy reads in the
+child: `TRADAI_HOME` (default locations) and `TRADAI_MLFLOW_URI` (the LgbmClassifier strategy loads its
+model from it; it may hold a password, so it is passed but never logged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+ALLOWED_NAMES: Final[frozenset[str]] = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "TEMP",
+        "TMP",
+        "VIRTUAL_ENV",
+        "LD_LIBRARY_PATH",
+        "TRADAI_HOME",
+        "TRADAI_MLFLOW_URI",
+    }
+)
+"""Variables passed to a child by exact name."""
+
+ALLOWED_PREFIXES: Final[tuple[str, ...]] = (
+    "LC_",
+    "PYTHON",
+    "OMP_",
+    "OPENBLAS_",
+    "MKL_",
+    "KMP_",
+    "NUMEXPR_",
+    "VECLIB_",
+)
+"""Variables passed by prefix: locale categories, the interpreter's own, numeric libraries' threads."""
+
+
+def allowed(name: str) -> bool:
+    """True if a child process may receive the environment variable `name`."""
+    return name in ALLOWED_NAMES or name.startswith(ALLOWED_PREFIXES)
+
+
+def child_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The allowlisted part of `env`: what a Freqtrade child process is given (see the module doc)."""
+    return {name: value for name, value in env.items() if allowed(name)}
