@@ -19,7 +19,9 @@ argument list is parsed by Freqtrade's own `Arguments`, the config is built by F
   fails loudly if a Freqtrade or ccxt upgrade loads markets another way; the worker itself also fails a
   run in which the snapshot answered nothing.
 - **Every outbound socket is refused** (`network_guard`), so a change that makes Freqtrade reach for the
-  network fails the run instead of silently hitting an exchange.
+  network fails the run instead of silently hitting an exchange. The guard is down for one step only,
+  between building the engine and starting it: each strategy's `prefetch()` hook (`TradAIStrategy`)
+  fetches what it declares it needs, such as an ML strategy's model from an MLflow tracking server.
 - **Historic price precision is computed arithmetically** (`vectorized_tick_size`): Freqtrade estimates
   each month's tick size by printing every open/high/low/close as a string, a quarter of a 12-pair
   backtest's time; `tradai_core.tick_size` gives the identical Series and candle columns without the
@@ -139,32 +141,13 @@ class OfflineLog:
     refused: list[str] = field(default_factory=list)
 
 
-def model_store_addresses(env: Mapping[str, str] | None = None) -> frozenset[tuple[str, int]]:
-    """The (host, port) of the model store: the MLflow tracking server in `TRADAI_MLFLOW_URI` and the S3
-    endpoint of its artifacts (`MLFLOW_S3_ENDPOINT_URL`), each when it is an http(s) URL.
-
-    An ML strategy loads its model from them during the backtest, so they are the only addresses an
-    offline backtest may reach. Empty for a file or database store.
-    """
-    env = os.environ if env is None else env
-    addresses = set()
-    for name in ("TRADAI_MLFLOW_URI", "MLFLOW_S3_ENDPOINT_URL"):
-        parsed = urlsplit(env.get(name, ""))
-        if parsed.scheme in ("http", "https") and parsed.hostname:
-            addresses.add((parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)))
-    return frozenset(addresses)
-
-
 @contextmanager
-def network_guard(allowed: frozenset[tuple[str, int]] = frozenset()) -> Iterator[OfflineLog]:
+def network_guard() -> Iterator[OfflineLog]:
     """Refuse every IPv4/IPv6 connection and DNS lookup made inside the block; yields the refusal log.
 
-    Unix sockets stay allowed, and so do the `allowed` (host, port) addresses (the model store, see
-    `model_store_addresses`). Refusals are also recorded, because some callers (ccxt, Freqtrade's retry
+    Unix sockets stay allowed. Refusals are also recorded, because some callers (ccxt, Freqtrade's retry
     loops) catch connection errors and carry on: the worker fails the run if anything was refused.
     """
-    allowed_hosts = {host for host, _ in allowed}
-    resolved: set[tuple[str, int]] = set()  # what the allowed host names resolved to
     original_connect = socket.socket.connect
     original_connect_ex = socket.socket.connect_ex
     original_getaddrinfo = socket.getaddrinfo
@@ -175,29 +158,17 @@ def network_guard(allowed: frozenset[tuple[str, int]] = frozenset()) -> Iterator
         logger.error("network access refused in an offline backtest: %s", what)
         return NetworkBlockedError(f"network access is disabled in offline backtests ({what})")
 
-    def permitted(address: Any) -> bool:
-        if not isinstance(address, tuple):
-            return False
-        target = (str(address[0]), int(address[1]))
-        return target in allowed or target in resolved
-
     def connect(self: socket.socket, address: Any) -> None:
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not permitted(address):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
             raise refuse(f"connect {address!r}")
         original_connect(self, address)
 
     def connect_ex(self: socket.socket, address: Any) -> int:
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not permitted(address):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
             raise refuse(f"connect {address!r}")
         return original_connect_ex(self, address)
 
     def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host in allowed_hosts:
-            answers = original_getaddrinfo(host, *args, **kwargs)
-            for *_, sockaddr in answers:
-                if (host, int(sockaddr[1])) in allowed:
-                    resolved.add((str(sockaddr[0]), int(sockaddr[1])))
-            return answers
         raise refuse(f"lookup {host!r}")
 
     socket.socket.connect = connect  # type: ignore[method-assign]
@@ -332,16 +303,20 @@ def run_backtest(job: WorkerJob) -> dict[str, Any]:
 
     snapshot = json.loads(Path(job.exchange_info_path).read_text(encoding="utf-8"))
     args = Arguments(list(job.argv)).get_parsed_arg()
-    guard = network_guard(model_store_addresses()) if job.block_network else no_guard()
-    with (
-        guard as network,
-        offline_markets(job.exchange, snapshot) as markets,
-        vectorized_tick_size(job.vectorized_tick_size),
-    ):
-        config = setup_optimize_configuration(args, RunMode.BACKTEST)
-        backtesting = Backtesting(config)
-        backtesting.start()
-        refused = network.refused + markets.refused
+    guard = network_guard if job.block_network else no_guard
+    with offline_markets(job.exchange, snapshot) as markets, vectorized_tick_size(job.vectorized_tick_size):
+        with guard() as building:
+            config = setup_optimize_configuration(args, RunMode.BACKTEST)
+            backtesting = Backtesting(config)
+        # The one step that may use the network, with the guard down: what each strategy declares it
+        # needs (an ML strategy's model, from a tracking server), fetched before the backtest starts.
+        for strategy in backtesting.strategylist:
+            prefetch = getattr(strategy, "prefetch", None)
+            if callable(prefetch):
+                prefetch()
+        with guard() as running:
+            backtesting.start()
+        refused = building.refused + running.refused + markets.refused
         if refused:
             raise RuntimeError(f"the backtest tried to reach the network: {refused}")
         if not markets.answered:
