@@ -10,62 +10,33 @@ Everything is observed from the Postgres instance (runs, their tags and events) 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import TypeVar
-
 import pytest
-from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, Definitions, RunsFilter
+from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
     RUN_KEY_TAG,
     SENSOR_NAME_TAG,
 )
 from dagster_graphql import DagsterGraphQLClient
 
-from jobs.drift import DRIFT_JOB
-from jobs.ml import FEATURES_JOB
 from jobs.model_lifecycle import PERFORMANCE_JOB, PROMOTE_JOB, ROLLBACK_JOB
 from jobs.retraining import RETRAINING_JOB
 from sensors.drift import DRIFT_SENSOR
 from sensors.promotion import PROMOTION_SENSOR
 from sensors.rollback import ROLLBACK_SENSOR
-from tests.model_loop_fixtures import MODEL, PAIRS, seed_candles
-from tests.stack.conftest import DEMO_CANDLES, Stack
+from tests.stack.model_loop_scene import NAME, metadata, runs_of, set_the_scene, wait_until
+from tests.stack.stack_control import Stack
 from tradai.definitions import build_definitions
 from tradai_assets.model_lifecycle import alias_version, read_audit_history
-from tradai_assets.models import CHALLENGER, CHAMPION, MODEL_KEY, TRAINING_SET_KEY
-from tradai_core.settings import TradAISettings, pair_slug
-from tradai_resources.arcticdb_store import ArcticDBResource
+from tradai_assets.models import CHALLENGER, CHAMPION
+from tradai_resources.mlflow_tracking import MLflowResource
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
-NAME = "tradai-lgbm-1h"
 ENQUEUED, STARTING, STARTED = (
     DagsterEventType.RUN_ENQUEUED.value,
     DagsterEventType.RUN_STARTING.value,
     DagsterEventType.RUN_START.value,
 )
-T = TypeVar("T")
-
-
-def wait_until(what: str, probe: Callable[[], T | None], timeout_s: float, every_s: float = 2) -> T:
-    """Poll `probe` until it returns something (bounded); that something."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = probe()
-        if found is not None:
-            return found
-        time.sleep(every_s)
-    raise AssertionError(f"{what}: not seen within {timeout_s}s")
-
-
-def runs_of(instance: DagsterInstance, job: str, trigger: str) -> list[DagsterRun]:
-    """Runs of `job` carrying tradai/trigger=`trigger`, newest first."""
-    return list(instance.get_runs(RunsFilter(job_name=job, tags={"tradai/trigger": trigger})))
-
-
 TICKS = """
 query Ticks($selector: SensorSelector!) {
   sensorOrError(sensorSelector: $selector) {
@@ -118,57 +89,9 @@ def celery_steps(instance: DagsterInstance, run_id: str) -> dict[str, str]:
     return {step: worker_of[step] for step in succeeded if step in submitted and step in worker_of}
 
 
-def metadata(stack: Stack, run_id: str, asset: str) -> dict[str, object]:
-    """The metadata of the one materialization of `asset` by the run."""
-    events = [
-        e
-        for e in stack.instance().all_logs(run_id)
-        if e.is_dagster_event
-        and e.dagster_event is not None
-        and e.dagster_event.is_step_materialization
-        and e.dagster_event.asset_key is not None
-        and e.dagster_event.asset_key.to_user_string() == asset
-    ]
-    assert len(events) == 1, f"{asset}: {len(events)} materializations in run {run_id}"
-    materialization = events[0].dagster_event.step_materialization_data.materialization  # type: ignore[union-attr]
-    return {key: value.value for key, value in materialization.metadata.items()}
-
-
-def set_the_scene(stack: Stack, defs: Definitions) -> None:
-    """Candles, features, the first champion and severe drift scores, as earlier runs would leave them."""
-    settings = TradAISettings()
-    seed_candles(
-        ArcticDBResource(uri=settings.resolved_arcticdb_uri),
-        DEMO_CANDLES,
-        settings.history_start,
-        settings.resolved_history_end,
-    )
-    instance = stack.instance()
-    features = defs.resolve_job_def(FEATURES_JOB).execute_in_process(
-        instance=instance,
-        tags={ASSET_PARTITION_RANGE_START_TAG: "2020-10-12", ASSET_PARTITION_RANGE_END_TAG: "2021-06-30"},
-    )
-    assert features.success
-    first = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=instance,
-        asset_selection=[TRAINING_SET_KEY, MODEL_KEY],
-        run_config={
-            "ops": {"training_set": {"config": {"train_end": "2021-01-12"}}, "model": {"config": MODEL}}
-        },
-    )
-    [registered] = first.asset_materializations_for_node("model")
-    assert registered.metadata["aliases"].value == "challenger, champion"
-    for pair in PAIRS:
-        scored = defs.resolve_job_def(DRIFT_JOB).execute_in_process(
-            instance=instance, partition_key=pair_slug(pair)
-        )
-        [score] = scored.asset_materializations_for_node("drift_score")
-        assert score.metadata["severity"].value == "severe"
-
-
 def test_the_daemon_retrains_on_severe_drift(stack: Stack) -> None:
     defs = build_definitions()
-    mlflow = defs.resources["mlflow"]  # type: ignore[index]
+    mlflow = MLflowResource(tracking_uri=stack.env["TRADAI_MLFLOW_URI"])  # the stack's tracking server
     set_the_scene(stack, defs)
     assert alias_version(mlflow, NAME, CHAMPION) == 1
     instance = stack.instance()
