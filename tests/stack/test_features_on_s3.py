@@ -50,14 +50,10 @@ def step_span(instance: DagsterInstance, run_id: str, step: str) -> tuple[float,
     return times[DagsterEventType.STEP_START], times[DagsterEventType.STEP_SUCCESS]
 
 
-def blocked_by_pool(instance: DagsterInstance, run_id: str, step: str) -> bool:
-    """True if the run reported the step waiting for its pool slot (dagster's engine event)."""
-    return any(
-        e.step_key == step
-        and e.dagster_event is not None
-        and (e.dagster_event.message or "").startswith("Step blocked by limit for pool")
-        for e in instance.all_logs(run_id)
-    )
+def waiting_for(instance: DagsterInstance, pool: str) -> set[str]:
+    """The runs with a step waiting for a slot of `pool`, as the instance records them (Celery's
+    executor reports no 'blocked' event, the instance's pending steps are the record)."""
+    return instance.event_log_storage.get_concurrency_info(pool).pending_run_ids
 
 
 @contextmanager
@@ -78,15 +74,15 @@ def test_two_runs_writing_the_same_pairs_features_at_once_never_interleave(stack
     store = ArcticDBResource(uri=settings.resolved_arcticdb_uri)
     seed_candles(store, DEMO_CANDLES, settings.history_start, settings.resolved_history_end)
     instance = stack.instance()
-    btc = "features__BTC_USDT"
+    btc = symbol_pool(LIBRARY, "BTC_USDT")
     # While another writer holds BTC's slot, both runs start and both wait for it: they are in flight at
     # the same time, and what follows shows the pool (not their timing) keeps their writes apart.
-    with writer_holding(instance, symbol_pool(LIBRARY, "BTC_USDT")):
+    with writer_holding(instance, btc):
         first = launch(stack, "2021-03-01", "2021-03-20")
         second = launch(stack, "2021-03-10", "2021-03-31")
         wait_until(
             "both runs waiting for BTC's pool slot",
-            lambda: all(blocked_by_pool(instance, run, btc) for run in (first, second)) or None,
+            lambda: {first, second} <= waiting_for(instance, btc) or None,
             900,
         )
     assert stack.wait_for_run(first, timeout_s=900) == DagsterRunStatus.SUCCESS
