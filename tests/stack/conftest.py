@@ -16,16 +16,17 @@ import pytest
 
 from tests.stack.stack_control import ROOT, Stack, model_loop_stack
 
-# Ports apart from a developer's `make stack-up` (deploy/stack.env defaults), so both can run at once.
+# Ports apart from a developer's `make stack-up` (deploy/stack.env defaults), so both can run at once, and
+# below the ephemeral range (32768-60999), where an outgoing connection can hold one for a moment.
 TEST_PORTS = {
-    "TRADAI_PG_PORT": "56432",
-    "TRADAI_REDIS_PORT": "57379",
-    "TRADAI_S3_PORT": "56000",
-    "TRADAI_MLFLOW_PORT": "56500",
-    "TRADAI_CODE_SERVER_PORT": "55266",
-    "TRADAI_WEBSERVER_PORT": "54000",
+    "TRADAI_PG_PORT": "25432",
+    "TRADAI_REDIS_PORT": "26379",
+    "TRADAI_S3_PORT": "25000",
+    "TRADAI_MLFLOW_PORT": "25500",
+    "TRADAI_CODE_SERVER_PORT": "24266",
+    "TRADAI_WEBSERVER_PORT": "24000",
 }
-REPLAY_PORT = 58765
+REPLAY_PORT = 28765
 REUSE = os.environ.get("TRADAI_STACK_TEST_REUSE") == "1"
 """Developer switch: use (and leave running) a stack already started with this module's settings."""
 
