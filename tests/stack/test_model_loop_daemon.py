@@ -69,8 +69,9 @@ RETRAINING_STEPS = {
 
 def celery_steps(instance: DagsterInstance, run_id: str) -> dict[str, str]:
     """The run's succeeded steps, each with the Celery worker that executed it, read from the engine
-    events: the run worker's 'Submitting celery task for step "X"' and the task's 'Executing steps X in
-    celery worker' (metadata 'Celery worker' = node@host). A step without both is missing from the map."""
+    events: the run worker's 'Submitting celery task for step "X"' and the task's '[CeleryExecutor]
+    Executing steps X in celery worker' (metadata 'Celery worker' = node@host). A step without both is
+    missing from the map."""
     submitted: set[str] = set()
     worker_of: dict[str, str] = {}
     succeeded: set[str] = set()
@@ -83,7 +84,7 @@ def celery_steps(instance: DagsterInstance, run_id: str) -> dict[str, str]:
         elif event.event_type == DagsterEventType.ENGINE_EVENT and event.message:
             if event.message.startswith(f'Submitting celery task for step "{entry.step_key}"'):
                 submitted.add(entry.step_key)
-            elif event.message == f"Executing steps {entry.step_key} in celery worker":
+            elif event.message.endswith(f"Executing steps {entry.step_key} in celery worker"):
                 worker = event.engine_event_data.metadata["Celery worker"].value  # type: ignore[union-attr]
                 worker_of[entry.step_key] = str(worker).split("@", 1)[0]
     return {step: worker_of[step] for step in succeeded if step in submitted and step in worker_of}
