@@ -238,12 +238,14 @@ def _act_on_promotions(
 ) -> list[str]:
     """Evaluate the promotion sensor from `cursor` and execute what it requests (with its run keys)."""
     promotion = definitions.resolve_sensor_def(PROMOTION_SENSOR)
-    context = build_sensor_context(
+    # A context manager: a generator resource (a deployment's S3 IO manager) needs its scope open.
+    with build_sensor_context(
         instance=instance, cursor=json.dumps(cursor), resources=resources, definitions=definitions
-    )
+    ) as context:
+        requests = promotion.evaluate_tick(context).run_requests
     promote_job = definitions.resolve_job_def(PROMOTE_JOB)
     done = []
-    for request in promotion.evaluate_tick(context).run_requests:
+    for request in requests:
         run = promote_job.execute_in_process(
             instance=instance,
             run_config={**(request.run_config or {}), "loggers": loggers or {}},
@@ -324,11 +326,10 @@ def demo_drift_loop(
     new_scores = materializations_after(instance, DRIFT_KEY, drift_cursor)
     decided = drift_decisions(instance, new_scores, mlflow, RETRAINING_JOB, DriftPolicy())
     sensor = definitions.resolve_sensor_def(DRIFT_SENSOR)
-    tick = sensor.evaluate_tick(
-        build_sensor_context(
-            instance=instance, cursor=str(drift_cursor), resources=resources, definitions=definitions
-        )
-    )
+    with build_sensor_context(
+        instance=instance, cursor=str(drift_cursor), resources=resources, definitions=definitions
+    ) as context:
+        tick = sensor.evaluate_tick(context)
     sensor_lines = [f"{event.pair}: {decision.action} — {decision.reason}" for event, decision in decided]
     sensor_lines += [f"requested {request.run_key}" for request in tick.run_requests]
     if run_requested and tick.run_requests:
