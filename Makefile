@@ -61,7 +61,7 @@ mlflow-ui: setup  ## the MLflow UI on http://127.0.0.1:5000 over the local store
 bench: setup  ## benchmarks, printed as ratios against same-run baselines
 	$(UV) run --frozen python -m bench
 
-bench-stack: setup  ## the production stack's figures (starts and stops a stack of its own, ~15 min)
+bench-stack: setup  ## the production stack's figures (starts and stops a stack of its own; ingests the demo twice)
 	$(UV) run --frozen python -m bench stack
 
 stack-up: setup  ## the production profile on 127.0.0.1: Postgres, Redis, S3 (moto), MLflow, Dagster, Celery
