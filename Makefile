@@ -6,7 +6,7 @@ UV := $(shell scripts/ensure-uv)
 export DAGSTER_HOME ?= $(CURDIR)/.tradai/dagster
 REPLAY_PORT ?= 8765
 
-.PHONY: setup demo test test-all test-browser browser test-stack services lint validate ui mlflow-ui replay bench clean \
+.PHONY: setup demo test test-all test-browser browser test-stack services lint validate ui mlflow-ui replay bench bench-stack clean \
 	stack-up stack-down stack-status stack-demo
 
 setup:  ## install the locked environment into .venv
@@ -60,6 +60,9 @@ mlflow-ui: setup  ## the MLflow UI on http://127.0.0.1:5000 over the local store
 
 bench: setup  ## benchmarks, printed as ratios against same-run baselines
 	$(UV) run --frozen python -m bench
+
+bench-stack: setup  ## the production stack's figures (starts and stops a stack of its own; ingests the demo twice)
+	$(UV) run --frozen python -m bench stack
 
 stack-up: setup  ## the production profile on 127.0.0.1: Postgres, Redis, S3 (moto), MLflow, Dagster, Celery
 	deploy/stack.sh up

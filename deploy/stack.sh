@@ -212,17 +212,23 @@ up() {
     status
 }
 
-# stop NAME [SIGNAL]: SIGNAL (default TERM) to the process group, wait, then KILL it.
+# alive PID: the process or any process of its group (its children: uvicorn, celery pool workers) is left.
+alive() { kill -0 "$1" 2>/dev/null || kill -0 -- "-$1" 2>/dev/null; }
+
+# stop NAME [SIGNAL]: SIGNAL (default TERM) to the process group, wait until the whole group is gone, then
+# KILL what is left (a child left behind would keep holding the service's port).
 stop() {
     local name="$1" sig="${2:-TERM}" pid deadline
     pid="$(pid_of "$name")" || return 0
-    if kill -0 "$pid" 2>/dev/null; then
+    if alive "$pid"; then
         kill "-$sig" -- "-$pid" 2>/dev/null || kill "-$sig" "$pid" 2>/dev/null || true
         deadline=$((SECONDS + STOP_WAIT_S))
-        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.5; done
-        if kill -0 "$pid" 2>/dev/null; then
+        while alive "$pid" && ((SECONDS < deadline)); do sleep 0.5; done
+        if alive "$pid"; then
             log "$name (pid $pid) ignored SIG$sig for ${STOP_WAIT_S}s: KILL"
             kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+            deadline=$((SECONDS + 5))
+            while alive "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
         fi
         log "$name stopped"
     fi

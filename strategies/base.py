@@ -47,6 +47,15 @@ class TradAIStrategy(IStrategy):
     def get_metadata(cls) -> StrategyMetadata:
         """Return this strategy's metadata; `name` must equal the class name, `timeframe` its timeframe."""
 
+    def prefetch(self) -> None:
+        """Fetch what the backtest needs from the network; nothing by default.
+
+        Offline backtests refuse every connection (`tradai_resources.workers.backtest_child.network_guard`),
+        except in this hook: the worker calls it once the engine has built the strategy and before the
+        backtest starts, with the guard down. A strategy that loads something remote (a model from an
+        MLflow tracking server) does it here and keeps it; its `populate_*` methods then run offline.
+        """
+
     def version(self) -> str | None:
         """Freqtrade's strategy version hook, answered from the metadata (shown in Freqtrade's reports)."""
         try:

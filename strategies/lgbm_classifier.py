@@ -77,6 +77,12 @@ class LgbmClassifier(TradAIStrategy):
         """Registered model this strategy trades: `tradai-lgbm-<timeframe>`."""
         return default_model_name(self.timeframe)
 
+    def prefetch(self) -> None:
+        """Load the model before the backtest goes offline (the store may be a tracking server): the alias
+        comes from the strategy's parameters, applied here as Freqtrade's bot start would apply them."""
+        self.ft_load_hyper_params()
+        load_model(self.model_name, str(self.model_alias.value), model_store_uri(self.config))
+
     def populate_indicators(self, dataframe: DataFrame, metadata: dict) -> DataFrame:
         """The model's probability (`ml_probability`) for every candle with a full feature warm-up."""
         booster, version = load_model(

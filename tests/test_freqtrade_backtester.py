@@ -614,6 +614,80 @@ def test_network_guard_refuses_every_connection_and_lookup_then_restores() -> No
         server.close()
 
 
+PREFETCHING_STRATEGY = """\
+import socket
+from typing import ClassVar
+
+from pandas import DataFrame
+
+from strategies.base import StrategyCategory, StrategyMetadata, TradAIStrategy
+
+STORE = ("127.0.0.1", {port})
+
+
+class Prefetching(TradAIStrategy):
+    timeframe = "1h"
+    stoploss = -0.05
+    minimal_roi: ClassVar[dict[str, float]] = {{"0": 0.05}}
+    fetched = False
+
+    @classmethod
+    def get_metadata(cls) -> StrategyMetadata:
+        return StrategyMetadata(
+            name="Prefetching", version="1.0.0", description="Fetches from a store, then trades offline.",
+            timeframe="1h", category=StrategyCategory.MOMENTUM,
+        )
+
+    def prefetch(self) -> None:
+        socket.create_connection(STORE, timeout=5).close()
+        self.fetched = True
+
+    def populate_indicators(self, dataframe: DataFrame, metadata: dict) -> DataFrame:
+        if not self.fetched:
+            raise RuntimeError("populate_indicators ran before prefetch")
+        if {late}:
+            socket.create_connection(STORE, timeout=5).close()
+        return dataframe
+
+    def populate_entry_trend(self, dataframe: DataFrame, metadata: dict) -> DataFrame:
+        return dataframe
+
+    def populate_exit_trend(self, dataframe: DataFrame, metadata: dict) -> DataFrame:
+        return dataframe
+"""
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["prefetch-only", "also-during-the-backtest"])
+def test_only_the_strategys_prefetch_reaches_the_network(
+    late: bool, candles: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    """On a deployment the ML strategy loads its model from an MLflow tracking server: it does so in its
+    `prefetch` hook, the one step the offline worker runs with the network; a connection from anywhere
+    else in the backtest (here populate_indicators, to the very same address) is still refused."""
+    store = _listening_socket()
+    store.settimeout(0)
+    folder = tmp_path / "strategies"
+    folder.mkdir()
+    source = PREFETCHING_STRATEGY.format(port=store.getsockname()[1], late=late)
+    (folder / "prefetching.py").write_text(source)
+    (folder / "prefetching.yaml").write_text(
+        "name: Prefetching\nversion: 1.0.0\ntimeframe: 1h\npairs: [BTC/USDT]\n"
+    )
+    resource = FreqtradeResource(work_dir=str(tmp_path / "work"))
+    try:
+        if late:
+            with pytest.raises(BacktestError, match="network access is disabled in offline backtests"):
+                resource.backtest("Prefetching", folder, candles, WEEK)
+        else:
+            result = resource.backtest("Prefetching", folder, candles, WEEK)
+            assert result.strategy == "Prefetching"
+        store.accept()[0].close()  # the prefetch's connection, and only that one
+        with pytest.raises(BlockingIOError):
+            store.accept()
+    finally:
+        store.close()
+
+
 def test_contract_freqtrade_loads_markets_from_the_snapshot_with_no_network() -> None:
     """Pins the offline-markets hook: Freqtrade's async ccxt client is a `ccxt.async_support.binance`
     (`Exchange._api_async`) and loads markets through that class's `fetch`, exchangeInfo first. If a

@@ -13,7 +13,7 @@ from tradai.defs.market_data import build_market_data_definitions
 from tradai.defs.model_loop import build_model_loop_definitions
 from tradai.defs.models import build_models_definitions
 from tradai.defs.resources import build_resources
-from tradai.deployment import execution_from_env
+from tradai.deployment import execution_from_env, retraining_config_from_env
 from tradai_core.settings import TradAISettings
 
 
@@ -27,7 +27,7 @@ def build_definitions(settings: TradAISettings | None = None) -> Definitions:
         build_models_definitions(settings),
         build_backtests_definitions(settings),
         build_hyperopt_definitions(settings),
-        build_model_loop_definitions(settings),
+        build_model_loop_definitions(settings, retraining_config=retraining_config_from_env()),
         Definitions(
             sensors=[notify_on_run_failure],
             resources={**build_resources(settings), **execution.resources},

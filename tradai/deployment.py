@@ -10,8 +10,10 @@ e.g. `AWS_ENDPOINT_URL` for an S3-compatible server). Nothing here reads or show
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from dagster import ExecutorDefinition, multi_or_in_process_executor
@@ -71,3 +73,23 @@ def execution_from_env(env: Mapping[str, str] | None = None) -> Execution:
         name="celery_executor",
     )
     return Execution(executor=executor, resources=resources)
+
+
+def retraining_config_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """The retraining job's run config from the JSON file named by `TRADAI_RETRAINING_CONFIG` (None when
+    unset: the job's defaults). What the drift sensor and the schedule launch, e.g. a smaller model."""
+    env = os.environ if env is None else env
+    path = env.get("TRADAI_RETRAINING_CONFIG", "").strip()
+    if not path:
+        return None
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DeploymentError(
+            f"TRADAI_RETRAINING_CONFIG={path!r} is not a readable JSON file ({exc}): fix or unset it"
+        ) from exc
+    if not isinstance(config, dict) or not isinstance(config.get("ops", {}), dict):
+        raise DeploymentError(
+            f'TRADAI_RETRAINING_CONFIG={path!r} must hold a run config object, e.g. {{"ops": {{...}}}}'
+        )
+    return config

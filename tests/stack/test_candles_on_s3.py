@@ -14,7 +14,7 @@ from dagster_graphql import DagsterGraphQLClient
 
 from jobs.market_data import MARKET_DATA_JOB
 from tests.conftest import load_recorded
-from tests.stack.conftest import DEMO_CANDLES, PAIRS, Stack
+from tests.stack.stack_control import DEMO_CANDLES, PAIRS, Stack
 from tradai_resources.arcticdb_store import ArcticDBResource
 
 pytestmark = pytest.mark.stack

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from dagster import DagsterInstance
 
-from tests.stack.conftest import ROOT, Stack
+from tests.stack.stack_control import ROOT, Stack
 
 pytestmark = pytest.mark.stack
 

@@ -9,7 +9,7 @@ import uuid
 import boto3
 import pytest
 
-from tests.stack.conftest import Stack
+from tests.stack.stack_control import Stack
 from tradai_resources.notifier import Notification, NotifierResource
 
 pytestmark = pytest.mark.stack

@@ -9,7 +9,7 @@ import uuid
 import optuna
 import pytest
 
-from tests.stack.conftest import ROOT, Stack
+from tests.stack.stack_control import ROOT, Stack
 from tradai_resources.workers.hyperopt_child import make_storage
 
 pytestmark = pytest.mark.stack

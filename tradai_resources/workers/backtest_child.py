@@ -20,7 +20,9 @@ argument list is parsed by Freqtrade's own `Arguments`, the config is built by F
   fails loudly if a Freqtrade or ccxt upgrade loads markets another way; the worker itself also fails a
   run in which the snapshot answered nothing.
 - **Every outbound socket is refused** (`network_guard`), so a change that makes Freqtrade reach for the
-  network fails the run instead of silently hitting an exchange.
+  network fails the run instead of silently hitting an exchange. The guard is down for one step only,
+  between building the engine and starting it: each strategy's `prefetch()` hook (`TradAIStrategy`)
+  fetches what it declares it needs, such as an ML strategy's model from an MLflow tracking server.
 - **Historic price precision is computed arithmetically** (`vectorized_tick_size`): Freqtrade estimates
   each month's tick size by printing every open/high/low/close as a string, a quarter of a 12-pair
   backtest's time; `tradai_core.tick_size` gives the identical Series and candle columns without the
@@ -240,16 +242,20 @@ def run_backtest(job: BacktestJob) -> dict[str, Any]:
 
     snapshot = json.loads(Path(job.exchange_info_path).read_text(encoding="utf-8"))
     args = Arguments(list(job.argv)).get_parsed_arg()
-    guard = network_guard() if job.block_network else no_guard()
-    with (
-        guard as network,
-        offline_markets(job.exchange, snapshot) as markets,
-        vectorized_tick_size(job.vectorized_tick_size),
-    ):
-        config = setup_optimize_configuration(args, RunMode.BACKTEST)
-        backtesting = Backtesting(config)
-        backtesting.start()
-        refused = network.refused + markets.refused
+    guard = network_guard if job.block_network else no_guard
+    with offline_markets(job.exchange, snapshot) as markets, vectorized_tick_size(job.vectorized_tick_size):
+        with guard() as building:
+            config = setup_optimize_configuration(args, RunMode.BACKTEST)
+            backtesting = Backtesting(config)
+        # The one step that may use the network, with the guard down: what each strategy declares it
+        # needs (an ML strategy's model, from a tracking server), fetched before the backtest starts.
+        for strategy in backtesting.strategylist:
+            prefetch = getattr(strategy, "prefetch", None)
+            if callable(prefetch):
+                prefetch()
+        with guard() as running:
+            backtesting.start()
+        refused = building.refused + running.refused + markets.refused
         if refused:
             raise RuntimeError(f"the backtest tried to reach the network: {refused}")
         if not markets.answered:
