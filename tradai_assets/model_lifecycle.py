@@ -31,11 +31,11 @@ from dagster import (
     MetadataValue,
     asset,
 )
-from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict, Field
 
 from tradai_assets.models import CHALLENGER, CHAMPION, TAG_REJECTED, default_model_name
 from tradai_core.errors import NotFoundError, ValidationError
+from tradai_core.lazy import LazyModule
 from tradai_core.model_lifecycle import (
     AuditAction,
     AuditEntry,
@@ -60,6 +60,8 @@ HISTORY_ROWS = 50
 REGISTRY_POOL = "model_registry"
 """Concurrency pool of `champion_model`: one change of a champion at a time (dagster.yaml's default limit
 of 1), so two decisions never read the same champion and both act."""
+
+_mlflow_exceptions = LazyModule("mlflow.exceptions")  # imported on first use
 
 
 # -- registry reads --------------------------------------------------------------------------------
@@ -127,7 +129,9 @@ def record_audit_entry(mlflow: MLflowResource, entry: AuditEntry) -> tuple[str, 
             run.log_metrics(metrics)
         run.log_dict(entry.model_dump(mode="json"), "audit/entry.json")
         run_id, experiment_id = run.run_id, run.experiment_id
-    with suppress(MlflowException):  # the history run is what matters; the glance tag is a convenience
+    with suppress(
+        _mlflow_exceptions.MlflowException
+    ):  # the history run is what matters; the glance tag is a convenience
         mlflow.client().set_registered_model_tag(entry.model, TAG_AUDIT_LAST, entry.summary[:4000])
     return run_id, experiment_id
 

@@ -27,20 +27,20 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 import pandas as pd
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tradai_core.deflated_sharpe import DeflatedSharpeResult, deflated_sharpe_ratio, return_moments
 from tradai_core.errors import ConfigurationError, ValidationError
+from tradai_core.lazy import LazyModule
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+
+_distributions = LazyModule("optuna.distributions")  # imported on first use, not at code-location load
 
 ParamValue = int | float | bool | str
 
@@ -108,12 +108,14 @@ class ParameterSpec(BaseModel):
         """The Optuna distribution this parameter is sampled from."""
         if self.kind == "int":
             assert self.low is not None and self.high is not None
-            return IntDistribution(int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+            return _distributions.IntDistribution(
+                int(self.low), int(self.high), step=int(self.step or 1), log=self.log
+            )
         if self.kind == "float":
             assert self.low is not None and self.high is not None
-            return FloatDistribution(self.low, self.high, step=self.step, log=self.log)
+            return _distributions.FloatDistribution(self.low, self.high, step=self.step, log=self.log)
         assert self.choices is not None
-        return CategoricalDistribution(list(self.choices))
+        return _distributions.CategoricalDistribution(list(self.choices))
 
     def suggest(self, trial: Any) -> ParamValue:
         """Sample a value through Optuna's public `trial.suggest_*` API (rounded like Freqtrade would)."""
@@ -170,7 +172,7 @@ class SearchSpace(BaseModel):
 
 def _spec_from_dimension(dimension: BaseDistribution, name: str, space: str, default: Any) -> ParameterSpec:
     """A ParameterSpec from one of Freqtrade's dimensions (Optuna distribution subclasses)."""
-    if isinstance(dimension, IntDistribution):
+    if isinstance(dimension, _distributions.IntDistribution):
         return ParameterSpec(
             name=name,
             space=space,
@@ -181,7 +183,7 @@ def _spec_from_dimension(dimension: BaseDistribution, name: str, space: str, def
             log=dimension.log,
             default=default,
         )
-    if isinstance(dimension, FloatDistribution):
+    if isinstance(dimension, _distributions.FloatDistribution):
         decimals = None
         if dimension.step is not None:
             decimals = max(0, round(-math.log10(dimension.step))) if dimension.step < 1 else 0
@@ -196,7 +198,7 @@ def _spec_from_dimension(dimension: BaseDistribution, name: str, space: str, def
             decimals=decimals,
             default=default,
         )
-    if isinstance(dimension, CategoricalDistribution):
+    if isinstance(dimension, _distributions.CategoricalDistribution):
         return ParameterSpec(
             name=name, space=space, kind="categorical", choices=tuple(dimension.choices), default=default
         )
