@@ -46,10 +46,18 @@ if TYPE_CHECKING:
     from mlflow.exceptions import MlflowException
     from mlflow.models.model import ModelInfo
 
+
+def _offline_mlflow() -> None:
+    """Before MLflow is first imported: no usage telemetry. MLflow 3 otherwise fetches its telemetry
+    config over the network and flushes a queue at interpreter exit, a delay every run process pays
+    (and a connection attempt from machines that must not make any); a deployment may still set it."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
 # imported on first use: loading the code location must not pay for MLflow (seconds)
-mlflow = LazyModule("mlflow")
-_entities = LazyModule("mlflow.entities")
-_exceptions = LazyModule("mlflow.exceptions")
+mlflow = LazyModule("mlflow", setup=_offline_mlflow)
+_entities = LazyModule("mlflow.entities", setup=_offline_mlflow)
+_exceptions = LazyModule("mlflow.exceptions", setup=_offline_mlflow)
 
 logger = logging.getLogger(__name__)
 
