@@ -42,6 +42,13 @@ def report(title: str, rows: list[tuple[str, float, float, str]]) -> None:
     print(f"|{'-' * 60}|{'-' * 11}|{'-' * 14}|{'-' * 8}|")
     for case, ours, base, note in rows:
         print(f"| {case:<58} | {ours:>9.3f} | {base:>12.3f} | {ours / base:>6.2f} |  {note}")
+    # into the results file too (these rows carry a median only: minimum = median, repeats 0 = not kept)
+    record(
+        [
+            Figure(f"{title}: {case.strip()}", ours, base, "s", ours, base, 0, note)
+            for case, ours, base, note in rows
+        ]
+    )
 
 
 RESULTS_FILE = PROJECT_ROOT / ".tradai" / "bench" / "results.json"
