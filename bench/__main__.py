@@ -1,37 +1,52 @@
 """`make bench`: every benchmark, each printing ratios against its same-run baseline.
 
-`python -m bench` runs the one-machine benchmarks, then the fault matrix; `python -m bench stack` runs
-the production stack's (bench/stack.py: it starts and stops a stack of its own, so it needs Debian's
-postgresql and redis-server, `deploy/stack.sh install`).
+`python -m bench` runs the one-machine benchmarks, then the fault matrix; `python -m bench NAME [NAME ...]`
+runs the named ones (e.g. `user_path`, the headline: a backtest launched by a person against the stock CLI).
+`python -m bench stack` runs the production stack's (bench/stack.py: it starts and stops a stack of its
+own, so it needs Debian's postgresql and redis-server, `deploy/stack.sh install`); it is not in the default
+run. Figures that carry medians and minimums of interleaved repetitions are also merged into
+`.tradai/bench/results.json` (name, ours, baseline, ratio, unit, commit, cores), whichever way they were run.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 
-from bench import backtest, fault_matrix, features, hyperopt, ingest
+
+def _modules() -> dict[str, Callable[[], object]]:
+    from bench import backtest, fault_matrix, features, hyperopt, ingest, stack, user_path
+
+    return {
+        "user_path": user_path.run,
+        "ingest": ingest.run,
+        "features": features.run,
+        "backtest": backtest.run,
+        "hyperopt": hyperopt.run,
+        "fault_matrix": fault_matrix.run,
+        "stack": stack.run,
+    }
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the stack's benchmark (`stack`), else all one-machine ones in turn, then the fault matrix
-    (exit 1 when it lost or silently altered data)."""
-    argv = sys.argv[1:] if argv is None else argv
+DEFAULT_RUN = ("user_path", "ingest", "features", "backtest", "hyperopt", "fault_matrix")
+"""What `python -m bench` runs: every one-machine benchmark (the stack's needs its own services)."""
+
+
+def main(argv: list[str]) -> None:
+    """Run the named benchmarks (all by default); exit 1 when the fault matrix lost or altered data."""
     logging.basicConfig(level=logging.WARNING)
-    if argv == ["stack"]:
-        from bench import stack
-
-        stack.run()
-        return
-    if argv:
-        raise SystemExit(f"usage: python -m bench [stack]  (not understood: {' '.join(argv)})")
-    ingest.run()
-    features.run()
-    backtest.run()
-    hyperopt.run()
-    if fault_matrix.run():
+    modules = _modules()
+    unknown = [name for name in argv if name not in modules]
+    if unknown:
+        sys.exit(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(modules)}")
+    failed = False
+    for name in argv or DEFAULT_RUN:
+        outcome = modules[name]()
+        failed |= name == "fault_matrix" and bool(outcome)
+    if failed:
         sys.exit(1)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_CANDLES = PROJECT_ROOT.parent / "shared" / "data" / "binance_spot_1h"
@@ -38,3 +42,100 @@ def report(title: str, rows: list[tuple[str, float, float, str]]) -> None:
     print(f"|{'-' * 60}|{'-' * 11}|{'-' * 14}|{'-' * 8}|")
     for case, ours, base, note in rows:
         print(f"| {case:<58} | {ours:>9.3f} | {base:>12.3f} | {ours / base:>6.2f} |  {note}")
+    # into the results file too (these rows carry a median only: minimum = median, repeats 0 = not kept)
+    record(
+        [
+            Figure(f"{title}: {case.strip()}", ours, base, "s", ours, base, 0, note)
+            for case, ours, base, note in rows
+        ]
+    )
+
+
+RESULTS_FILE = PROJECT_ROOT / ".tradai" / "bench" / "results.json"
+"""Every figure of the benchmarks, merged by name (git-ignored state folder)."""
+
+
+class Figure(NamedTuple):
+    """One benchmark figure: medians of interleaved repetitions (and their minimums), ours / baseline."""
+
+    name: str
+    ours: float
+    baseline: float
+    unit: str
+    ours_min: float
+    baseline_min: float
+    repeats: int
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.ours / self.baseline if self.baseline else float("inf")
+
+    @classmethod
+    def of(cls, name: str, ours: list[float], baseline: list[float], unit: str, note: str = "") -> Figure:
+        """The figure of repeated measurements (median and minimum of each side)."""
+        return cls(
+            name,
+            statistics.median(ours),
+            statistics.median(baseline),
+            unit,
+            min(ours),
+            min(baseline),
+            min(len(ours), len(baseline)),
+            note,
+        )
+
+
+def report_figures(title: str, figures: list[Figure]) -> None:
+    """Print figures as a table: median and minimum of each side, and the ratio of medians."""
+    print(f"\n## {title}")
+    print(f"| {'case':<78} | {'ours med/min':>15} | {'baseline med/min':>17} | {'ratio':>6} | unit |")
+    print(f"|{'-' * 80}|{'-' * 17}|{'-' * 19}|{'-' * 8}|------|")
+    for f in figures:
+        print(
+            f"| {f.name:<78} | {f.ours:>7.2f}/{f.ours_min:<7.2f} | {f.baseline:>8.2f}/{f.baseline_min:<8.2f} "
+            f"| {f.ratio:>6.2f} | {f.unit} |  {f.note}"
+        )
+
+
+def _commit() -> str:
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def record(figures: list[Figure], path: Path = RESULTS_FILE) -> Path:
+    """Merge `figures` into the JSON results file (a figure replaces the one of the same name)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    existing: dict[str, dict[str, object]] = {}
+    if path.is_file():
+        existing = {row["name"]: row for row in json.loads(path.read_text(encoding="utf-8"))["figures"]}
+    commit, cores = _commit(), os.cpu_count()
+    for f in figures:
+        existing[f.name] = {
+            "name": f.name,
+            "ours": round(f.ours, 4),
+            "baseline": round(f.baseline, 4),
+            "ratio": round(f.ratio, 4),
+            "unit": f.unit,
+            "ours_min": round(f.ours_min, 4),
+            "baseline_min": round(f.baseline_min, 4),
+            "repeats": f.repeats,
+            "note": f.note,
+            "commit": commit,
+            "cores": cores,
+            "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"figures": list(existing.values())}, indent=2), encoding="utf-8")
+    tmp.replace(path)
+    print(f"(figures recorded in {path})")
+    return path

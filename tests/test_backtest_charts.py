@@ -32,6 +32,12 @@ from tradai_resources.freqtrade_backtester import FreqtradeResource
 from tradai_resources.mlflow_tracking import MLflowResource
 
 WINDOW = {"start": "2022-07-01", "end": "2022-09-01"}
+BACKTEST_ONLY = "InBacktestOnly"
+IN_BACKTEST_ONLY = """\
+        if self.dp is None:  # outside Freqtrade's engine (no data provider): refuse, loudly
+            raise RuntimeError("populate_indicators called outside a backtest")
+"""
+"""A guard making the strategy's indicators computable inside Freqtrade's backtest only."""
 PNG_IN_MARKDOWN = re.compile(r"^!\[[^\]]*\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)$")
 
 
@@ -44,6 +50,13 @@ def report(tmp_path_factory: pytest.TempPathFactory, demo_candles_dir: Path) -> 
     folder.mkdir()
     for name in ("rsi_mean_reversion.py", "rsi_mean_reversion.yaml"):
         shutil.copy(STRATEGIES_DIR / name, folder / name)
+    source = (STRATEGIES_DIR / "rsi_mean_reversion.py").read_text().replace("RsiMeanReversion", BACKTEST_ONLY)
+    guard = '        dataframe["rsi"] = ta.RSI(dataframe, timeperiod=14)'
+    assert guard in source
+    (folder / "in_backtest_only.py").write_text(source.replace(guard, IN_BACKTEST_ONLY + guard))
+    (folder / "in_backtest_only.yaml").write_text(
+        (STRATEGIES_DIR / "rsi_mean_reversion.yaml").read_text().replace("RsiMeanReversion", BACKTEST_ONLY)
+    )
     instance = DagsterInstance.ephemeral()
     resources = {
         "candle_store": ArcticDBResource(uri=settings.resolved_arcticdb_uri),
@@ -67,7 +80,15 @@ def report(tmp_path_factory: pytest.TempPathFactory, demo_candles_dir: Path) -> 
         run_config={"ops": {"backtest_plan": config, "backtest_report": config}},
     )
     [materialization] = result.asset_materializations_for_node("backtest_report")
-    yield {"settings": settings, "metadata": materialization.metadata}
+    only = materialize(
+        build_backtest_assets(settings, folder),
+        resources=resources,
+        instance=instance,
+        partition_key=BACKTEST_ONLY,
+        run_config={"ops": {"backtest_plan": config, "backtest_report": config}},
+    )
+    [in_backtest] = only.asset_materializations_for_node("backtest_report")
+    yield {"settings": settings, "metadata": materialization.metadata, "in_backtest": in_backtest.metadata}
 
 
 def decode_png(markdown: str) -> bytes:
@@ -138,3 +159,14 @@ def test_monthly_returns_compound_to_the_curves_total() -> None:
     assert list(table["return"].round(6)) == [0.1, 0.0, -0.01]
     assert np.prod(1 + table["return"]) - 1 == pytest.approx(0.089)
     assert table["profit"].sum() == pytest.approx(89.0)
+
+
+def test_the_charts_indicators_come_from_the_backtest_itself(report: dict[str, object]) -> None:
+    """The chart's indicator lines are those the backtest computed (in its worker child, inside Freqtrade's
+    engine): a strategy whose indicators exist only inside the engine still has its RSI line charted."""
+    settings: TradAISettings = report["settings"]  # type: ignore[assignment]
+    metadata = report["in_backtest"]
+    client = mlflow.MlflowClient(settings.resolved_mlflow_uri)
+    run_id = metadata["mlflow_run_id"].value  # type: ignore[index]
+    page = Path(client.download_artifacts(run_id, "report/charts/BTC_USDT.html")).read_text()
+    assert "━ rsi (" in page and "━ ema_trend</span>" in page

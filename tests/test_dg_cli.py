@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, DagsterEventType, DagsterInstance
 
 from tradai_replay.server import ReplayServer
 
@@ -112,10 +112,8 @@ def test_dg_launch_backtests_a_universe_beyond_the_demo_pairs(
             timeout=1800,
         )
     config = {"pairs": ["SOL/USDT", "BNB/USDT", "BTC/USDT"], "timerange": "20220801-20220815"}
-    run_config = {
-        "ops": {"backtest_plan": {"config": config}, "backtest_report": {"config": config}},
-        **IN_PROCESS,
-    }
+    # no execution config, as a user types it: the default executor runs a backtest in the run's process
+    run_config = {"ops": {"backtest_plan": {"config": config}, "backtest_report": {"config": config}}}
     dg(
         env,
         "launch",
@@ -129,6 +127,13 @@ def test_dg_launch_backtests_a_universe_beyond_the_demo_pairs(
     )
     with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         [event] = instance.fetch_materializations(AssetKey("backtest_report"), limit=1).records
+        engine = [
+            entry.message
+            for entry in instance.all_logs(event.run_id)
+            if entry.dagster_event is not None
+            and entry.dagster_event.event_type == DagsterEventType.ENGINE_EVENT
+        ]
+    assert any(message.startswith("Executing steps in process") for message in engine), engine
     metadata = event.asset_materialization.metadata
     assert metadata["pairs"].value == "SOL/USDT, BNB/USDT, BTC/USDT"
     assert metadata["timerange"].value == "20220801-20220815"

@@ -1,7 +1,9 @@
 """How runs execute in a deployment: the executor and the IO manager, chosen from the environment.
 
-Default (nothing set): Dagster's default executor (multiprocess, or in-process when run config says so)
-and its file-system IO manager, on one machine.
+Default (nothing set): `auto_executor` — a run whose every step is tagged safe to run in process
+(`tradai_assets.run_shape`, e.g. a backtest: plan → report) runs in the run's own process, any other on
+Dagster's multiprocess executor; run config can still choose `multiprocess` or `in_process` explicitly
+(Dagster's `multi_or_in_process_executor` options) — and Dagster's file-system IO manager, on one machine.
 `TRADAI_EXECUTOR=celery` sends every step to Celery workers on the Redis broker `TRADAI_CELERY_BROKER`;
 steps then run on other machines, so every output that crosses processes goes through S3
 (`S3PickleIOManager` on `TRADAI_IO_BUCKET`; endpoint and credentials from the standard AWS variables,
@@ -12,12 +14,30 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dagster import ExecutorDefinition, multi_or_in_process_executor
+from dagster import ExecutorDefinition, Field, Selector, executor
+from dagster._core.definitions.executor_definition import (
+    IN_PROC_CONFIG,
+    MULTI_PROC_CONFIG,
+    _core_in_process_executor_creation,
+    _core_multiprocess_executor_creation,
+    multiple_process_executor_requirements,
+)
+from dagster._core.executor.base import Executor
 from pydantic import BaseModel, ConfigDict
+
+from tradai_assets.run_shape import IN_PROCESS_TAG
+
+if TYPE_CHECKING:
+    from dagster import InitExecutorContext
+    from dagster._core.events import DagsterEvent
+    from dagster._core.execution.context.system import PlanOrchestrationContext
+    from dagster._core.execution.plan.plan import ExecutionPlan
+    from dagster._core.execution.retries import RetryMode
+    from dagster._core.execution.step_dependency_config import StepDependencyConfig
 
 EXECUTORS = ("multiprocess", "celery")
 
@@ -33,6 +53,62 @@ class Execution(BaseModel):
 
     executor: ExecutorDefinition
     resources: dict[str, Any]
+
+
+def runs_in_process(plan: ExecutionPlan) -> bool:
+    """Whether every step of `plan` is tagged safe to run in the run's own process."""
+    steps = plan.get_steps_to_execute_in_topo_order()
+    return bool(steps) and all((step.tags or {}).get(IN_PROCESS_TAG) == "true" for step in steps)
+
+
+class AutoExecutor(Executor):
+    """In the run's process when every step allows it (`runs_in_process`), else multiprocess."""
+
+    def __init__(self, multiprocess: Executor, in_process: Executor) -> None:
+        self._multiprocess = multiprocess
+        self._in_process = in_process
+
+    @property
+    def retries(self) -> RetryMode:
+        return self._multiprocess.retries
+
+    @property
+    def step_dependency_config(self) -> StepDependencyConfig:
+        return self._multiprocess.step_dependency_config
+
+    def execute(
+        self, plan_context: PlanOrchestrationContext, execution_plan: ExecutionPlan
+    ) -> Iterator[DagsterEvent]:
+        chosen = self._in_process if runs_in_process(execution_plan) else self._multiprocess
+        yield from chosen.execute(plan_context, execution_plan)
+
+
+@executor(
+    name="tradai_auto_executor",
+    config_schema=Field(
+        Selector(
+            {"auto": MULTI_PROC_CONFIG, "multiprocess": MULTI_PROC_CONFIG, "in_process": IN_PROC_CONFIG}
+        ),
+        default_value={"auto": {}},
+    ),
+    requirements=lambda config: [] if "in_process" in config else multiple_process_executor_requirements(),
+)
+def auto_executor(init_context: InitExecutorContext) -> Executor:
+    """Dagster's `multi_or_in_process_executor`, plus the default `auto`: in process when every step of
+    the run is tagged `tradai/in_process` (a backtest), else multiprocess with the `auto` options."""
+    config = init_context.executor_config
+    if "multiprocess" in config:
+        return _core_multiprocess_executor_creation(config["multiprocess"])
+    if "in_process" in config:
+        return _core_in_process_executor_creation(config["in_process"])
+    options = config["auto"]
+    in_process = {
+        "retries": options["retries"],
+        "step_dependency_config": options.get("step_dependency_config"),
+    }
+    return AutoExecutor(
+        _core_multiprocess_executor_creation(options), _core_in_process_executor_creation(in_process)
+    )
 
 
 def _io_manager(env: Mapping[str, str]) -> dict[str, Any]:
@@ -54,8 +130,8 @@ def execution_from_env(env: Mapping[str, str] | None = None) -> Execution:
         raise DeploymentError(f"TRADAI_EXECUTOR={name!r} is not one of {', '.join(EXECUTORS)}")
     resources = _io_manager(env)
     if name == "multiprocess":
-        # Dagster's default: multiprocess, or `execution: {config: {in_process: {}}}` in run config
-        return Execution(executor=multi_or_in_process_executor, resources=resources)
+        # in process for runs tagged so (backtests), else multiprocess; run config may choose either
+        return Execution(executor=auto_executor, resources=resources)
     if not env.get("TRADAI_CELERY_BROKER"):
         raise DeploymentError(
             "TRADAI_EXECUTOR=celery needs TRADAI_CELERY_BROKER (e.g. redis://127.0.0.1:6379/0)"

@@ -1,58 +1,26 @@
 """Charts of a finished backtest: per pair, candles with the strategy's indicators and its entries and
 exits (a small PNG for the UI, an interactive HTML page for MLflow), and the monthly returns table.
 
-The indicators come from the strategy's own `populate_indicators`, run in this process on the candles the
-backtest read; a strategy whose indicators cannot be computed here still gets its candles and trades
-charted (the reason is logged).
+The indicators are the float columns the strategy's own `populate_indicators` added during the backtest
+itself, in the worker child that ran it (`FreqtradeResource.backtest_charted`: computed once, with the
+backtest's parameters, and Freqtrade never runs in this process); when the child could not write them the
+pair still gets its candles and trades charted (the reason is in the engine's log).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from dagster import MetadataValue
 
-from strategies.validation import load_strategy_class
 from tradai_assets.plots import ChartTrade, png_markdown, trade_chart_figure, trade_chart_html
 from tradai_core.backtest_result import BacktestResult
 from tradai_core.monthly_returns import monthly_returns, monthly_returns_markdown
 from tradai_core.settings import pair_slug
 
 logger = logging.getLogger(__name__)
-_SIGNAL_COLUMNS = ("enter_long", "exit_long", "enter_short", "exit_short", "enter_tag", "exit_tag")
-
-
-def strategy_indicators(
-    name: str,
-    folder: Path,
-    candles: Mapping[str, pd.DataFrame],
-    config: Mapping[str, Any] | None = None,
-) -> dict[str, pd.DataFrame]:
-    """Per pair, the numeric columns the strategy's `populate_indicators` adds (indexed like the candles);
-    empty frames when they cannot be computed in this process. Indicators are drawn with the strategy's
-    default parameters (the markers are the backtest's own trades, whatever its parameters); `config` is
-    the Freqtrade config the strategy is built with (e.g. the model store of a model strategy)."""
-    out: dict[str, pd.DataFrame] = {pair: pd.DataFrame(index=frame.index) for pair, frame in candles.items()}
-    try:
-        strategy = load_strategy_class(name, folder)(dict(config or {}))
-        for pair, frame in candles.items():
-            source = frame.reset_index()
-            analyzed = strategy.populate_indicators(source.copy(), {"pair": pair})
-            added = [
-                column
-                for column in analyzed.columns
-                if column not in source.columns
-                and column not in _SIGNAL_COLUMNS
-                and pd.api.types.is_float_dtype(analyzed[column])
-            ]
-            out[pair] = analyzed[added].set_index(frame.index)
-    except Exception as error:  # the chart is a view of the report: it must not fail the backtest
-        logger.warning("indicators of %s not charted (%s: %s)", name, type(error).__name__, error)
-    return out
 
 
 def chart_trades(result: BacktestResult, pair: str) -> list[ChartTrade]:

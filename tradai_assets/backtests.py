@@ -32,12 +32,13 @@ from strategies.validation import (
     StrategyValidationReport,
     validate_strategy,
 )
-from tradai_assets.backtest_charts import monthly_returns_metadata, strategy_indicators, trade_charts
+from tradai_assets.backtest_charts import monthly_returns_metadata, trade_charts
 from tradai_assets.hyperopt import load_tuned_parameters
 from tradai_assets.keys import ohlcv_key
 from tradai_assets.plots import equity_and_drawdown_figure, png_markdown
+from tradai_assets.run_shape import IN_PROCESS_TAGS
 from tradai_assets.strategy_partitions import source_hash, strategy_partitions
-from tradai_core.backtest_config import BacktestRunConfig, model_store_config
+from tradai_core.backtest_config import BacktestRunConfig
 from tradai_core.backtest_plan import (
     BacktestWindow,
     PairSelection,
@@ -252,6 +253,7 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
             for name, text in PLAN_CHECKS.items()
         ],
         kinds={"python"},
+        op_tags=IN_PROCESS_TAGS,
     )
     def backtest_plan(
         context: AssetExecutionContext, config: BacktestConfig, mlflow: MLflowResource
@@ -362,6 +364,7 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
         description="Freqtrade backtest of one strategy on candles from ArcticDB: metrics, equity, trades; "
         "the full report is stored in MLflow.",
         kinds={"freqtrade", "mlflow"},
+        op_tags=IN_PROCESS_TAGS,
     )
     def backtest_report(
         context: AssetExecutionContext,
@@ -394,16 +397,14 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
             problem, lineage = model_problem(mlflow, strategy_config, window)
             if problem:
                 raise ValidationError(problem, "see the backtest_plan check model_ready")
-        result = freqtrade.backtest(
+        # the indicators for the charts come from the backtest's own child, computed once
+        result, indicators = freqtrade.backtest_charted(
             name,
             Path(report.path).parent,
             candles,
             run,
             strategy_config=strategy_config,
             model_store_uri=mlflow.tracking_uri,  # a model strategy loads its model from this run's store
-        )
-        indicators = strategy_indicators(
-            name, Path(report.path).parent, candles, model_store_config(mlflow.tracking_uri)
         )
         pin = candle_store.pin_versions(  # the candle versions this report names stay readable
             f"tradai.backtest.{context.run.run_id}.{name}", versions, note=f"backtest {name}"

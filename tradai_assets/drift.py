@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from arcticdb.exceptions import ArcticException
 from dagster import (
     AllPartitionMapping,
     AssetDep,
@@ -60,6 +59,7 @@ from tradai_assets.validation import holdout_start
 from tradai_core.drift import DEFAULT_WINDOW_DAYS, DriftVerdict, drift_verdict, drift_window
 from tradai_core.errors import ConfigurationError, NotFoundError, ValidationError
 from tradai_core.features import FEATURE_NAMES, WARMUP_BARS, compute_window_features, feature_set_hash
+from tradai_core.lazy import LazyModule
 from tradai_core.psi import (
     DEFAULT_MIN_ROWS,
     MODERATE_PSI,
@@ -81,6 +81,8 @@ CALIBRATED_FALSE_ALARMS = (
     "features only; 51 of 54 alarmed with the iid noise floor) — bench/drift_false_alarms.py, docs/drift.md"
 )
 """The verdict's false-alarm rate where nothing drifted, as measured by the bench (stated in metadata)."""
+
+_arctic_exceptions = LazyModule("arcticdb.exceptions")  # imported on first use
 
 
 def drift_partitions(settings: TradAISettings) -> StaticPartitionsDefinition:
@@ -231,7 +233,7 @@ def prediction_drift(
     as_of = training_set_version(version)
     try:
         training = load_training_set(store, settings.exchange_id, settings.timeframe, as_of=as_of)
-    except ArcticException as exc:  # e.g. that version was pruned
+    except _arctic_exceptions.ArcticException as exc:  # e.g. that version was pruned
         raise NotFoundError(
             f"training set v{as_of} of {version.name} v{version.version} is not readable ({exc})",
             "retrain the model, or keep training-set versions (never prune them)",
@@ -370,7 +372,7 @@ def drift_history(instance: DagsterInstance, partition_key: str, limit: int) -> 
     return points
 
 
-def history_figure(points: list[DriftPoint], title: str) -> plt.Figure:
+def history_figure(points: list[DriftPoint], title: str) -> "plt.Figure":
     """Median feature PSI and prediction PSI per scored window, over the band lines."""
     figure, axes = plt.subplots(figsize=(8, 3.4))
     order = sorted(points, key=lambda p: p.window_end)
@@ -395,7 +397,7 @@ def history_figure(points: list[DriftPoint], title: str) -> plt.Figure:
     return figure
 
 
-def feature_history_figure(points: list[DriftPoint], title: str, top: int = 12) -> plt.Figure:
+def feature_history_figure(points: list[DriftPoint], title: str, top: int = 12) -> "plt.Figure":
     """PSI of each feature per scored window as a heat map (features with the highest latest PSI first;
     a cell is white below the moderate band, amber to red above it)."""
     order = [p for p in sorted(points, key=lambda p: p.window_end) if p.feature_psi]

@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import pydantic
 from dagster import (
@@ -45,12 +44,11 @@ from dagster import (
     asset,
     materialize,
 )
-from mlflow.exceptions import MlflowException
 from pydantic import Field
 
 from strategies.validation import STRATEGIES_DIR, load_strategy_class, validate_strategy
 from tradai_assets.keys import ohlcv_key
-from tradai_assets.plots import png_markdown
+from tradai_assets.plots import plt, png_markdown
 from tradai_assets.strategy_partitions import source_hash, strategy_partitions
 from tradai_core.backtest_config import BacktestRunConfig
 from tradai_core.backtest_plan import plan_window
@@ -69,6 +67,7 @@ from tradai_core.hyperopt import (
     hyperopt_windows,
     overfitting_gate,
 )
+from tradai_core.lazy import LazyModule
 from tradai_core.settings import TradAISettings
 from tradai_core.strategy_config import StrategyConfig
 from tradai_core.tuned_params import TunedParameters, apply_values, tuned_artifact_path
@@ -87,6 +86,8 @@ TAG_TUNED_VERSION = "tradai.tuned.version"
 TAG_GATE = "tradai.gate"
 _MISSING_ARTIFACT_CODES = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
 """MLflow error codes meaning "the run has no such artifact" (anything else is a real failure)."""
+
+_mlflow_exceptions = LazyModule("mlflow.exceptions")  # imported on first use
 
 
 class HyperoptConfig(Config):
@@ -182,7 +183,7 @@ def importances_markdown(importances: dict[str, float]) -> str:
     return "\n".join(rows)
 
 
-def optimization_history_figure(trials: tuple[TrialRecord, ...], title: str) -> plt.Figure:
+def optimization_history_figure(trials: tuple[TrialRecord, ...], title: str) -> "plt.Figure":
     """Every trial's objective (trials below the minimum trade count apart) and the best so far."""
     figure, axis = plt.subplots(figsize=(8, 3.8))
     numbers = [t.number for t in trials]
@@ -263,7 +264,7 @@ def load_tuned_parameters(
     artifact = tuned_artifact_path(name)
     try:
         raw = mlflow.load_dict(run_id, artifact)
-    except MlflowException as exc:
+    except _mlflow_exceptions.MlflowException as exc:
         code = str(getattr(exc, "error_code", ""))
         if code in _MISSING_ARTIFACT_CODES:
             raise NotFoundError(
@@ -520,7 +521,7 @@ def _log_to_mlflow(
     config: StrategyConfig,
     digest: str,
     versions: dict[str, str],
-    figure: plt.Figure,
+    figure: "plt.Figure",
 ) -> tuple[TunedParameters, str, str]:
     """One run in experiment `hyperopt`: the tuned parameters as `tuned/<Strategy>.json`, the study's
     trials, importances and history plot, the out-of-sample backtest; returns (tuned, run id, experiment)."""

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tradai_assets.keys import CHAMPION_MODEL_KEY, COMPARISON_KEY, LIFECYCLE_GROUP
 from tradai_core.errors import NotFoundError, ValidationError
+from tradai_core.lazy import LazyModule
 from tradai_core.model_lifecycle import (
     AuditAction,
     AuditEntry,
@@ -63,6 +64,8 @@ HISTORY_ROWS = 50
 REGISTRY_POOL = "model_registry"
 """Concurrency pool of `champion_model`: one change of a champion at a time (dagster.yaml's default limit
 of 1), so two decisions never read the same champion and both act."""
+
+_mlflow_exceptions = LazyModule("mlflow.exceptions")  # imported on first use
 
 
 # -- registry writes -------------------------------------------------------------------------------

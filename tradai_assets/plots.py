@@ -14,13 +14,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display: render to memory only
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+
+from tradai_core.lazy import LazyModule
+
+
+def _render_to_memory() -> None:
+    """No display: matplotlib renders to memory only (set before pyplot is first imported)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+
+# imported when a plot is first drawn, not when the code location loads (matplotlib takes a second)
+plt = LazyModule("matplotlib.pyplot", setup=_render_to_memory)
+mdates = LazyModule("matplotlib.dates", setup=_render_to_memory)
 
 MAX_PNG_BYTES = 60_000
 """Largest PNG embedded in metadata (the UI loads every image of an asset's metadata at once)."""
@@ -139,7 +148,7 @@ def trade_chart_figure(
         gridspec_kw={"height_ratios": [3, 1.2][:panels]},
     )
     price = axes[0][0]
-    x = matplotlib.dates.date2num(shown.index.to_pydatetime()) if len(shown) else np.array([])
+    x = mdates.date2num(shown.index.to_pydatetime()) if len(shown) else np.array([])
     width = float(np.median(np.diff(x))) * 0.7 if len(x) > 1 else 0.02
     if len(shown):
         _draw_candles(price, x, shown, width)

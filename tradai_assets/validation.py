@@ -491,7 +491,7 @@ def comparison_table(result: ComparisonResult, champion: ModelBacktest, challeng
     return "\n".join(lines)
 
 
-def _equity_figure(champion: ModelBacktest, challenger: ModelBacktest) -> plt.Figure:
+def _equity_figure(champion: ModelBacktest, challenger: ModelBacktest) -> "plt.Figure":
     figure, axes = plt.subplots(figsize=(8, 3.5))
     for backtest, color in ((champion, "#6e7781"), (challenger, "#1f6feb")):
         curve = (1.0 + backtest.bar_returns).cumprod()

@@ -30,9 +30,11 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
-from scipy import stats
 
 from tradai_core.errors import ValidationError
+from tradai_core.lazy import LazyModule
+
+stats = LazyModule("scipy.stats")  # imported on first use, not when the code location loads
 
 EULER_GAMMA = float(np.euler_gamma)
 

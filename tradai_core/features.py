@@ -27,11 +27,13 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import talib
 from pydantic import BaseModel, ConfigDict, Field
 
 from tradai_core.candles import utc_timestamp
 from tradai_core.errors import ConfigurationError, ValidationError
+from tradai_core.lazy import LazyModule
+
+talib = LazyModule("talib")  # imported on first use, not when the code location loads
 
 logger = logging.getLogger(__name__)
 

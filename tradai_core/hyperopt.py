@@ -24,20 +24,20 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import numpy as np
 import pandas as pd
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tradai_core.deflated_sharpe import DeflatedSharpeResult, deflated_sharpe_ratio, return_moments
 from tradai_core.errors import ValidationError
+from tradai_core.lazy import LazyModule
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+
+_distributions = LazyModule("optuna.distributions")  # imported on first use, not at code-location load
 
 ParamValue = int | float | bool | str
 
@@ -105,12 +105,14 @@ class ParameterSpec(BaseModel):
         """The Optuna distribution this parameter is sampled from."""
         if self.kind == "int":
             assert self.low is not None and self.high is not None
-            return IntDistribution(int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+            return _distributions.IntDistribution(
+                int(self.low), int(self.high), step=int(self.step or 1), log=self.log
+            )
         if self.kind == "float":
             assert self.low is not None and self.high is not None
-            return FloatDistribution(self.low, self.high, step=self.step, log=self.log)
+            return _distributions.FloatDistribution(self.low, self.high, step=self.step, log=self.log)
         assert self.choices is not None
-        return CategoricalDistribution(list(self.choices))
+        return _distributions.CategoricalDistribution(list(self.choices))
 
     def suggest(self, trial: Any) -> ParamValue:
         """Sample a value through Optuna's public `trial.suggest_*` API (rounded like Freqtrade would)."""

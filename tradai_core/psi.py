@@ -53,9 +53,11 @@ from enum import StrEnum
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from scipy import stats
 
 from tradai_core.errors import ValidationError
+from tradai_core.lazy import LazyModule
+
+stats = LazyModule("scipy.stats")  # imported on first use, not when the code location loads
 
 logger = logging.getLogger(__name__)
 

@@ -22,17 +22,20 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from scipy import stats
 
 from tradai_core.errors import ValidationError
 from tradai_core.features import FEATURE_NAMES, feature_set_hash
 from tradai_core.labels import LabelSpec, make_labels
+from tradai_core.lazy import LazyModule
 from tradai_core.psi import ReferenceSummary, summarize_reference_frame
 from tradai_core.walk_forward import Fold, WalkForwardSpec, walk_forward_splits
+
+# imported on first use, not when the code location loads
+lgb = LazyModule("lightgbm")
+stats = LazyModule("scipy.stats")
 
 #: Columns of a training set besides the features, in order.
 KEY_COLUMNS: tuple[str, ...] = ("date", "pair")

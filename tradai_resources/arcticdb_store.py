@@ -30,22 +30,26 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import arcticdb
 import pandas as pd
-from arcticdb.version_store.library import Library
 from dagster import ConfigurableResource
 from pydantic import BaseModel, ConfigDict, Field
 
 from tradai_core.candles import OHLCV_COLUMNS, empty_candles, normalize_candles, utc_timestamp
 from tradai_core.errors import DataLossRefusedError, NotFoundError, StorageError, ValidationError
+from tradai_core.lazy import LazyModule
 from tradai_core.settings import TradAISettings, pair_slug
 from tradai_core.timeframes import timeframe_delta
 from tradai_core.urls import redact_uri, scrub
 from tradai_resources.symbol_lock import lock_root, symbol_lock, symbol_locks
 
 logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from arcticdb.version_store.library import Library
+
+arcticdb = LazyModule("arcticdb")  # imported on first use, not when the code location loads
 
 # One Arctic instance per URI and process: LMDB refuses a second environment over the same folder.
 _CONNECTIONS: dict[str, arcticdb.Arctic] = {}

@@ -7,19 +7,20 @@ tests and the offline demo exercise the path that talks to Binance.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-import ccxt
 import pandas as pd
 from dagster import ConfigurableResource
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from tradai_core.candles import candles_from_rows, utc_timestamp, validate_candles
 from tradai_core.errors import ConfigurationError, ExchangeDataError, ExchangeError, ExchangeUnavailableError
+from tradai_core.lazy import LazyModule
 from tradai_core.pagination import fetch_range
 from tradai_core.timeframes import candle_grid, timeframe_ms
 from tradai_core.urls import rebase_urls
@@ -30,13 +31,26 @@ T = TypeVar("T")
 # Per-request candle caps of exchanges we know; others fall back to a conservative default.
 PAGE_CAPS: dict[str, int] = {"binance": 1000, "binanceus": 1000, "bybit": 1000, "okx": 300, "kraken": 720}
 DEFAULT_PAGE_CAP = 500
-_RATE_LIMITED = (ccxt.DDoSProtection, ccxt.RateLimitExceeded)
-_RETRIABLE = (ccxt.OperationFailed,)  # ccxt's "may succeed on retry": network, 5xx, bad responses
+ccxt = LazyModule("ccxt")  # imported on first use, not when the code location loads (seconds)
 
 
-class UnreadablePayload(ccxt.BadResponse):
-    """The body was not the JSON list it should be (e.g. truncated in transit): retried like a network
-    fault, because ccxt would otherwise read it as an empty page and the window would look empty."""
+def _rate_limited() -> tuple[type[Exception], ...]:
+    return (ccxt.DDoSProtection, ccxt.RateLimitExceeded)
+
+
+def _retriable() -> tuple[type[Exception], ...]:
+    return (ccxt.OperationFailed,)  # ccxt's "may succeed on retry": network, 5xx, bad responses
+
+
+@functools.cache
+def unreadable_payload() -> type[Exception]:
+    """The error class `UnreadablePayload` (a `ccxt.BadResponse`, so built once ccxt is imported)."""
+
+    class UnreadablePayload(ccxt.BadResponse):
+        """The body was not the JSON list it should be (e.g. truncated in transit): retried like a network
+        fault, because ccxt would otherwise read it as an empty page and the window would look empty."""
+
+    return UnreadablePayload
 
 
 class FetchedCandles(BaseModel):
@@ -133,7 +147,7 @@ class ExchangeResource(ConfigurableResource):
         def load_markets() -> dict[str, Any]:
             markets = client.load_markets()
             if not markets:  # ccxt reads an unreadable (e.g. truncated) market list as no markets at all
-                raise UnreadablePayload(f"{self.exchange_id} answered an empty or unreadable market list")
+                raise unreadable_payload()(f"{self.exchange_id} answered an empty or unreadable market list")
             return markets
 
         call(load_markets, "load markets")
@@ -149,7 +163,7 @@ class ExchangeResource(ConfigurableResource):
             rows = client.fetch_ohlcv(pair, timeframe, since=since_ms, limit=limit, params=until)
             raw = client.last_json_response
             if not isinstance(raw, list):
-                raise UnreadablePayload(f"{self.exchange_id} candle page for {pair} is not a JSON list")
+                raise unreadable_payload()(f"{self.exchange_id} candle page for {pair} is not a JSON list")
             if len(rows) == len(raw) and all(
                 isinstance(sent, list) and sent[:1] == row[:1] for sent, row in zip(raw, rows, strict=True)
             ):
@@ -207,14 +221,14 @@ class ExchangeResource(ConfigurableResource):
         for attempt in range(self.max_retries + 1):
             try:
                 return fn(), attempt
-            except _RATE_LIMITED as error:
+            except _rate_limited() as error:
                 fault, wait = error, max(self._backoff(attempt), self._retry_after())
             except ccxt.AuthenticationError as error:
                 raise ExchangeError(
                     f"{self.exchange_id} refused the API credentials while trying to {what}",
                     "check the key and secret in the environment (they are not needed for public data)",
                 ) from error
-            except _RETRIABLE as error:
+            except _retriable() as error:
                 fault, wait = error, self._backoff(attempt)
             except ccxt.BaseError as error:
                 raise ExchangeError(

@@ -47,7 +47,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 from dagster import ConfigurableResource, InitResourceContext
@@ -86,6 +86,7 @@ __all__ = [
     "BacktestMetrics",
     "BacktestResult",
     "BacktestRunConfig",
+    "ChartedBacktest",
     "EquityPoint",
     "FreqtradeResource",
     "Trade",
@@ -96,6 +97,29 @@ logger = logging.getLogger(__name__)
 DEFAULT_EXCHANGE_INFO = PROJECT_ROOT / "demo_data" / "exchange" / "binance_spot_exchangeInfo.json"
 WORKER_MODULE = "tradai_resources.workers.backtest_child"
 STDERR_TAIL_LINES = 25
+
+
+class ChartedBacktest(NamedTuple):
+    """A backtest's result and, per pair, the indicator frame its strategy computed (empty if none)."""
+
+    result: BacktestResult
+    indicators: dict[str, pd.DataFrame]
+
+
+def read_indicators(path: Path) -> dict[str, pd.DataFrame]:
+    """Per pair, the worker's indicator columns indexed by candle open time (UTC, named `date`); empty
+    when the worker could not write them (it logged why: the charts then show candles and trades only)."""
+    if not path.is_file():
+        logger.warning("no indicators from the backtest for the charts (see the engine's log)")
+        return {}
+    table = pd.read_feather(path)
+    if table.empty:
+        return {}
+    table["date"] = pd.to_datetime(table["date"], utc=True).dt.as_unit("ns")
+    return {
+        str(pair): frame.drop(columns="pair").set_index("date")
+        for pair, frame in table.groupby("pair", sort=False)
+    }
 
 
 class _TimedOut(Exception):
@@ -230,8 +254,12 @@ class FreqtradeResource(ConfigurableResource):
         *,
         strategy_config: StrategyConfig | None = None,
         model_store_uri: str | None = None,
+        indicators: dict[str, pd.DataFrame] | None = None,
     ) -> BacktestResult:
         """Backtest `strategy_name` (a class in `strategy_dir`) on `candles` with Freqtrade's engine.
+
+        With `indicators` (a dict to fill), the strategy's indicator columns from the backtest are put there
+        per pair (see `backtest_charted`).
 
         `candles` maps each pair to our store's frame (UTC DatetimeIndex `date`, float OHLCV), covering the
         timerange plus the strategy's startup candles. `strategy_config` defaults to the YAML beside the
@@ -265,14 +293,44 @@ class FreqtradeResource(ConfigurableResource):
             if markets is not None:
                 snapshot = root / "exchange_info.json"
                 snapshot.write_text(json.dumps(markets), encoding="utf-8")
-            return self._run_worker(workspace, config, run, snapshot)
+            return self._run_worker(workspace, config, run, snapshot, indicators)
         finally:
             shutil.rmtree(root, ignore_errors=True)
 
+    def backtest_charted(
+        self,
+        strategy_name: str,
+        strategy_dir: Path,
+        candles: Mapping[str, pd.DataFrame],
+        run: BacktestRunConfig,
+        *,
+        strategy_config: StrategyConfig | None = None,
+        model_store_uri: str | None = None,
+    ) -> ChartedBacktest:
+        """`backtest`, plus per pair the indicator columns the strategy computed during that very backtest
+        (in the child, with the backtest's parameters; indexed by candle open time), for the charts."""
+        indicators: dict[str, pd.DataFrame] = {}
+        result = self.backtest(
+            strategy_name,
+            strategy_dir,
+            candles,
+            run,
+            strategy_config=strategy_config,
+            model_store_uri=model_store_uri,
+            indicators=indicators,
+        )
+        return ChartedBacktest(result=result, indicators=indicators)
+
     def _run_worker(
-        self, workspace: BacktestWorkspace, config: StrategyConfig, run: BacktestRunConfig, snapshot: Path
+        self,
+        workspace: BacktestWorkspace,
+        config: StrategyConfig,
+        run: BacktestRunConfig,
+        snapshot: Path,
+        indicators: dict[str, pd.DataFrame] | None = None,
     ) -> BacktestResult:
         result_path, error_path = workspace.root / "result.json", workspace.root / "error.json"
+        indicators_path = workspace.root / "indicators.feather"
         job = BacktestJob(
             argv=tuple(workspace.backtest_argv(config.name, run.timerange)),
             strategy=config.name,
@@ -281,6 +339,7 @@ class FreqtradeResource(ConfigurableResource):
             result_path=str(result_path),
             error_path=str(error_path),
             vectorized_tick_size=self.vectorized_tick_size,
+            indicators_path=str(indicators_path) if indicators is not None else None,
         )
         job_path = write_job(job, workspace.root / "job.json")
         stdout_path, stderr_path = workspace.root / "worker.stdout", workspace.root / "worker.stderr"
@@ -320,6 +379,8 @@ class FreqtradeResource(ConfigurableResource):
         result = parse_backtest_stats(
             payload["strategy"][config.name], config.name, payload["freqtrade_version"]
         )
+        if indicators is not None:
+            indicators.update(read_indicators(indicators_path))
         logger.info(
             "backtest of %s done in %.1f s: %d trades, profit %.2f%%",
             config.name,

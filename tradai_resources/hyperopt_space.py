@@ -11,22 +11,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
-
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
+from typing import TYPE_CHECKING, Any
 
 from tradai_core.errors import ConfigurationError
 from tradai_core.hyperopt import PARAMETER_SPACES, TUNABLE_SPACES, ParameterSpec, SearchSpace
+from tradai_core.lazy import LazyModule
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+
+_distributions = LazyModule("optuna.distributions")  # imported on first use, not at code-location load
 
 
 def _spec_from_dimension(dimension: BaseDistribution, name: str, space: str, default: Any) -> ParameterSpec:
     """A ParameterSpec from one of Freqtrade's dimensions (Optuna distribution subclasses)."""
-    if isinstance(dimension, IntDistribution):
+    if isinstance(dimension, _distributions.IntDistribution):
         return ParameterSpec(
             name=name,
             space=space,
@@ -37,7 +36,7 @@ def _spec_from_dimension(dimension: BaseDistribution, name: str, space: str, def
             log=dimension.log,
             default=default,
         )
-    if isinstance(dimension, FloatDistribution):
+    if isinstance(dimension, _distributions.FloatDistribution):
         decimals = None
         if dimension.step is not None:
             decimals = max(0, round(-math.log10(dimension.step))) if dimension.step < 1 else 0
@@ -52,7 +51,7 @@ def _spec_from_dimension(dimension: BaseDistribution, name: str, space: str, def
             decimals=decimals,
             default=default,
         )
-    if isinstance(dimension, CategoricalDistribution):
+    if isinstance(dimension, _distributions.CategoricalDistribution):
         return ParameterSpec(
             name=name, space=space, kind="categorical", choices=tuple(dimension.choices), default=default
         )

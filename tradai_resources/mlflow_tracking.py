@@ -28,20 +28,16 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import dagster as dg
-import mlflow
 import pandas as pd
 import yaml
-from mlflow.entities import Metric, Param, RunStatus
-from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
-from mlflow.models.model import ModelInfo
 from pydantic import BaseModel, ConfigDict, Field
 
 from tradai_core.errors import NotFoundError, ValidationError
+from tradai_core.lazy import LazyModule
 from tradai_core.model_lifecycle import AuditEntry
 from tradai_core.registry import (
     AUDIT_EXPERIMENT,
@@ -52,6 +48,24 @@ from tradai_core.registry import (
 )
 from tradai_core.settings import PROJECT_ROOT, TradAISettings
 from tradai_core.urls import redact_uri, scrub
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.exceptions import MlflowException
+    from mlflow.models.model import ModelInfo
+
+
+def _offline_mlflow() -> None:
+    """Before MLflow is first imported: no usage telemetry. MLflow 3 otherwise fetches its telemetry
+    config over the network and flushes a queue at interpreter exit, a delay every run process pays
+    (and a connection attempt from machines that must not make any); a deployment may still set it."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+# imported on first use: loading the code location must not pay for MLflow (seconds)
+mlflow = LazyModule("mlflow", setup=_offline_mlflow)
+_entities = LazyModule("mlflow.entities", setup=_offline_mlflow)
+_exceptions = LazyModule("mlflow.exceptions", setup=_offline_mlflow)
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +235,7 @@ class TrackedRun:
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Record parameters (stringified; MLflow params are write-once per run)."""
         self._check_open()
-        items = [Param(str(key), str(value)) for key, value in params.items()]
+        items = [_entities.Param(str(key), str(value)) for key, value in params.items()]
         for start in range(0, len(items), 100):
             self._client.log_batch(self.run_id, params=items[start : start + 100], synchronous=True)
 
@@ -229,7 +243,7 @@ class TrackedRun:
         """Record metric values, optionally at a step (e.g. the walk-forward fold)."""
         self._check_open()
         now = int(datetime.now(tz=UTC).timestamp() * 1000)
-        items = [Metric(str(key), float(value), now, step or 0) for key, value in metrics.items()]
+        items = [_entities.Metric(str(key), float(value), now, step or 0) for key, value in metrics.items()]
         for start in range(0, len(items), 1000):
             self._client.log_batch(self.run_id, metrics=items[start : start + 1000], synchronous=True)
 
@@ -392,7 +406,7 @@ class MLflowResource(dg.ConfigurableResource):
         location = None if root is None else f"{root}/{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}"
         try:
             experiment_id = client.create_experiment(name, artifact_location=location)
-        except MlflowException as exc:
+        except _exceptions.MlflowException as exc:
             if "ALREADY_EXISTS" not in _error_code(exc):
                 raise
             found = client.get_experiment_by_name(name)
@@ -445,7 +459,7 @@ class MLflowResource(dg.ConfigurableResource):
             experiment_id, run_name=run_name, tags=self.run_tags(dagster_run_id, data_versions, tags)
         )
         run_id = run.info.run_id
-        status = RunStatus.to_string(RunStatus.FAILED)
+        status = _entities.RunStatus.to_string(_entities.RunStatus.FAILED)
         with _mlflow_globals(self.tracking_uri, self.resolved_registry_uri):
             handle = TrackedRun(
                 client=client,
@@ -461,12 +475,12 @@ class MLflowResource(dg.ConfigurableResource):
                     yield handle
                 finally:
                     handle._close()
-                status = RunStatus.to_string(RunStatus.FINISHED)
+                status = _entities.RunStatus.to_string(_entities.RunStatus.FINISHED)
             except Exception as exc:
                 self._tag_failure(client, run_id, exc, (self.tracking_uri, self.resolved_registry_uri))
                 raise
             except BaseException:
-                status = RunStatus.to_string(RunStatus.KILLED)
+                status = _entities.RunStatus.to_string(_entities.RunStatus.KILLED)
                 raise
             finally:
                 self._end_run(client, run_id, status)
@@ -489,7 +503,7 @@ class MLflowResource(dg.ConfigurableResource):
             else:
                 client.set_terminated(run_id, status=status)
         except Exception:
-            if status == RunStatus.to_string(RunStatus.FINISHED):
+            if status == _entities.RunStatus.to_string(_entities.RunStatus.FINISHED):
                 raise
             logger.exception("could not mark MLflow run %s as %s", run_id, status)
 
@@ -497,7 +511,7 @@ class MLflowResource(dg.ConfigurableResource):
         """The run as MLflow stores it (info, params, metrics, tags)."""
         try:
             return self.client().get_run(run_id)
-        except MlflowException as exc:
+        except _exceptions.MlflowException as exc:
             if not _is_missing(exc):
                 raise
             raise NotFoundError(f"no MLflow run {run_id} in {redact_uri(self.tracking_uri)}") from exc
@@ -575,7 +589,7 @@ class MLflowResource(dg.ConfigurableResource):
         model_id, source = self._model_source(client, run, artifact_path)
         try:
             client.create_registered_model(name)
-        except MlflowException as exc:
+        except _exceptions.MlflowException as exc:
             if "ALREADY_EXISTS" not in _error_code(exc):
                 raise
         # The SQL registry store resolves `models:/<id>` sources through the *global* tracking URI.
@@ -623,7 +637,7 @@ class MLflowResource(dg.ConfigurableResource):
         """One version of a registered model."""
         try:
             found = self.client().get_model_version(name, str(version))
-        except MlflowException as exc:
+        except _exceptions.MlflowException as exc:
             if not _is_missing(exc):
                 raise
             raise NotFoundError(
@@ -666,7 +680,7 @@ class MLflowResource(dg.ConfigurableResource):
         """The version `alias` points at, or None when the model or the alias does not exist."""
         try:
             return int(self.client().get_model_version_by_alias(name, alias).version)
-        except MlflowException as exc:
+        except _exceptions.MlflowException as exc:
             if not _is_missing(exc):
                 raise
             return None
@@ -677,7 +691,7 @@ class MLflowResource(dg.ConfigurableResource):
         client = self.client()
         try:
             return ModelVersionInfo.from_mlflow(client.get_model_version_by_alias(name, alias))
-        except MlflowException as exc:
+        except _exceptions.MlflowException as exc:
             if not _is_missing(exc):
                 raise
             versions = [info.version for info in self.list_versions(name)]

@@ -15,7 +15,7 @@ CELERY = {"TRADAI_EXECUTOR": "celery", "TRADAI_CELERY_BROKER": "redis://127.0.0.
 
 def test_by_default_steps_run_in_local_processes_with_the_default_io_manager() -> None:
     execution = execution_from_env({})
-    assert execution.executor.name == "multi_or_in_process_executor" and execution.resources == {}
+    assert execution.executor.name == "tradai_auto_executor" and execution.resources == {}
 
 
 def test_celery_sends_outputs_through_s3() -> None:

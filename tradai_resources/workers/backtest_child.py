@@ -55,7 +55,7 @@ import socket
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,6 +247,7 @@ def run_backtest(job: BacktestJob) -> dict[str, Any]:
         with guard() as building:
             config = setup_optimize_configuration(args, RunMode.BACKTEST)
             backtesting = Backtesting(config)
+        analyzed = _capture_indicators(backtesting) if job.indicators_path else None
         # The one step that may use the network, with the guard down: what each strategy declares it
         # needs (an ML strategy's model, from a tracking server), fetched before the backtest starts.
         for strategy in backtesting.strategylist:
@@ -265,7 +266,62 @@ def run_backtest(job: BacktestJob) -> dict[str, Any]:
     results = backtesting.results
     if job.strategy not in results.get("strategy", {}):
         raise RuntimeError(f"Freqtrade produced no result for strategy {job.strategy}")
+    if job.indicators_path and analyzed is not None:
+        _write_indicators(Path(job.indicators_path), analyzed)
     return results
+
+
+CANDLE_COLUMNS: Final[frozenset[str]] = frozenset({"date", "open", "high", "low", "close", "volume"})
+SIGNAL_COLUMNS: Final[frozenset[str]] = frozenset(
+    {"enter_long", "exit_long", "enter_short", "exit_short", "enter_tag", "exit_tag"}
+)
+
+
+def _capture_indicators(backtesting: Any) -> dict[str, Any]:
+    """Keep, per pair, the frame the strategy's `advise_all_indicators` returns during the backtest, with the
+    columns it added (named when it returned: the engine adds columns of its own to these frames later).
+
+    Wraps the public method on the strategy instance the engine will run (in this throw-away child only),
+    so the indicators are those the backtest traded on, computed once."""
+    captured: dict[str, Any] = {}
+    for strategy in backtesting.strategylist:
+        original = strategy.advise_all_indicators
+
+        def advise_all_indicators(data: dict[str, Any], _original: Any = original) -> dict[str, Any]:
+            given = {pair: set(frame.columns) for pair, frame in data.items()}
+            analyzed = _original(data)
+            for pair, frame in analyzed.items():
+                added = [c for c in frame.columns if c not in given.get(pair, CANDLE_COLUMNS)]
+                captured[pair] = (frame, added)
+            return analyzed
+
+        strategy.advise_all_indicators = advise_all_indicators
+    return captured
+
+
+def _write_indicators(path: Path, analyzed: Mapping[str, Any]) -> None:
+    """The float columns the strategy added (signals excluded), all pairs in one Feather file with `pair`
+    and `date`. The charts are a view of the report: a failure here is logged, never fails the backtest."""
+    import pandas as pd
+
+    try:
+        frames = []
+        for pair, (frame, columns) in analyzed.items():
+            added = [
+                column
+                for column in columns
+                if column not in CANDLE_COLUMNS
+                and column not in SIGNAL_COLUMNS
+                and pd.api.types.is_float_dtype(frame[column])
+            ]
+            frames.append(frame[["date", *added]].assign(pair=pair))
+        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        partial = path.with_name(path.name + ".partial")
+        table.to_feather(partial)
+        os.replace(partial, path)
+    except Exception:
+        sys.stderr.write("indicators not written for the charts:\n")
+        traceback.print_exc(file=sys.stderr)
 
 
 @contextmanager

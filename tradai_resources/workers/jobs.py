@@ -42,6 +42,9 @@ class BacktestJob(ChildJob):
     """One backtest (`backtest_child`)."""
 
     vectorized_tick_size: bool = True
+    indicators_path: str | None = None
+    """Where to write, as Feather, the indicator columns the strategy's `populate_indicators` added during
+    this very backtest (for the report's charts: the Dagster process never runs the strategy again)."""
 
 
 class HyperoptJob(ChildJob):
