@@ -125,7 +125,7 @@ class Lab:
             raise RuntimeError("ingesting the bench candles failed")
 
     def stop_worker(self) -> None:
-        from tradai_resources.freqtrade_zygote import stop_shared_zygotes
+        from tradai_resources.workers.zygote_client import stop_shared_zygotes
 
         stop_shared_zygotes(self.worker_dir)
 
