@@ -201,7 +201,8 @@ class Cli:
     def prepare(self, name: str) -> Any:
         """A fresh workspace for one CLI run (written outside the timing)."""
         from strategies.validation import STRATEGIES_DIR, validate_strategy
-        from tradai_core.backtest_config import BacktestRunConfig, prepare_workspace
+        from tradai_core.backtest_config import BacktestRunConfig
+        from tradai_resources.freqtrade_workspace import prepare_workspace
 
         self.counter += 1
         checked = validate_strategy(name, STRATEGIES_DIR)

@@ -26,7 +26,6 @@ from sensors.rollback import ROLLBACK_SENSOR
 from tests.stack.model_loop_scene import NAME, metadata, runs_of, set_the_scene, wait_until
 from tests.stack.stack_control import Stack
 from tradai.definitions import build_definitions
-from tradai_assets.model_lifecycle import alias_version, read_audit_history
 from tradai_assets.models import CHALLENGER, CHAMPION
 from tradai_resources.mlflow_tracking import MLflowResource
 
@@ -94,7 +93,7 @@ def test_the_daemon_retrains_on_severe_drift(stack: Stack) -> None:
     defs = build_definitions()
     mlflow = MLflowResource(tracking_uri=stack.env["TRADAI_MLFLOW_URI"])  # the stack's tracking server
     set_the_scene(stack, defs)
-    assert alias_version(mlflow, NAME, CHAMPION) == 1
+    assert mlflow.alias_version(NAME, CHAMPION) == 1
     instance = stack.instance()
 
     # The daemon's drift sensor (running by default) ticks and requests one retraining run.
@@ -129,7 +128,7 @@ def test_the_daemon_retrains_on_severe_drift(stack: Stack) -> None:
     assert (comparison["champion_version"], comparison["challenger_version"]) == (1, 2)
     assert comparison["decision"] in {"promote", "keep", "inconclusive"}
     assert mlflow.get_version(NAME, 2).tags["tradai.validation.decision"] == comparison["decision"]
-    assert alias_version(mlflow, NAME, CHALLENGER) == 2
+    assert mlflow.alias_version(NAME, CHALLENGER) == 2
 
     # The daemon's promotion sensor acts on the comparison: promote moves `champion`, keep/inconclusive
     # keep it; either way one promote_champion_job run writes the audit entry.
@@ -146,12 +145,12 @@ def test_the_daemon_retrains_on_severe_drift(stack: Stack) -> None:
     assert (audit["action"], audit["decision"]) == (action, comparison["decision"])
     assert audit["p_value"] == pytest.approx(comparison["p_value"])
     new_champion = 2 if action == "promote" else 1
-    assert alias_version(mlflow, NAME, CHAMPION) == new_champion
+    assert mlflow.alias_version(NAME, CHAMPION) == new_champion
     [bootstrap] = runs_of(instance, PROMOTE_JOB, "bootstrap")
     assert (
         bootstrap.status == DagsterRunStatus.SUCCESS and bootstrap.tags[SENSOR_NAME_TAG] == PROMOTION_SENSOR
     )
-    assert [e.action.value for e in read_audit_history(mlflow, NAME)] == ["bootstrap", action]
+    assert [e.action.value for e in mlflow.audit_history(NAME)] == ["bootstrap", action]
     assert ticks_with_runs(stack, PROMOTION_SENSOR) >= {bootstrap.run_id, decided.run_id}
     assert ticks_with_runs(stack, DRIFT_SENSOR) == {run.run_id}
 
@@ -177,7 +176,7 @@ def test_the_daemon_retrains_on_severe_drift(stack: Stack) -> None:
     assert rollback.tags[RUN_KEY_TAG].startswith("rollback:champion_performance:")
     assert stack.wait_for_run(rollback.run_id, timeout_s=600) == DagsterRunStatus.SUCCESS
     assert metadata(stack, rollback.run_id, "champion_model")["action"] == "rollback"
-    assert alias_version(mlflow, NAME, CHAMPION) == 1
+    assert mlflow.alias_version(NAME, CHAMPION) == 1
     assert "tradai.rolled_back" in mlflow.get_version(NAME, 2).tags
-    assert [e.action.value for e in read_audit_history(mlflow, NAME)] == ["bootstrap", "promote", "rollback"]
+    assert [e.action.value for e in mlflow.audit_history(NAME)] == ["bootstrap", "promote", "rollback"]
     assert ticks_with_runs(stack, ROLLBACK_SENSOR) == {rollback.run_id}
