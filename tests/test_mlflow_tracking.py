@@ -3,6 +3,9 @@
 import io
 import re
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -322,3 +325,37 @@ def _png_bytes() -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+OPEN_FRESH_STORE = """
+import sys, time
+from pathlib import Path
+from tradai_resources.mlflow_tracking import MLflowResource
+go = Path(sys.argv[2])
+Path(sys.argv[3]).touch()  # imported: at the start line
+while not go.exists():
+    time.sleep(0.01)
+MLflowResource(tracking_uri=sys.argv[1]).ensure_experiment("training")
+"""
+
+
+def test_processes_opening_a_fresh_sqlite_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """Two backtests launched together on a fresh home both create the MLflow store: neither may fail
+    with "table alembic_version already exists"."""
+    uri = f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
+    go = tmp_path / "go"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_FRESH_STORE, uri, str(go), str(tmp_path / f"ready-{n}")],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(4)
+    ]
+    deadline = time.monotonic() + 300
+    while len(list(tmp_path.glob("ready-*"))) < len(processes) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    go.touch()  # all at once
+    errors = [process.communicate(timeout=300)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0, 0], "\n".join(errors)[-3000:]
+    assert len(mlflow.MlflowClient(tracking_uri=uri).search_experiments()) >= 1

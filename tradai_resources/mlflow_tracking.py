@@ -14,6 +14,7 @@ runs. A process-wide lock serialises those blocks between threads.
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import importlib.metadata
 import json
@@ -156,6 +157,29 @@ def _is_http(uri: str) -> bool:
 def _sqlite_path(uri: str) -> Path | None:
     prefix = "sqlite:///"
     return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
+
+
+_CREATED_STORES: set[Path] = set()
+_CREATED_STORES_LOCK = threading.Lock()
+
+
+def _create_sqlite_store_once(path: Path, tracking_uri: str, registry_uri: str) -> None:
+    """Create the SQLite store at `path` (tables and migrations) under a file lock, once per process.
+
+    MLflow creates a SQLite store's schema on first use without a lock between processes: two runs started
+    at once on a fresh home both create it, and one fails with "table alembic_version already exists".
+    """
+    path = path.resolve()
+    with _CREATED_STORES_LOCK:
+        if path in _CREATED_STORES:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_name(path.name + ".create.lock"), "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            # A client opens (and so creates or migrates) its stores when it is built.
+            client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+            client.search_registered_models(max_results=1)
+        _CREATED_STORES.add(path)
 
 
 def _error_code(exc: MlflowException) -> str:
@@ -368,10 +392,10 @@ class MLflowResource(dg.ConfigurableResource):
 
     def client(self) -> mlflow.MlflowClient:
         """An MLflow client bound to this resource's stores (no global state involved)."""
-        for uri in (self.tracking_uri, self.resolved_registry_uri):
+        for uri in {self.tracking_uri, self.resolved_registry_uri}:
             path = _sqlite_path(uri)
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                _create_sqlite_store_once(path, self.tracking_uri, self.resolved_registry_uri)
         return mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.resolved_registry_uri)
 
     def resolved_artifact_root(self) -> str | None:
