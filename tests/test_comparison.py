@@ -50,6 +50,7 @@ def test_identical_strategies_are_inconclusive_with_p_one() -> None:
     assert result.sharpe_diff == 0.0
     assert result.ci_low == result.ci_high == 0.0
     assert "no significant difference" in result.reason
+    assert "returns are identical on all" in result.reason and "detects |ΔSharpe|" not in result.reason
 
 
 def test_a_clearly_better_challenger_is_promoted() -> None:

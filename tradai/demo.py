@@ -199,7 +199,9 @@ def main() -> int:
     """Run the demo; exit status 0 when every step succeeded and the data checks out."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # MLflow logs at INFO through its own handler (e.g. "Creating initial MLflow database tables"); the
-    # demo prints results, so only its warnings and errors pass.
+    # demo prints results, so only its warnings and errors pass. MLflow is imported on first use and then
+    # sets its loggers' level from MLFLOW_LOGGING_LEVEL, so the level is set there as well as here.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     # Offline, notifications go to this logger; the model loop's lines already say what was notified.
     logging.getLogger("tradai.notify").setLevel(logging.CRITICAL)

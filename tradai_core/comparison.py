@@ -454,7 +454,9 @@ def compare_champion_challenger(
         decision = Decision.INCONCLUSIVE
         reason = f"no significant difference at alpha={cfg.alpha}: {evidence}"
     mde = minimum_detectable_difference(boot.standard_error or 0.0, cfg.alpha, DEFAULT_POWER)
-    if decision is Decision.INCONCLUSIVE:
+    if decision is Decision.INCONCLUSIVE and np.array_equal(a, b):
+        reason += f"; the two models' returns are identical on all {a.size} bars: nothing to tell apart"
+    elif decision is Decision.INCONCLUSIVE:
         reason += (
             f"; this window ({a.size} bars) detects |ΔSharpe| ≥ {mde:.3f} with {DEFAULT_POWER:.0%} power at "
             f"alpha={cfg.alpha}, observed {boot.sharpe_diff:+.3f}"
