@@ -20,6 +20,8 @@ from tradai_core.settings import TradAISettings, pair_slug
 from tradai_resources.arcticdb_store import ArcticDBResource
 
 NAME = "tradai-lgbm-1h"
+CRASH_END = "2021-05-25"
+"""End of the drift window scored: 2021-05-11 → 05-25, the crash (as in tests/test_model_loop.py)."""
 T = TypeVar("T")
 
 
@@ -79,9 +81,11 @@ def set_the_scene(stack: Stack, defs: Definitions) -> None:
     )
     [registered] = first.asset_materializations_for_node("model")
     assert registered.metadata["aliases"].value == "challenger, champion"
-    for pair in PAIRS:
+    for pair in PAIRS:  # the two weeks of the May 2021 crash: severe under the calibrated floor
         scored = defs.resolve_job_def(DRIFT_JOB).execute_in_process(
-            instance=instance, partition_key=pair_slug(pair)
+            instance=instance,
+            partition_key=pair_slug(pair),
+            run_config={"ops": {"drift_score": {"config": {"end": CRASH_END}}}},
         )
         [score] = scored.asset_materializations_for_node("drift_score")
         assert score.metadata["severity"].value == "severe"
