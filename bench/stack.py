@@ -3,9 +3,9 @@ itself (`deploy/stack.sh` on its own ports and folder, .tradai/stack-bench): `uv
 
 1. The demo's ingestion (6 pairs x 730 days, one single-run backfill, in process) with Dagster's instance
    storage on Postgres (deploy/dagster.yaml, a database of its own on the stack's server) against SQLite
-   (the one-machine default), and the cost per Dagster event each pays. ArcticDB is LMDB in a temp folder
-   both times, so only the instance storage differs; both must store identical candles and log the same
-   events.
+   (the one-machine default): wall time, CPU (the Postgres server's included on its side) and the cost
+   per Dagster event, over interleaved repetitions. ArcticDB is LMDB in a temp folder every time, so only
+   the instance storage differs; every run must store identical candles and log the same events.
 2. The daemon-driven model loop: from the first severe drift score to the promotion decision (the
    `champion_model` audit entry written by the run the promotion sensor launched), against the time
    the two runs themselves took (retraining, then promotion). The difference is what the daemon adds:
@@ -15,6 +15,7 @@ itself (`deploy/stack.sh` on its own ports and folder, .tradai/stack-bench): `uv
 from __future__ import annotations
 
 import os
+import resource
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ import yaml
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from bench.common import DEMO_CANDLES, PROJECT_ROOT, report
+from bench.common import DEMO_CANDLES, PROJECT_ROOT, Figure, record, report, report_figures
 from jobs.market_data import MARKET_DATA_JOB
 from jobs.model_lifecycle import PROMOTE_JOB
 from jobs.retraining import RETRAINING_JOB
@@ -89,10 +90,40 @@ def ingest(
     result = job.execute_in_process(
         instance=instance,
         tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
+        # the console would print every event's DEBUG line on both sides; the events still go to storage
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         raise_on_error=True,
     )
     elapsed = time.perf_counter() - started
     return elapsed, len(instance.all_logs(result.run_id))
+
+
+def _ticks(pid: int, children: bool) -> int:
+    """CPU clock ticks of process `pid` (user + system; with `children`, also its reaped children's)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # after the command: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
+    return sum(int(fields[i]) for i in ((11, 12, 13, 14) if children else (11, 12)))
+
+
+def postgres_cpu_seconds(stack: Stack) -> float:
+    """CPU seconds the stack's Postgres server has used so far: the postmaster, the backends it reaped
+    and the ones still running (from /proc; the server runs as another user on this machine)."""
+    datadir = Path((stack.home / "postgres.datadir").read_text().strip())
+    postmaster = int((datadir / "postmaster.pid").read_text().split()[0])
+    ticks = _ticks(postmaster, children=True)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                ticks += _ticks(int(stat.parent.name), children=False)
+        except (OSError, ValueError):
+            continue  # a backend that ended while we looked
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process (every thread, the in-process replay server included)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def assert_same_candles(one: Path, other: Path) -> int:
@@ -119,42 +150,68 @@ def fresh_database(env: dict[str, str], name: str) -> None:
     conn.close()
 
 
-def ingestion(stack: Stack) -> None:
-    """Print the demo's ingestion on Postgres instance storage against the same on SQLite."""
+INGEST_REPEATS = 2
+"""Interleaved repetitions of each side (SQLite, Postgres, SQLite, Postgres): load that changes during the
+benchmark falls on both sides alike."""
+
+
+def ingestion(stack: Stack, repeats: int = INGEST_REPEATS) -> None:
+    """Print the demo's ingestion on Postgres instance storage against the same on SQLite: wall time,
+    CPU (this process, plus the Postgres server for the Postgres side) and time per event."""
     pg = {k: v for k, v in stack.env.items() if k.startswith("TRADAI_PG_")}
-    fresh_database(stack.env, INGEST_DB)
     storage = yaml.safe_load((PROJECT_ROOT / "deploy" / "dagster.yaml").read_text())["storage"]
     storage["postgres"]["postgres_db"]["db_name"] = INGEST_DB
+    wall: dict[str, list[float]] = {"sqlite": [], "pg": []}
+    cpu: dict[str, list[float]] = {"sqlite": [], "pg": []}
+    per_event: dict[str, list[float]] = {"sqlite": [], "pg": []}
+    events: set[int] = set()
     with (
         environment(pg, drop=("TRADAI_EXECUTOR", "TRADAI_IO_BUCKET", "DAGSTER_HOME")),
         ReplayServer(DEMO_CANDLES) as replay,
         tempfile.TemporaryDirectory() as tmp,
     ):
         root = Path(tmp)
-        for name in ("warm", "sqlite", "pg"):
-            (root / name).mkdir()
+        (root / "warm").mkdir()
         with DagsterInstance.local_temp(str(root / "warm")) as warm:  # imports, first connections
             ingest(warm, replay.base_url, root / "warm-home", days=2)
-        with DagsterInstance.local_temp(str(root / "sqlite")) as sqlite:
-            sqlite_s, sqlite_events = ingest(sqlite, replay.base_url, root / "a")
-        (root / "pg" / "dagster.yaml").write_text(yaml.safe_dump({"storage": storage}))
-        with DagsterInstance.from_config(str(root / "pg")) as postgres:
-            postgres_s, postgres_events = ingest(postgres, replay.base_url, root / "b")
-        rows = assert_same_candles(root / "a" / "arcticdb", root / "b" / "arcticdb")
-        assert postgres_events == sqlite_events, (postgres_events, sqlite_events)
-    report(
-        f"Demo ingestion ({len(PAIRS)} pairs x 730 days, one run, {rows} candles): instance storage "
-        "Postgres (ours) vs SQLite (baseline)",
-        [
-            ("whole run", postgres_s, sqlite_s, f"{postgres_events} events each, identical candles"),
-            (
-                "per event (ms)",
-                1000 * postgres_s / postgres_events,
-                1000 * sqlite_s / sqlite_events,
-                "run time / events logged",
-            ),
-        ],
+        stored: dict[str, Path] = {}
+        for rep in range(repeats):
+            for side in ("sqlite", "pg"):
+                folder = root / f"{side}-{rep}"
+                folder.mkdir()
+                cpu_before = own_cpu_seconds() + (postgres_cpu_seconds(stack) if side == "pg" else 0.0)
+                if side == "sqlite":
+                    with DagsterInstance.local_temp(str(folder)) as sqlite:
+                        seconds, logged = ingest(sqlite, replay.base_url, folder / "home")
+                else:
+                    fresh_database(stack.env, INGEST_DB)
+                    (folder / "dagster.yaml").write_text(yaml.safe_dump({"storage": storage}))
+                    with DagsterInstance.from_config(str(folder)) as postgres:
+                        seconds, logged = ingest(postgres, replay.base_url, folder / "home")
+                cpu_after = own_cpu_seconds() + (postgres_cpu_seconds(stack) if side == "pg" else 0.0)
+                wall[side].append(seconds)
+                cpu[side].append(cpu_after - cpu_before)
+                per_event[side].append(1000 * seconds / logged)
+                events.add(logged)
+                if rep > 0:  # the repetition stored exactly what the first did
+                    assert_same_candles(stored[side], folder / "home" / "arcticdb")
+                stored.setdefault(side, folder / "home" / "arcticdb")
+        rows = assert_same_candles(stored["sqlite"], stored["pg"])
+    assert len(events) == 1, f"the runs logged different numbers of events: {sorted(events)}"
+    note = f"{events.pop()} events each run, identical candles ({rows}), SQLite then Postgres x{repeats}"
+    title = (
+        f"Demo ingestion ({len(PAIRS)} pairs x 730 days, one run): instance storage Postgres (ours) vs "
+        "SQLite (baseline)"
     )
+    figures = [
+        Figure.of("whole run, wall", wall["pg"], wall["sqlite"], "s", note),
+        Figure.of(
+            "whole run, CPU (bench process; + Postgres server for ours)", cpu["pg"], cpu["sqlite"], "s", note
+        ),
+        Figure.of("per event, wall", per_event["pg"], per_event["sqlite"], "ms", "run time / events logged"),
+    ]
+    report_figures(title, figures)
+    record([f._replace(name=f"{title}: {f.name}") for f in figures])
 
 
 def model_loop(stack: Stack) -> None:
