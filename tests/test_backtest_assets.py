@@ -146,10 +146,14 @@ def test_a_valid_strategy_passes_its_gates_and_reports_to_the_ui_and_mlflow(lab:
     artifacts = {
         a.path
         for a in mlflow.MlflowClient(lab["settings"].resolved_mlflow_uri).list_artifacts(
-            run.info.run_id, "report"
+            run.info.run_id, "backtest"
         )
     }  # type: ignore[union-attr]
-    assert {"report/trades.parquet", "report/equity.parquet", "report/freqtrade_stats.json"} <= artifacts
+    assert {
+        "backtest/trades.parquet",
+        "backtest/equity.parquet",
+        "backtest/freqtrade_stats.json",
+    } <= artifacts
 
 
 def test_a_window_without_data_fails_its_gate_naming_the_missing_days(lab: dict[str, object]) -> None:

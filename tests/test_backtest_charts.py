@@ -132,9 +132,9 @@ def test_the_mlflow_run_has_an_interactive_html_chart_per_pair(report: dict[str,
     settings: TradAISettings = report["settings"]  # type: ignore[assignment]
     client = mlflow.MlflowClient(settings.resolved_mlflow_uri)
     run_id = metadata["mlflow_run_id"].value  # type: ignore[index,union-attr]
-    pages = {a.path for a in client.list_artifacts(run_id, "report/charts")}
-    assert pages == {f"report/charts/{p.replace('/', '_')}.html" for p in settings.pairs}
-    page = Path(client.download_artifacts(run_id, "report/charts/BTC_USDT.html")).read_text()
+    pages = {a.path for a in client.list_artifacts(run_id, "backtest/charts")}
+    assert pages == {f"backtest/charts/{p.replace('/', '_')}.html" for p in settings.pairs}
+    page = Path(client.download_artifacts(run_id, "backtest/charts/BTC_USDT.html")).read_text()
     assert page.startswith("<!doctype html>") and "<svg" in page and "addEventListener" in page
     assert "http" not in page  # self-contained: nothing fetched
     assert 'class="entry"' in page and 'class="exit"' in page
@@ -168,5 +168,5 @@ def test_the_charts_indicators_come_from_the_backtest_itself(report: dict[str, o
     metadata = report["in_backtest"]
     client = mlflow.MlflowClient(settings.resolved_mlflow_uri)
     run_id = metadata["mlflow_run_id"].value  # type: ignore[index]
-    page = Path(client.download_artifacts(run_id, "report/charts/BTC_USDT.html")).read_text()
+    page = Path(client.download_artifacts(run_id, "backtest/charts/BTC_USDT.html")).read_text()
     assert "━ rsi (" in page and "━ ema_trend</span>" in page

@@ -196,7 +196,8 @@ def test_an_undefined_champion_sharpe_is_not_judged_and_raises_no_alarm() -> Non
 def test_reports_show_an_undefined_statistic_as_text_and_log_no_number_for_it() -> None:
     from dagster import MetadataValue
 
-    from tradai_assets.backtests import metrics_markdown, statistic_metadata, undefined_tags
+    from tradai_assets.backtest_runner import undefined_tags
+    from tradai_assets.backtests import metrics_markdown, statistic_metadata
 
     result = parse_backtest_stats(one_trade_stats(), "RsiMeanReversion", "2026.9")
     metadata = statistic_metadata(result.metrics)
