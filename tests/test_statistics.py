@@ -213,8 +213,7 @@ def test_reports_show_an_undefined_statistic_as_text_and_log_no_number_for_it() 
 
 
 def test_the_rollback_sensor_reads_an_undefined_champion_sharpe_as_none_with_its_reason() -> None:
-    from sensors.events import Materialized
-    from sensors.rollback import champion_performance
+    from sensors.model_loop import Materialized, champion_performance
 
     meta = {
         "model_name": "tradai-lgbm-1h",
