@@ -30,8 +30,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from bench.common import DEMO_CANDLES, PROJECT_ROOT, Figure, record, report, report_figures
 from jobs.market_data import MARKET_DATA_JOB
-from jobs.model_lifecycle import PROMOTE_JOB
-from jobs.retraining import RETRAINING_JOB
+from jobs.model_loop import PROMOTE_JOB, RETRAINING_JOB
 from tests.stack.model_loop_scene import metadata, runs_of, set_the_scene, wait_until
 from tests.stack.stack_control import Stack, model_loop_stack
 from tradai_core.settings import TradAISettings

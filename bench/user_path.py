@@ -8,7 +8,7 @@
    stock `freqtrade backtesting` CLI (its default trade export on) on the same candles, config and markets,
    also two at a time. Wall time and CPU seconds (every process started and waited for, plus the shared
    Freqtrade worker's own and its children's); each report's trades must equal the CLI's, trade for trade
-   (read back from the report's MLflow artifact `report/freqtrade_stats.json`). Rows: the shared worker
+   (read back from the report's MLflow artifact `backtest/freqtrade_stats.json`). Rows: the shared worker
    stopped before each repetition (both sides start cold: every side imports Freqtrade once per
    backtest or per worker), and the worker left running from the previous repetition.
 2. **One backtest through a running daemon**: `dagster-daemon` (QueuedRunCoordinator) runs, a run of the
@@ -268,7 +268,7 @@ def reported_stats(lab: Lab, name: str) -> dict[str, Any]:
     )
     run_id = metadata["mlflow_run_id"].value
     client = mlflow.MlflowClient(tracking_uri=lab.settings().resolved_mlflow_uri)
-    local = client.download_artifacts(run_id, "report/freqtrade_stats.json", tempfile.mkdtemp())
+    local = client.download_artifacts(run_id, "backtest/freqtrade_stats.json", tempfile.mkdtemp())
     return json.loads(Path(local).read_text())
 
 

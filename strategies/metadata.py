@@ -1,5 +1,6 @@
-"""What a strategy declares about itself: frozen metadata, its categories and statuses, and the name,
-version and timeframe rules the strategy config shares.
+"""What a strategy declares about itself: frozen metadata, its categories and statuses. Its name, version
+and timeframe are the strategy config's validated types (`tradai_core.strategy_config`), so both check
+them the same way.
 
 Kept apart from `strategies.base` (which imports Freqtrade) so the platform can list, describe and gate
 strategies — partitions, configs, the UI — without importing the trading engine.
@@ -12,7 +13,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tradai_core.strategy_config import STRATEGY_NAME, check_semver, check_timeframe
+from tradai_core.strategy_config import SemVer, StrategyName, Timeframe
 
 TAG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -40,25 +41,13 @@ class StrategyMetadata(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(description="The strategy's class name, e.g. RsiMeanReversion.")
-    version: str = Field(description="Semantic version of the strategy's logic, e.g. 1.0.0.")
+    name: StrategyName = Field(description="The strategy's class name, e.g. RsiMeanReversion.")
+    version: SemVer = Field(description="Semantic version of the strategy's logic, e.g. 1.0.0.")
     description: str = Field(min_length=1, description="One or two sentences a quant can act on.")
-    timeframe: str = Field(description="Candle timeframe the strategy trades on, e.g. 1h.")
+    timeframe: Timeframe = Field(description="Candle timeframe the strategy trades on, e.g. 1h.")
     category: StrategyCategory
     status: StrategyStatus = StrategyStatus.TESTING
     tags: tuple[str, ...] = Field(default=(), description="Lower-case labels, e.g. ('rsi', 'talib').")
-
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, value: str) -> str:
-        if not STRATEGY_NAME.match(value):
-            raise ValueError(f"name {value!r} must be a CamelCase class name, e.g. RsiMeanReversion")
-        return value
-
-    @field_validator("version")
-    @classmethod
-    def _check_version(cls, value: str) -> str:
-        return check_semver(value)
 
     @field_validator("description")
     @classmethod
@@ -66,11 +55,6 @@ class StrategyMetadata(BaseModel):
         if not value.strip():
             raise ValueError("description must not be blank")
         return value
-
-    @field_validator("timeframe")
-    @classmethod
-    def _check_timeframe(cls, value: str) -> str:
-        return check_timeframe(value)
 
     @field_validator("tags")
     @classmethod

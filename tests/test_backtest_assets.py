@@ -3,8 +3,6 @@ candles from ArcticDB, the full report in MLflow, and nothing half-written when 
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -12,20 +10,15 @@ import lightgbm
 import mlflow
 import numpy as np
 import pytest
-from dagster import AssetKey, DagsterEventType, DagsterInstance, ExecuteInProcessResult, materialize
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster import AssetKey, DagsterEventType, ExecuteInProcessResult
 
 from strategies.config import load_strategy_config
 from strategies.validation import STRATEGIES_DIR
+from tests.backtest_fixtures import BacktestLab, backtest_lab, run_backtest
 from tradai_assets.backtests import build_backtest_assets, model_problem
-from tradai_assets.market_data import build_market_data_assets
 from tradai_core.backtest_plan import plan_window
 from tradai_core.registry import TAG_HOLDOUT_START
 from tradai_core.settings import TradAISettings
-from tradai_replay.server import ReplayServer
-from tradai_resources.arcticdb_store import ArcticDBResource
-from tradai_resources.ccxt_exchange import ExchangeResource
-from tradai_resources.freqtrade_backtester import FreqtradeResource
 from tradai_resources.mlflow_tracking import MLflowResource
 
 WINDOW = {"start": "2022-08-01", "end": "2022-09-01"}
@@ -40,58 +33,34 @@ class BrokenImport(TradAIStrategy):
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory, demo_candles_dir: Path) -> Iterator[dict[str, object]]:
+def lab(tmp_path_factory: pytest.TempPathFactory, demo_candles_dir: Path) -> BacktestLab:
     """Candles of the demo pairs for 2022-07-20 → 2022-08-31 materialized through the real market-data path,
     a strategies folder with one good, one crashing and one broken strategy, and the resources."""
-    home = tmp_path_factory.mktemp("lab")
-    settings = TradAISettings(home=home, history_start=date(2022, 7, 1), history_end=date(2022, 10, 12))
-    folder = home / "strategies"
-    folder.mkdir()
-    for name in (
-        "rsi_mean_reversion.py",
-        "rsi_mean_reversion.yaml",
-        "lgbm_classifier.py",
-        "lgbm_classifier.yaml",
-    ):
-        shutil.copy(STRATEGIES_DIR / name, folder / name)
+    lab = backtest_lab(
+        tmp_path_factory.mktemp("lab"),
+        demo_candles_dir,
+        history_start=date(2022, 7, 1),
+        candle_days=("2022-07-20", "2022-08-31"),
+        strategies=("rsi_mean_reversion", "lgbm_classifier"),
+    )
     crashing = (STRATEGIES_DIR / "rsi_mean_reversion.py").read_text().replace("RsiMeanReversion", "Crashing")
     crashing = crashing.replace(
         '        dataframe["rsi"] = ta.RSI(dataframe, timeperiod=14)',
         '        raise RuntimeError("engine crash on purpose")',
     )
-    (folder / "crashing.py").write_text(crashing)
-    (folder / "crashing.yaml").write_text(
+    (lab.folder / "crashing.py").write_text(crashing)
+    (lab.folder / "crashing.yaml").write_text(
         (STRATEGIES_DIR / "rsi_mean_reversion.yaml").read_text().replace("RsiMeanReversion", "Crashing")
     )
-    (folder / "broken_import.py").write_text(BROKEN_IMPORT)
-    instance = DagsterInstance.ephemeral()
-    resources = {
-        "candle_store": ArcticDBResource(uri=settings.resolved_arcticdb_uri),
-        "freqtrade": FreqtradeResource(work_dir=str(home / "backtests")),
-        "mlflow": MLflowResource(tracking_uri=settings.resolved_mlflow_uri),
-    }
-    with ReplayServer(demo_candles_dir) as server:
-        done = materialize(
-            build_market_data_assets(settings),
-            resources={**resources, "exchange": ExchangeResource(base_url=server.base_url)},
-            instance=instance,
-            tags={ASSET_PARTITION_RANGE_START_TAG: "2022-07-20", ASSET_PARTITION_RANGE_END_TAG: "2022-08-31"},
-        )
-    assert done.success
-    yield {"settings": settings, "folder": folder, "instance": instance, "resources": resources, "home": home}
+    (lab.folder / "broken_import.py").write_text(BROKEN_IMPORT)
+    return lab
 
 
 def backtest(
-    lab: dict[str, object], strategy: str, settings: TradAISettings | None = None, **window: object
+    lab: BacktestLab, strategy: str, settings: TradAISettings | None = None, **window: object
 ) -> ExecuteInProcessResult:
-    config = {"config": {**({} if "timerange" in window else WINDOW), **window}}
-    return materialize(
-        build_backtest_assets(settings or lab["settings"], lab["folder"]),  # type: ignore[arg-type]
-        resources=lab["resources"],  # type: ignore[arg-type]
-        instance=lab["instance"],  # type: ignore[arg-type]
-        partition_key=strategy,
-        run_config={"ops": {"backtest_plan": config, "backtest_report": config}},
-        raise_on_error=False,
+    return run_backtest(
+        lab, strategy, {**({} if "timerange" in window else WINDOW), **window}, settings=settings
     )
 
 
@@ -111,8 +80,8 @@ def reported(result: ExecuteInProcessResult) -> bool:
     )
 
 
-def test_every_strategy_module_is_a_partition(lab: dict[str, object]) -> None:
-    [plan, _] = build_backtest_assets(lab["settings"], lab["folder"])  # type: ignore[arg-type]
+def test_every_strategy_module_is_a_partition(lab: BacktestLab) -> None:
+    [plan, _] = build_backtest_assets(lab.settings, lab.folder)
     assert set(plan.partitions_def.get_partition_keys()) == {
         "RsiMeanReversion",
         "Crashing",
@@ -121,7 +90,7 @@ def test_every_strategy_module_is_a_partition(lab: dict[str, object]) -> None:
     }
 
 
-def test_a_valid_strategy_passes_its_gates_and_reports_to_the_ui_and_mlflow(lab: dict[str, object]) -> None:
+def test_a_valid_strategy_passes_its_gates_and_reports_to_the_ui_and_mlflow(lab: BacktestLab) -> None:
     result = backtest(lab, "RsiMeanReversion")
     assert result.success
     assert check(result, "strategy_valid").passed and check(result, "data_coverage").passed
@@ -132,12 +101,12 @@ def test_a_valid_strategy_passes_its_gates_and_reports_to_the_ui_and_mlflow(lab:
     assert "| pair | trades |" in metadata["best_and_worst_pairs"].value
     assert metadata["timerange"].value == "20220801-20220901"
     assert set(metadata["data_versions"].value) == {
-        f"ohlcv.binance.1h/{p.replace('/', '_')}" for p in lab["settings"].pairs
-    }  # type: ignore[union-attr]
-    store = lab["resources"]["candle_store"]  # type: ignore[index]
+        f"ohlcv.binance.1h/{p.replace('/', '_')}" for p in lab.settings.pairs
+    }
+    store = lab.resources["candle_store"]
     pinned = store.pinned_versions(metadata["arcticdb_snapshot"].value)  # the versions it read stay readable
     assert pinned == {key: int(v) for key, v in metadata["data_versions"].value.items()}  # type: ignore[union-attr]
-    run = mlflow.MlflowClient(lab["settings"].resolved_mlflow_uri).get_run(metadata["mlflow_run_id"].value)  # type: ignore[union-attr]
+    run = mlflow.MlflowClient(lab.settings.resolved_mlflow_uri).get_run(metadata["mlflow_run_id"].value)
     assert run.info.status == "FINISHED"
     assert run.data.tags["dagster.run_id"] == result.run_id
     assert run.data.tags["tradai.arcticdb_snapshot"] == metadata["arcticdb_snapshot"].value
@@ -145,14 +114,18 @@ def test_a_valid_strategy_passes_its_gates_and_reports_to_the_ui_and_mlflow(lab:
     assert int(run.data.metrics["trade_count"]) == metadata["trade_count"].value
     artifacts = {
         a.path
-        for a in mlflow.MlflowClient(lab["settings"].resolved_mlflow_uri).list_artifacts(
-            run.info.run_id, "report"
+        for a in mlflow.MlflowClient(lab.settings.resolved_mlflow_uri).list_artifacts(
+            run.info.run_id, "backtest"
         )
-    }  # type: ignore[union-attr]
-    assert {"report/trades.parquet", "report/equity.parquet", "report/freqtrade_stats.json"} <= artifacts
+    }
+    assert {
+        "backtest/trades.parquet",
+        "backtest/equity.parquet",
+        "backtest/freqtrade_stats.json",
+    } <= artifacts
 
 
-def test_a_window_without_data_fails_its_gate_naming_the_missing_days(lab: dict[str, object]) -> None:
+def test_a_window_without_data_fails_its_gate_naming_the_missing_days(lab: BacktestLab) -> None:
     result = backtest(lab, "RsiMeanReversion", start="2022-09-15", end="2022-09-20")
     coverage = check(result, "data_coverage")
     assert not coverage.passed
@@ -160,7 +133,7 @@ def test_a_window_without_data_fails_its_gate_naming_the_missing_days(lab: dict[
     assert not reported(result)
 
 
-def test_a_strategy_that_does_not_import_fails_its_own_gate_clearly(lab: dict[str, object]) -> None:
+def test_a_strategy_that_does_not_import_fails_its_own_gate_clearly(lab: BacktestLab) -> None:
     result = backtest(lab, "BrokenImport")
     gate = check(result, "strategy_valid")
     assert not gate.passed
@@ -177,19 +150,19 @@ def mlflow_contents(client: mlflow.MlflowClient) -> tuple[set[str], set[str]]:
     return {e.name for e in experiments}, {r.info.run_id for r in runs}
 
 
-def test_an_engine_crash_leaves_no_report_and_no_temp_folders(lab: dict[str, object]) -> None:
-    client = mlflow.MlflowClient(lab["settings"].resolved_mlflow_uri)  # type: ignore[union-attr]
+def test_an_engine_crash_leaves_no_report_and_no_temp_folders(lab: BacktestLab) -> None:
+    client = mlflow.MlflowClient(lab.settings.resolved_mlflow_uri)
     before = mlflow_contents(client)
     result = backtest(lab, "Crashing")
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE)
     assert "engine crash on purpose" in failure.step_failure_data.error.to_string()
     assert not reported(result)
-    assert not any((Path(lab["home"]) / "backtests").iterdir())  # type: ignore[arg-type]
+    assert not any((Path(lab.home) / "backtests").iterdir())
     assert mlflow_contents(client) == before  # no experiment, no run (not even an unfinished one)
 
 
-def test_an_ml_strategy_without_its_model_is_stopped_by_its_gate(lab: dict[str, object]) -> None:
+def test_an_ml_strategy_without_its_model_is_stopped_by_its_gate(lab: BacktestLab) -> None:
     result = backtest(lab, "LgbmClassifier")
     gate = check(result, "model_ready")
     assert not gate.passed
@@ -222,8 +195,8 @@ def test_an_ml_backtest_on_the_models_training_data_is_refused(tmp_path: Path) -
     assert model_problem(store, strategy_config, after)[0] is None
 
 
-def test_default_pairs_outside_the_universe_are_dropped_and_said_so(lab: dict[str, object]) -> None:
-    narrow = lab["settings"].model_copy(update={"pairs": ("ETH/USDT", "BTC/USDT")})  # type: ignore[union-attr]
+def test_default_pairs_outside_the_universe_are_dropped_and_said_so(lab: BacktestLab) -> None:
+    narrow = lab.settings.model_copy(update={"pairs": ("ETH/USDT", "BTC/USDT")})
     result = backtest(lab, "RsiMeanReversion", narrow)
     assert result.success
     coverage = check(result, "data_coverage")
@@ -236,11 +209,11 @@ def test_default_pairs_outside_the_universe_are_dropped_and_said_so(lab: dict[st
     [report] = result.asset_materializations_for_node("backtest_report")
     assert report.metadata["pairs"].value == "BTC/USDT, ETH/USDT"
     assert set(report.metadata["dropped_pairs"].value) == set(dropped)
-    logged = [entry.user_message for entry in lab["instance"].all_logs(result.run_id)]  # type: ignore[union-attr]
+    logged = [entry.user_message for entry in lab.instance.all_logs(result.run_id)]
     assert any("dropped ADA/USDT: not in the pair universe" in message for message in logged)
 
 
-def test_run_config_pairs_choose_the_backtested_pairs(lab: dict[str, object]) -> None:
+def test_run_config_pairs_choose_the_backtested_pairs(lab: BacktestLab) -> None:
     result = backtest(lab, "RsiMeanReversion", pairs=["LTC/USDT"], timerange="20220805-20220820")
     assert result.success
     [report] = result.asset_materializations_for_node("backtest_report")
@@ -248,7 +221,7 @@ def test_run_config_pairs_choose_the_backtested_pairs(lab: dict[str, object]) ->
     assert report.metadata["timerange"].value == "20220805-20220820"
 
 
-def test_run_config_pairs_outside_the_universe_fail_the_gate_clearly(lab: dict[str, object]) -> None:
+def test_run_config_pairs_outside_the_universe_fail_the_gate_clearly(lab: BacktestLab) -> None:
     result = backtest(lab, "RsiMeanReversion", pairs=["BTC/USDT", "SOL/USDT"])
     coverage = check(result, "data_coverage")
     assert not coverage.passed

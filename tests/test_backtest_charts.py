@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import re
-import shutil
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -16,20 +15,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from dagster import DagsterInstance, materialize
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from strategies.validation import STRATEGIES_DIR
-from tradai_assets.backtests import build_backtest_assets
-from tradai_assets.market_data import build_market_data_assets
+from tests.backtest_fixtures import backtest_lab, run_backtest
 from tradai_assets.plots import ENTRY_COLOR, EXIT_COLOR, MAX_PNG_BYTES, png_bytes, trade_chart_figure
 from tradai_core.monthly_returns import monthly_returns
 from tradai_core.settings import TradAISettings
-from tradai_replay.server import ReplayServer
-from tradai_resources.arcticdb_store import ArcticDBResource
-from tradai_resources.ccxt_exchange import ExchangeResource
-from tradai_resources.freqtrade_backtester import FreqtradeResource
-from tradai_resources.mlflow_tracking import MLflowResource
 
 WINDOW = {"start": "2022-07-01", "end": "2022-09-01"}
 BACKTEST_ONLY = "InBacktestOnly"
@@ -44,51 +35,28 @@ PNG_IN_MARKDOWN = re.compile(r"^!\[[^\]]*\]\(data:image/png;base64,([A-Za-z0-9+/
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory, demo_candles_dir: Path) -> Iterator[dict[str, object]]:
     """RsiMeanReversion backtested on recorded candles 2022-07-01 → 2022-08-31 (startup from 2022-06-20)."""
-    home = tmp_path_factory.mktemp("charts")
-    settings = TradAISettings(home=home, history_start=date(2022, 6, 1), history_end=date(2022, 10, 12))
-    folder = home / "strategies"
-    folder.mkdir()
-    for name in ("rsi_mean_reversion.py", "rsi_mean_reversion.yaml"):
-        shutil.copy(STRATEGIES_DIR / name, folder / name)
+    lab = backtest_lab(
+        tmp_path_factory.mktemp("charts"),
+        demo_candles_dir,
+        history_start=date(2022, 6, 1),
+        candle_days=("2022-06-20", "2022-08-31"),
+    )
     source = (STRATEGIES_DIR / "rsi_mean_reversion.py").read_text().replace("RsiMeanReversion", BACKTEST_ONLY)
     guard = '        dataframe["rsi"] = ta.RSI(dataframe, timeperiod=14)'
     assert guard in source
-    (folder / "in_backtest_only.py").write_text(source.replace(guard, IN_BACKTEST_ONLY + guard))
-    (folder / "in_backtest_only.yaml").write_text(
+    (lab.folder / "in_backtest_only.py").write_text(source.replace(guard, IN_BACKTEST_ONLY + guard))
+    (lab.folder / "in_backtest_only.yaml").write_text(
         (STRATEGIES_DIR / "rsi_mean_reversion.yaml").read_text().replace("RsiMeanReversion", BACKTEST_ONLY)
     )
-    instance = DagsterInstance.ephemeral()
-    resources = {
-        "candle_store": ArcticDBResource(uri=settings.resolved_arcticdb_uri),
-        "freqtrade": FreqtradeResource(work_dir=str(home / "backtests")),
-        "mlflow": MLflowResource(tracking_uri=settings.resolved_mlflow_uri),
-    }
-    with ReplayServer(demo_candles_dir) as server:
-        done = materialize(
-            build_market_data_assets(settings),
-            resources={**resources, "exchange": ExchangeResource(base_url=server.base_url)},
-            instance=instance,
-            tags={ASSET_PARTITION_RANGE_START_TAG: "2022-06-20", ASSET_PARTITION_RANGE_END_TAG: "2022-08-31"},
-        )
-    assert done.success
-    config = {"config": WINDOW}
-    result = materialize(
-        build_backtest_assets(settings, folder),
-        resources=resources,
-        instance=instance,
-        partition_key="RsiMeanReversion",
-        run_config={"ops": {"backtest_plan": config, "backtest_report": config}},
-    )
+    result = run_backtest(lab, "RsiMeanReversion", WINDOW, raise_on_error=True)
     [materialization] = result.asset_materializations_for_node("backtest_report")
-    only = materialize(
-        build_backtest_assets(settings, folder),
-        resources=resources,
-        instance=instance,
-        partition_key=BACKTEST_ONLY,
-        run_config={"ops": {"backtest_plan": config, "backtest_report": config}},
-    )
+    only = run_backtest(lab, BACKTEST_ONLY, WINDOW, raise_on_error=True)
     [in_backtest] = only.asset_materializations_for_node("backtest_report")
-    yield {"settings": settings, "metadata": materialization.metadata, "in_backtest": in_backtest.metadata}
+    yield {
+        "settings": lab.settings,
+        "metadata": materialization.metadata,
+        "in_backtest": in_backtest.metadata,
+    }
 
 
 def decode_png(markdown: str) -> bytes:
@@ -132,9 +100,9 @@ def test_the_mlflow_run_has_an_interactive_html_chart_per_pair(report: dict[str,
     settings: TradAISettings = report["settings"]  # type: ignore[assignment]
     client = mlflow.MlflowClient(settings.resolved_mlflow_uri)
     run_id = metadata["mlflow_run_id"].value  # type: ignore[index,union-attr]
-    pages = {a.path for a in client.list_artifacts(run_id, "report/charts")}
-    assert pages == {f"report/charts/{p.replace('/', '_')}.html" for p in settings.pairs}
-    page = Path(client.download_artifacts(run_id, "report/charts/BTC_USDT.html")).read_text()
+    pages = {a.path for a in client.list_artifacts(run_id, "backtest/charts")}
+    assert pages == {f"backtest/charts/{p.replace('/', '_')}.html" for p in settings.pairs}
+    page = Path(client.download_artifacts(run_id, "backtest/charts/BTC_USDT.html")).read_text()
     assert page.startswith("<!doctype html>") and "<svg" in page and "addEventListener" in page
     assert "http" not in page  # self-contained: nothing fetched
     assert 'class="entry"' in page and 'class="exit"' in page
@@ -168,5 +136,5 @@ def test_the_charts_indicators_come_from_the_backtest_itself(report: dict[str, o
     metadata = report["in_backtest"]
     client = mlflow.MlflowClient(settings.resolved_mlflow_uri)
     run_id = metadata["mlflow_run_id"].value  # type: ignore[index]
-    page = Path(client.download_artifacts(run_id, "report/charts/BTC_USDT.html")).read_text()
+    page = Path(client.download_artifacts(run_id, "backtest/charts/BTC_USDT.html")).read_text()
     assert "━ rsi (" in page and "━ ema_trend</span>" in page

@@ -21,9 +21,8 @@ from dagster import (
 )
 from dagster._core.test_utils import create_run_for_test
 
-from jobs.drift import DRIFT_JOB, DRIFT_SCHEDULE
-from jobs.retraining import RETRAINING_JOB
-from sensors.drift import DRIFT_SENSOR, build_drift_sensor
+from jobs.model_loop import DRIFT_JOB, DRIFT_SCHEDULE, RETRAINING_JOB
+from sensors.model_loop import DRIFT_SENSOR, build_drift_sensor
 from tests.model_loop_fixtures import MODEL, NAME, PAIRS, Lab, empty_mlflow_db, make_lab
 from tradai_assets.drift import drift_history, training_set_version
 from tradai_assets.keys import DRIFT_KEY, META_FEATURE_SET_HASH, MODEL_KEY, TRAINING_SET_KEY, features_library

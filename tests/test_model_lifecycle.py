@@ -23,9 +23,8 @@ from dagster import (
     instance_for_test,
 )
 
-from jobs.model_lifecycle import PERFORMANCE_SCHEDULE, PROMOTE_JOB, ROLLBACK_JOB
-from sensors.promotion import PROMOTION_SENSOR
-from sensors.rollback import ROLLBACK_SENSOR
+from jobs.model_loop import PERFORMANCE_SCHEDULE, PROMOTE_JOB, ROLLBACK_JOB
+from sensors.model_loop import PROMOTION_SENSOR, ROLLBACK_SENSOR
 from tests.model_loop_fixtures import NAME, Lab, empty_mlflow_db, make_lab
 from tradai.defs.model_loop import build_model_loop_definitions
 from tradai_assets.keys import CHAMPION_MODEL_KEY, COMPARISON_KEY, MODEL_KEY, PERFORMANCE_KEY

@@ -24,13 +24,9 @@ import pytest
 from dagster import SensorResult, build_sensor_context, instance_for_test
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from jobs.drift import DRIFT_JOB
 from jobs.ml import FEATURES_JOB
-from jobs.model_lifecycle import PERFORMANCE_JOB, PROMOTE_JOB, ROLLBACK_JOB
-from jobs.retraining import RETRAINING_JOB
-from sensors.drift import DRIFT_SENSOR
-from sensors.promotion import PROMOTION_SENSOR
-from sensors.rollback import ROLLBACK_SENSOR
+from jobs.model_loop import DRIFT_JOB, PERFORMANCE_JOB, PROMOTE_JOB, RETRAINING_JOB, ROLLBACK_JOB
+from sensors.model_loop import DRIFT_SENSOR, PROMOTION_SENSOR, ROLLBACK_SENSOR
 from tests.model_loop_fixtures import MODEL, NAME, PAIRS, Lab, empty_mlflow_db, make_lab
 from tradai.demo_output import quiet_sensor_context
 from tradai.model_loop_demo import demo_drift_loop

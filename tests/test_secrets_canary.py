@@ -45,9 +45,9 @@ from dagster._serdes import serialize_value
 
 from jobs.market_data import MARKET_DATA_JOB
 from jobs.ml import FEATURES_JOB, TRAINING_JOB
-from jobs.model_lifecycle import PROMOTE_JOB
+from jobs.model_loop import PROMOTE_JOB
+from sensors.model_loop import PROMOTION_SENSOR
 from sensors.notifications import notify_on_run_failure
-from sensors.promotion import PROMOTION_SENSOR
 from strategies.validation import STRATEGIES_DIR
 from tests.model_loop_fixtures import MODEL, empty_mlflow_db
 from tradai.definitions import build_definitions

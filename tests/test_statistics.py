@@ -196,7 +196,8 @@ def test_an_undefined_champion_sharpe_is_not_judged_and_raises_no_alarm() -> Non
 def test_reports_show_an_undefined_statistic_as_text_and_log_no_number_for_it() -> None:
     from dagster import MetadataValue
 
-    from tradai_assets.backtests import metrics_markdown, statistic_metadata, undefined_tags
+    from tradai_assets.backtest_runner import undefined_tags
+    from tradai_assets.backtests import metrics_markdown, statistic_metadata
 
     result = parse_backtest_stats(one_trade_stats(), "RsiMeanReversion", "2026.9")
     metadata = statistic_metadata(result.metrics)
@@ -212,8 +213,7 @@ def test_reports_show_an_undefined_statistic_as_text_and_log_no_number_for_it() 
 
 
 def test_the_rollback_sensor_reads_an_undefined_champion_sharpe_as_none_with_its_reason() -> None:
-    from sensors.events import Materialized
-    from sensors.rollback import champion_performance
+    from sensors.model_loop import Materialized, champion_performance
 
     meta = {
         "model_name": "tradai-lgbm-1h",

@@ -27,9 +27,9 @@ from dagster._core.instance.ref import InstanceRef
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from jobs.backtests import BACKTEST_JOB
-from jobs.drift import DRIFT_JOB
 from jobs.market_data import MARKET_DATA_JOB
 from jobs.ml import FEATURES_JOB, TRAINING_JOB
+from jobs.model_loop import DRIFT_JOB
 from tradai.definitions import build_definitions
 from tradai.demo import run_daily_job
 from tradai_assets.keys import features_key

@@ -9,12 +9,8 @@ from dagster import DagsterInstance, Definitions, SensorEvaluationContext, build
 from dagster._core.storage.tags import RUN_KEY_TAG
 from pydantic import BaseModel, ConfigDict
 
-from jobs.drift import DRIFT_JOB
-from jobs.model_lifecycle import PROMOTE_JOB
-from jobs.retraining import RETRAINING_JOB
-from sensors.drift import DRIFT_SENSOR, drift_decisions
-from sensors.events import materializations_after
-from sensors.promotion import PROMOTION_SENSOR
+from jobs.model_loop import DRIFT_JOB, PROMOTE_JOB, RETRAINING_JOB
+from sensors.model_loop import DRIFT_SENSOR, PROMOTION_SENSOR, drift_decisions, materializations_after
 from tradai_assets.keys import COMPARISON_KEY, DRIFT_KEY, MODEL_KEY
 from tradai_core.model_lifecycle import DriftPolicy
 from tradai_core.registry import CHALLENGER, CHAMPION, default_model_name

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import pandas as pd
 from dagster import MetadataValue
 
+from tradai_assets.backtest_runner import chart_artifact
 from tradai_assets.plots import ChartTrade, png_markdown, trade_chart_figure, trade_chart_html
 from tradai_core.backtest_result import BacktestResult
 from tradai_core.monthly_returns import monthly_returns, monthly_returns_markdown
@@ -45,7 +46,7 @@ def trade_charts(
     indicators: Mapping[str, pd.DataFrame],
     trading_start: pd.Timestamp,
 ) -> tuple[dict[str, MetadataValue], dict[str, str]]:
-    """Per pair, a PNG chart (metadata `chart_<pair>`) and an HTML page (`report/charts/<pair>.html`), both
+    """Per pair, a PNG chart (metadata `chart_<pair>`) and an HTML page (`backtest/charts/<pair>.html`), both
     on the traded window (startup candles left out)."""
     metadata: dict[str, MetadataValue] = {}
     pages: dict[str, str] = {}
@@ -57,7 +58,7 @@ def trade_charts(
         metadata[f"chart_{pair_slug(pair)}"] = MetadataValue.md(
             png_markdown(trade_chart_figure(traded, extra, trades, title), f"{pair} trades")
         )
-        pages[f"report/charts/{pair_slug(pair)}.html"] = trade_chart_html(traded, extra, trades, title)
+        pages[chart_artifact(pair_slug(pair))] = trade_chart_html(traded, extra, trades, title)
     return metadata, pages
 
 

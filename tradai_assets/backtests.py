@@ -3,8 +3,9 @@
 `backtest_plan/<strategy>` resolves what a backtest needs and runs the reference workflow's gates as
 blocking checks (the strategy validates; the candle store covers the window, startup included), so
 `backtest_report/<strategy>` only runs when both pass. The report runs Freqtrade's own engine on candles
-read from ArcticDB, stores the full report in MLflow, and shows metrics, plots and the best and worst
-pairs in the UI. A new strategy module appears as a new partition when the code location reloads.
+read from ArcticDB through the one backtest path (`tradai_assets.backtest_runner`: plan, gate, run, record
+in MLflow's one layout), and shows metrics, plots and the best and worst pairs in the UI. A new strategy
+module appears as a new partition when the code location reloads.
 """
 
 from datetime import date
@@ -33,12 +34,20 @@ from strategies.validation import (
     validate_strategy,
 )
 from tradai_assets.backtest_charts import monthly_returns_metadata, trade_charts
+from tradai_assets.backtest_runner import (
+    execute,
+    plan_backtest,
+    run_and_record,
+    startup_candles,
+    training_overlap,
+    validated_strategy,
+)
 from tradai_assets.hyperopt import load_tuned_parameters
 from tradai_assets.keys import ohlcv_key
 from tradai_assets.plots import equity_and_drawdown_figure, png_markdown
 from tradai_assets.run_shape import IN_PROCESS_TAGS
 from tradai_assets.strategy_partitions import source_hash, strategy_partitions
-from tradai_core.backtest_config import BacktestRunConfig
+from tradai_core.backtest_config import BacktestCosts
 from tradai_core.backtest_plan import (
     BacktestWindow,
     PairSelection,
@@ -51,7 +60,7 @@ from tradai_core.backtest_plan import (
 from tradai_core.backtest_result import BacktestMetrics, BacktestResult
 from tradai_core.candles import find_gaps
 from tradai_core.errors import NotFoundError, ValidationError
-from tradai_core.registry import CHAMPION, TAG_ARCTICDB_PIN, TAG_HOLDOUT_START, default_model_name
+from tradai_core.registry import CHAMPION, default_model_name
 from tradai_core.settings import TradAISettings
 from tradai_core.statistics import GUARDED_STATISTICS
 from tradai_core.strategy_config import StrategyConfig
@@ -73,8 +82,9 @@ PLAN_CHECKS = {
 }
 
 
-class BacktestConfig(Config):
-    """Run config shared by the plan and the report (set the same values on both)."""
+class BacktestConfig(Config, BacktestCosts):
+    """Run config shared by the plan and the report (set the same values on both); money and costs
+    (`max_open_trades`, `starting_balance`, `fee`) as every backtest has them (`BacktestCosts`)."""
 
     pairs: list[str] | None = None
     """Pairs to backtest (like `freqtrade backtesting --pairs`), each in the pair universe TRADAI_PAIRS;
@@ -85,10 +95,6 @@ class BacktestConfig(Config):
     """First traded day, YYYY-MM-DD; default: the holdout window's first day."""
     end: str | None = None
     """Day after the last traded day, YYYY-MM-DD; default: the end of the history."""
-    max_open_trades: int = 3
-    starting_balance: float = 1000.0
-    fee: float = 0.001
-    """Fee ratio per side."""
     model_alias: str | None = None
     """For machine-learning strategies: the model alias to trade with (default: the strategy config's)."""
     tuned_params_run_id: str | None = None
@@ -150,7 +156,7 @@ def model_problem(
     mlflow: MLflowResource, strategy_config: StrategyConfig, window: BacktestWindow
 ) -> tuple[str | None, dict[str, str]]:
     """Why an ML strategy's backtest must not run (no model behind its alias, or a window overlapping the
-    model's training data), or None; plus the model lineage to record."""
+    model's training data: `backtest_runner.training_overlap`), or None; plus the model lineage to record."""
     name = default_model_name(strategy_config.timeframe)
     alias = str(strategy_config.buy_params.get("model_alias", CHAMPION))
     try:
@@ -158,21 +164,14 @@ def model_problem(
     except NotFoundError as error:
         return str(error), {}
     lineage = {"model": name, "model_alias": alias, "model_version": str(version.version)}
-    holdout_start = version.tags.get(TAG_HOLDOUT_START)
-    if holdout_start and window.start < pd.Timestamp(holdout_start).date():
-        return (
-            f"{name} v{version.version} ({alias}) was trained on data up to {holdout_start}; a backtest from "
-            f"{window.start} would score it on data it was trained on — start the window on or after "
-            f"{holdout_start}",
-            lineage,
-        )
-    return None, lineage
+    try:
+        return training_overlap(window.start, version), lineage
+    except ValidationError as error:  # no holdout tag: its training window is unknown
+        return str(error), lineage
 
 
 def _startup_candles(report: StrategyValidationReport) -> int:
-    from strategies.validation import load_strategy_class
-
-    return int(getattr(load_strategy_class(report.name, Path(report.path).parent), "startup_candle_count", 0))
+    return startup_candles(report.name, Path(report.path or "").parent)
 
 
 def metrics_markdown(result: BacktestResult) -> str:
@@ -205,11 +204,6 @@ def statistic_metadata(metrics: BacktestMetrics) -> dict[str, object]:
         else MetadataValue.text(metrics.display(name))
         for name in GUARDED_STATISTICS
     }
-
-
-def undefined_tags(metrics: BacktestMetrics) -> dict[str, str]:
-    """MLflow tags `tradai.undefined.<statistic>` = why, for statistics logged as no metric."""
-    return {f"tradai.undefined.{name}": stat.reason for name, stat in metrics.undefined.items()}
 
 
 def pairs_markdown(result: BacktestResult, top: int = 3) -> str:
@@ -374,81 +368,51 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
         mlflow: MLflowResource,
     ) -> MaterializeResult:
         name = context.partition_key
-        report = validate_strategy(name, folder)
-        report.raise_for_errors()
-        assert report.config is not None and report.path is not None
+        report = validated_strategy(name, folder)
         strategy_config = effective_config(report, config, mlflow)
         window = resolve_window(settings, config, strategy_config, _startup_candles(report))
         selection = select_backtest_pairs(settings, config, strategy_config)
         if selection.dropped:
             context.log.warning("%s: backtesting %s", name, selection.describe())
-        candles, versions = candle_store.read_pairs(
-            exchange, tf, selection.pairs, window.data_start, pd.Timestamp(window.end, tz="UTC")
-        )
-        run = BacktestRunConfig(
-            pairs=selection.pairs,
-            timerange=window.timerange,
-            max_open_trades=config.max_open_trades,
-            starting_balance=config.starting_balance,
-            fee=config.fee,
-        )
         lineage: dict[str, str] = {}
         if is_machine_learning(report):
             problem, lineage = model_problem(mlflow, strategy_config, window)
             if problem:
                 raise ValidationError(problem, "see the backtest_plan check model_ready")
+        plan = plan_backtest(
+            report, strategy_config, window.start, window.end, selection.pairs, config, lineage=lineage
+        )
         # the indicators for the charts come from the backtest's own child, computed once
-        result, indicators = freqtrade.backtest_charted(
-            name,
-            Path(report.path).parent,
-            candles,
-            run,
-            strategy_config=strategy_config,
-            model_store_uri=mlflow.tracking_uri,  # a model strategy loads its model from this run's store
+        backtest = execute(
+            plan,
+            exchange=exchange,
+            timeframe=tf,
+            candle_store=candle_store,
+            freqtrade=freqtrade,
+            mlflow=mlflow,
+            pin=(f"tradai.backtest.{context.run.run_id}.{name}", f"backtest {name}"),
+            charted=True,
         )
-        pin = candle_store.pin_versions(  # the candle versions this report names stay readable
-            f"tradai.backtest.{context.run.run_id}.{name}", versions, note=f"backtest {name}"
+        result, candles, versions = backtest.result, backtest.candles, backtest.data_versions
+        charts, chart_pages = trade_charts(
+            result, candles, backtest.indicators, pd.Timestamp(window.start, tz="UTC")
         )
-        charts, chart_pages = trade_charts(result, candles, indicators, pd.Timestamp(window.start, tz="UTC"))
-        digest = source_hash(report)
+        digest = plan.source_sha256
         equity = result.equity_frame()["equity"]
         plot = png_markdown(equity_and_drawdown_figure(equity, f"{name} {window.timerange}"), "equity")
         gaps = {pair: len(find_gaps(frame.index, timeframe_ms(tf))) for pair, frame in candles.items()}
         metrics = result.metrics
-        with mlflow.start_run(
-            MLFLOW_EXPERIMENT,
-            f"{name}-{window.timerange}",
+        recorded = run_and_record(
+            mlflow,
+            backtest,
+            experiment=MLFLOW_EXPERIMENT,
+            run_name=f"{name}-{window.timerange}",
+            purpose="report",
             dagster_run_id=context.run.run_id,
-            data_versions=versions,
-            tags={
-                "strategy": name,
-                "strategy.version": strategy_config.version,
-                "source_sha256": digest,
-                "tradai.tuned_params_run_id": config.tuned_params_run_id or "none",
-                TAG_ARCTICDB_PIN: pin.name,
-                **{f"tradai.{key}": value for key, value in lineage.items()},
-            },
-        ) as tracked:
-            tracked.log_params(
-                {
-                    "timerange": window.timerange,
-                    "pairs": ",".join(selection.pairs),
-                    "dropped_pairs": ",".join(selection.dropped) or "none",
-                    **run.model_dump(exclude={"pairs", "timerange"}),
-                }
-            )
-            tracked.log_metrics(metrics.defined_numbers())  # an undefined statistic is no number
-            tracked.set_tags(undefined_tags(metrics))
-            tracked.log_dataframe(result.trades_frame(), "report/trades.parquet")
-            tracked.log_dataframe(result.equity_frame(), "report/equity.parquet")
-            tracked.log_dict(result.freqtrade_stats, "report/freqtrade_stats.json")
-            tracked.log_dict(strategy_config.model_dump(mode="json"), "report/strategy_config.json")
-            tracked.log_dict(run.model_dump(mode="json"), "report/run_config.json")
-            tracked.log_dict(versions, "report/data_versions.json")
-            tracked.log_file(report.path, "report/source")
-            for artifact_file, page in chart_pages.items():
-                tracked.log_text(page, artifact_file)
-            run_id, experiment_id = tracked.run_id, tracked.experiment_id
+            params={"dropped_pairs": ",".join(selection.dropped) or "none"},
+            tags={"tradai.tuned_params_run_id": config.tuned_params_run_id or "none"},
+            chart_pages=chart_pages,
+        )
         context.log.info(
             "%s %s on %s: %d trades, profit %.2f %%, Sharpe %s, max drawdown %.2f %%",
             name,
@@ -476,11 +440,11 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
                 "freqtrade_version": result.freqtrade_version,
                 "source_sha256": digest,
                 "data_versions": MetadataValue.json(versions),
-                "arcticdb_snapshot": pin.name,
+                "arcticdb_snapshot": backtest.arcticdb_snapshot,
                 "tuned_params_run_id": config.tuned_params_run_id or "none (strategy YAML)",
                 **lineage,
                 "candle_gaps_in_window": MetadataValue.json(gaps),
-                **mlflow.run_metadata(run_id, experiment_id),
+                **mlflow.run_metadata(recorded.run_id, recorded.experiment_id),
             }
         )
 

@@ -45,6 +45,7 @@ from dagster import (
 )
 from pydantic import BaseModel, ConfigDict
 
+from tradai_assets.backtest_runner import holdout_start
 from tradai_assets.keys import (
     CHAMPION_MODEL_KEY,
     DRIFT_KEY,
@@ -55,7 +56,6 @@ from tradai_assets.keys import (
 )
 from tradai_assets.models import load_reference_distribution, load_training_set
 from tradai_assets.plots import plt, png_markdown
-from tradai_assets.validation import holdout_start
 from tradai_core.drift import DEFAULT_WINDOW_DAYS, DriftVerdict, drift_verdict, drift_window
 from tradai_core.errors import ConfigurationError, NotFoundError, ValidationError
 from tradai_core.features import FEATURE_NAMES, WARMUP_BARS, compute_window_features, feature_set_hash

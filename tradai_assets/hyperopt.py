@@ -47,12 +47,12 @@ from dagster import (
 from pydantic import Field
 
 from strategies.validation import STRATEGIES_DIR, load_strategy_class, validate_strategy
+from tradai_assets.backtest_runner import ExecutedBacktest, execute, plan_backtest, record
 from tradai_assets.keys import ohlcv_key
 from tradai_assets.plots import plt, png_markdown
 from tradai_assets.strategy_partitions import source_hash, strategy_partitions
-from tradai_core.backtest_config import BacktestRunConfig
+from tradai_core.backtest_config import BacktestCosts
 from tradai_core.backtest_plan import plan_window
-from tradai_core.backtest_result import BacktestResult
 from tradai_core.errors import ConfigurationError, NotFoundError, TradAIError, ValidationError
 from tradai_core.hyperopt import (
     MIN_TRADES_PENALTY,
@@ -90,8 +90,9 @@ _MISSING_ARTIFACT_CODES = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
 _mlflow_exceptions = LazyModule("mlflow.exceptions")  # imported on first use
 
 
-class HyperoptConfig(Config):
-    """Run config of `hyperopt_study` (the study, its windows and its gate)."""
+class HyperoptConfig(Config, BacktestCosts):
+    """Run config of `hyperopt_study` (the study, its windows and its gate); money and costs as every
+    backtest has them (`BacktestCosts`, whose `run(timerange)` builds a backtest run config)."""
 
     n_trials: int = Field(default=50, ge=1, description="Trials to add to the study in this run.")
     workers: int = Field(default=2, ge=1, description="Study-worker processes (one per core).")
@@ -116,9 +117,6 @@ class HyperoptConfig(Config):
         default=0.25, ge=0, le=1, description="…or below this fraction of the in-sample Sharpe."
     )
     oos_min_trades: int = Field(default=1, ge=0, description="…or fewer OOS trades than this.")
-    max_open_trades: int = 3
-    starting_balance: float = 1000.0
-    fee: float = 0.001
 
     def spec(self) -> StudySpec:
         """The study part of this config."""
@@ -142,15 +140,6 @@ class HyperoptConfig(Config):
         """The out-of-sample collapse rule of this config."""
         return OOSRule(
             min_sharpe=self.oos_min_sharpe, min_fraction=self.oos_min_fraction, min_trades=self.oos_min_trades
-        )
-
-    def run(self, timerange: str) -> BacktestRunConfig:
-        """A backtest run config over `timerange` with this config's money and costs."""
-        return BacktestRunConfig(
-            timerange=timerange,
-            max_open_trades=self.max_open_trades,
-            starting_balance=self.starting_balance,
-            fee=self.fee,
         )
 
 
@@ -380,11 +369,24 @@ def build_hyperopt_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
         tuned_config = apply_values(
             strategy_config, best.buy_params, best.sell_params, best.roi, best.stoploss
         )
-        oos_start = plan_window(windows.oos_start, windows.oos_end, tf, startup).data_start
-        oos_candles = {pair: frame.loc[pd.Timestamp(oos_start) :] for pair, frame in candles.items()}
-        oos = freqtrade.backtest(
-            name, folder, oos_candles, config.run(windows.oos_timerange), strategy_config=tuned_config
+        # the confirmation backtest takes the one backtest path, on the candles the study read
+        plan = plan_backtest(
+            report, tuned_config, windows.oos_start, windows.oos_end, None, config, timeframe=tf
         )
+        oos_candles = {
+            pair: frame.loc[pd.Timestamp(plan.window.data_start) :] for pair, frame in candles.items()
+        }
+        confirmation = execute(
+            plan,
+            exchange=exchange,
+            timeframe=tf,
+            candle_store=candle_store,
+            freqtrade=freqtrade,
+            mlflow=mlflow,
+            pin=pin.name,
+            candles=(oos_candles, versions),
+        )
+        oos = confirmation.result
         gate = overfitting_gate(
             study.dsr,
             config.dsr_threshold,
@@ -406,7 +408,7 @@ def build_hyperopt_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
             name,
             study,
             windows,
-            oos,
+            confirmation,
             gate,
             strategy_config,
             digest,
@@ -516,7 +518,7 @@ def _log_to_mlflow(
     strategy: str,
     study: StudyReport,
     windows: HyperoptWindows,
-    oos: BacktestResult,
+    confirmation: ExecutedBacktest,
     gate: GateDecision,
     config: StrategyConfig,
     digest: str,
@@ -524,8 +526,10 @@ def _log_to_mlflow(
     figure: "plt.Figure",
 ) -> tuple[TunedParameters, str, str]:
     """One run in experiment `hyperopt`: the tuned parameters as `tuned/<Strategy>.json`, the study's
-    trials, importances and history plot, the out-of-sample backtest; returns (tuned, run id, experiment)."""
+    trials, importances and history plot, the out-of-sample confirmation backtest in the one backtest layout
+    (`backtest_runner.record`); returns (tuned, run id, experiment)."""
     best = study.best
+    oos = confirmation.result
     version = _next_version(mlflow, strategy)
     with mlflow.start_run(
         MLFLOW_EXPERIMENT,
@@ -619,8 +623,7 @@ def _log_to_mlflow(
         )
         tracked.log_figure(figure, "study/optimization_history.png")
         tracked.log_dict(gate.model_dump(mode="json"), "gate.json")
-        tracked.log_dict(oos.freqtrade_stats, "oos/freqtrade_stats.json")
-        tracked.log_dataframe(oos.trades_frame(), "oos/trades.parquet")
+        record(tracked, confirmation)
         return tuned, tracked.run_id, tracked.experiment_id
 
 

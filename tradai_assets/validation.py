@@ -23,7 +23,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from dagster import (
     AllPartitionMapping,
@@ -39,7 +38,20 @@ from dagster import (
 )
 from pydantic import BaseModel, ConfigDict
 
-from strategies.validation import STRATEGIES_DIR, load_strategy_class, validate_strategy
+from strategies.validation import STRATEGIES_DIR, load_strategy_class
+from tradai_assets.backtest_runner import (
+    bar_returns as bar_returns,  # re-exported: callers of the validation path use it
+)
+from tradai_assets.backtest_runner import (
+    execute,
+    holdout_end,
+    holdout_start,
+    midnight,
+    plan_backtest,
+    require_after_training,
+    run_and_record,
+    validated_strategy,
+)
 from tradai_assets.keys import (
     CHAMPION_MODEL_KEY,
     COMPARISON_KEY,
@@ -50,16 +62,14 @@ from tradai_assets.keys import (
     ohlcv_key,
 )
 from tradai_assets.plots import equity_and_drawdown_figure, plt, png_markdown
-from tradai_core.backtest_config import BacktestRunConfig
-from tradai_core.backtest_plan import BacktestWindow, plan_window
-from tradai_core.backtest_result import BacktestMetrics, BacktestResult
+from tradai_core.backtest_config import BacktestCosts
+from tradai_core.backtest_result import BacktestMetrics
 from tradai_core.comparison import (
     ComparisonConfig,
     ComparisonResult,
     annualized_sharpe,
     compare_champion_challenger,
     periods_per_year_for,
-    returns_from_equity,
     sharpe_undefined_reason,
 )
 from tradai_core.errors import ValidationError
@@ -67,15 +77,11 @@ from tradai_core.model_lifecycle import ChampionPerformance, RollbackLimits, ass
 from tradai_core.registry import (
     CHALLENGER,
     CHAMPION,
-    TAG_ARCTICDB_PIN,
-    TAG_HOLDOUT_END,
-    TAG_HOLDOUT_START,
     TAG_PAIRS,
     default_model_name,
 )
 from tradai_core.settings import TradAISettings
 from tradai_core.statistics import format_statistic
-from tradai_core.timeframes import timeframe_delta
 from tradai_resources.arcticdb_store import ArcticDBResource
 from tradai_resources.freqtrade_backtester import FreqtradeResource
 from tradai_resources.mlflow_tracking import MLflowResource, ModelVersionInfo
@@ -112,14 +118,11 @@ class ModelBacktest(BaseModel):
     arcticdb_snapshot: str
 
 
-class BacktestSettings(Config):
-    """Shared knobs of the model backtests."""
+class BacktestSettings(Config, BacktestCosts):
+    """Shared knobs of the model backtests; money and costs as every backtest has them (`BacktestCosts`)."""
 
     strategy: str = DEFAULT_STRATEGY
     """The ML strategy class in strategies/ (it must load its model by the `model_alias` buy param)."""
-    max_open_trades: int = 3
-    starting_balance: float = 1000.0
-    fee: float = 0.001
     model_name: str | None = None
     """Registered model; default `tradai-lgbm-<timeframe>`."""
 
@@ -151,44 +154,8 @@ class ComparisonRunConfig(Config):
     seed: int = 0
 
 
-def holdout_start(version: ModelVersionInfo) -> datetime:
-    """Where a model version's holdout starts (its training window ends), from its tags."""
-    raw = version.tags.get(TAG_HOLDOUT_START)
-    if not raw:
-        raise ValidationError(
-            f"{version.name} v{version.version} has no {TAG_HOLDOUT_START} tag: its training window is "
-            "unknown",
-            "retrain it with the model asset, which records the holdout",
-        )
-    return datetime.fromisoformat(raw).astimezone(UTC)
-
-
-def holdout_end(version: ModelVersionInfo) -> datetime:
-    """Where a model version's holdout ends, from its tags."""
-    raw = version.tags.get(TAG_HOLDOUT_END)
-    if not raw:
-        raise ValidationError(
-            f"{version.name} v{version.version} has no {TAG_HOLDOUT_END} tag",
-            "retrain it with the model asset",
-        )
-    return datetime.fromisoformat(raw).astimezone(UTC)
-
-
-def _midnight(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
-
-
-def check_out_of_sample(start: date, versions: list[ModelVersionInfo]) -> None:
-    """Raise unless a window starting on `start` is after every version's training window."""
-    for version in versions:
-        trained_until = holdout_start(version)
-        if _midnight(start) < trained_until:
-            raise ValidationError(
-                f"the validation window starts {start}, but {version.name} v{version.version} was trained "
-                f"on data up to {trained_until:%Y-%m-%d}; it would be scored on data it learned from",
-                f"start the window on or after {trained_until:%Y-%m-%d} (the default is the challenger's "
-                "holdout)",
-            )
+check_out_of_sample = require_after_training
+"""Former name of `backtest_runner.require_after_training` (kept for callers of the validation path)."""
 
 
 def model_pairs(version: ModelVersionInfo, settings: TradAISettings) -> tuple[str, ...]:
@@ -201,21 +168,6 @@ def model_pairs(version: ModelVersionInfo, settings: TradAISettings) -> tuple[st
             "add its pairs to TRADAI_PAIRS",
         )
     return pairs
-
-
-def bar_returns(result: BacktestResult, window: BacktestWindow, timeframe: str) -> pd.Series:
-    """Per-bar returns of the realized equity carried forward on the candle grid of `[start, end)`."""
-    grid = pd.date_range(
-        _midnight(window.start), _midnight(window.end), freq=timeframe_delta(timeframe), inclusive="left"
-    )
-    equity = result.equity_frame()["equity"]
-    equity.index = pd.DatetimeIndex(equity.index).tz_convert("UTC")
-    equity = equity.groupby(level=0).last().sort_index()
-    positions = equity.index.searchsorted(grid, side="right") - 1
-    values = np.where(
-        positions >= 0, equity.to_numpy()[np.clip(positions, 0, None)], result.metrics.starting_balance
-    )
-    return returns_from_equity(pd.Series(values, index=grid, name="equity"))
 
 
 def run_model_backtest(
@@ -234,10 +186,10 @@ def run_model_backtest(
     purpose: str,
     strategies_dir: Path = STRATEGIES_DIR,
 ) -> ModelBacktest:
-    """Backtest the ML strategy with `model_alias` = `alias` on `[start, end)` and log it to MLflow."""
-    report = validate_strategy(config.strategy, strategies_dir)
-    report.raise_for_errors()
-    assert report.config is not None and report.path is not None
+    """Backtest the ML strategy with `model_alias` = `alias` on `[start, end)` through the one backtest
+    path (`backtest_runner`) and record it in MLflow (experiment `validation`)."""
+    report = validated_strategy(config.strategy, strategies_dir)
+    assert report.config is not None
     strategy_class = load_strategy_class(config.strategy, strategies_dir)
     if not hasattr(strategy_class, "model_alias"):
         raise ValidationError(
@@ -247,70 +199,42 @@ def run_model_backtest(
     strategy_config = report.config.model_copy(
         update={"buy_params": {**report.config.buy_params, "model_alias": alias}}
     )
-    startup = int(getattr(strategy_class, "startup_candle_count", 0))
-    window = plan_window(start, end, settings.timeframe, startup)
-    candles, data_versions = candle_store.read_pairs(
-        settings.exchange_id, settings.timeframe, pairs, window.data_start, _midnight(window.end)
+    name = version.name
+    lineage = {"model": name, "model_alias": alias, "model_version": str(version.version)}
+    plan = plan_backtest(
+        report, strategy_config, start, end, pairs, config, timeframe=settings.timeframe, lineage=lineage
     )
-    run = BacktestRunConfig(
-        timerange=window.timerange,
-        pairs=pairs,
-        max_open_trades=config.max_open_trades,
-        starting_balance=config.starting_balance,
-        fee=config.fee,
+    window = plan.window
+    backtest = execute(  # the strategy loads both aliases from this run's MLflow store
+        plan,
+        exchange=settings.exchange_id,
+        timeframe=settings.timeframe,
+        candle_store=candle_store,
+        freqtrade=freqtrade,
+        mlflow=mlflow,
+        pin=(
+            f"tradai.validation.{dagster_run_id}.{alias}",
+            f"validation backtest of {version.name} v{version.version} ({alias})",
+        ),
     )
-    result = freqtrade.backtest(
-        config.strategy,
-        Path(report.path).parent,
-        candles,
-        run,
-        strategy_config=strategy_config,
-        model_store_uri=mlflow.tracking_uri,  # the strategy loads both aliases from this run's store
-    )
-    pin = candle_store.pin_versions(  # the candle versions this validation names stay readable
-        f"tradai.validation.{dagster_run_id}.{alias}",
-        data_versions,
-        note=f"validation backtest of {version.name} v{version.version} ({alias})",
-    )
-    returns = bar_returns(result, window, settings.timeframe)
+    result, returns = backtest.result, backtest.bar_returns
     sharpe_undefined = sharpe_undefined_reason(returns.to_numpy())
     sharpe = (
         None
         if sharpe_undefined
         else annualized_sharpe(returns.to_numpy(), periods_per_year_for(settings.timeframe))
     )
-    name = version.name
-    with mlflow.start_run(
-        VALIDATION_EXPERIMENT,
-        f"{name} v{version.version} ({alias}) {purpose} {window.timerange}",
+    recorded = run_and_record(
+        mlflow,
+        backtest,
+        experiment=VALIDATION_EXPERIMENT,
+        run_name=f"{name} v{version.version} ({alias}) {purpose} {window.timerange}",
+        purpose=purpose,
         dagster_run_id=dagster_run_id,
-        data_versions=data_versions,
-        tags={
-            "model": name,
-            "model.version": str(version.version),
-            "model.alias": alias,
-            "purpose": purpose,
-            "strategy": config.strategy,
-            TAG_ARCTICDB_PIN: pin.name,
-        },
-    ) as tracked:
-        tracked.log_params({"timerange": window.timerange, "pairs": ",".join(pairs), "alias": alias})
-        tracked.log_metrics(
-            {
-                **result.metrics.defined_numbers(),
-                **({} if sharpe is None else {"bar_sharpe": sharpe}),
-            }
-        )
-        tracked.set_tags(
-            {
-                **{f"tradai.undefined.{k}": v.reason for k, v in result.metrics.undefined.items()},
-                **({"tradai.undefined.bar_sharpe": sharpe_undefined} if sharpe_undefined else {}),
-            }
-        )
-        tracked.log_dataframe(result.trades_frame(), "backtest/trades.parquet")
-        tracked.log_dataframe(result.equity_frame(), "backtest/equity.parquet")
-        tracked.log_dataframe(returns.to_frame("return"), "backtest/bar_returns.parquet")
-        run_id, experiment_id = tracked.run_id, tracked.experiment_id
+        params={"alias": alias},
+        metrics={} if sharpe is None else {"bar_sharpe": sharpe},
+        tags={"tradai.undefined.bar_sharpe": sharpe_undefined} if sharpe_undefined else {},
+    )
     return ModelBacktest(
         model=name,
         alias=alias,
@@ -318,18 +242,18 @@ def run_model_backtest(
         strategy=config.strategy,
         timeframe=settings.timeframe,
         timerange=window.timerange,
-        window_start=_midnight(window.start),
-        window_end=_midnight(window.end),
+        window_start=midnight(window.start),
+        window_end=midnight(window.end),
         pairs=pairs,
         bar_returns=returns,
         trade_returns=tuple(float(t.profit_ratio) for t in result.trades),
         metrics=result.metrics,
         bar_sharpe=sharpe,
         bar_sharpe_undefined=sharpe_undefined,
-        mlflow_run_id=run_id,
-        mlflow_experiment_id=experiment_id,
-        data_versions={key: int(value) for key, value in data_versions.items()},
-        arcticdb_snapshot=pin.name,
+        mlflow_run_id=recorded.run_id,
+        mlflow_experiment_id=recorded.experiment_id,
+        data_versions={key: int(value) for key, value in backtest.data_versions.items()},
+        arcticdb_snapshot=backtest.arcticdb_snapshot,
     )
 
 
@@ -723,7 +647,7 @@ def build_champion_performance_asset(
         pairs = model_pairs(champion, settings)
         start, end = performance_window(config, candle_store, settings, pairs)
         trained_until = holdout_start(champion)
-        overlaps = _midnight(start) < trained_until
+        overlaps = midnight(start) < trained_until
         if overlaps:
             context.log.warning(
                 "the window starts %s, inside v%s's training data (up to %s): performance is optimistic",

@@ -28,10 +28,37 @@ DATA_FORMAT: Final[str] = "feather"
 _TIMERANGE = re.compile(r"^(\d{8}|\d{10})?-(\d{8}|\d{10})?$")
 
 
-class BacktestRunConfig(BaseModel):
-    """The run-specific half of a backtest: period, pairs, money and costs (frozen)."""
+class BacktestCosts(BaseModel):
+    """Money and costs of a backtest: the one place these fields are declared (frozen).
+
+    Every backtest's run config inherits them, so reports, validation backtests and hyperopt share one set
+    of names, defaults and limits; Dagster run configs inherit them too (`class X(Config, BacktestCosts)`).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_open_trades: int = Field(default=3, ge=-1, description="-1 means no limit.")
+    starting_balance: float = Field(default=1000.0, gt=0, description="Freqtrade's dry_run_wallet.")
+    fee: float | None = Field(
+        default=0.001,
+        ge=0,
+        lt=0.1,
+        description="Fee ratio per side; None: the exchange's worst-case fee from the market snapshot.",
+    )
+
+    def costs(self) -> dict[str, Any]:
+        """Just the money-and-cost fields (of a subclass too)."""
+        return {name: getattr(self, name) for name in BacktestCosts.model_fields}
+
+    def run(self, timerange: str, pairs: tuple[str, ...] | list[str] | None = None) -> BacktestRunConfig:
+        """A backtest run config over `timerange` (and `pairs`) with these money and costs."""
+        return BacktestRunConfig(
+            timerange=timerange, pairs=tuple(pairs) if pairs is not None else None, **self.costs()
+        )
+
+
+class BacktestRunConfig(BacktestCosts):
+    """The run-specific half of a backtest: period, pairs, money and costs (frozen)."""
 
     timerange: str = Field(
         description="Freqtrade timerange, `YYYYMMDD-YYYYMMDD` (end exclusive); either side may be open."
@@ -40,15 +67,7 @@ class BacktestRunConfig(BaseModel):
     stake_amount: float | Literal["unlimited"] = Field(
         default="unlimited", description="Stake per trade in stake currency, or 'unlimited' (equal split)."
     )
-    starting_balance: float = Field(default=1000.0, gt=0, description="Freqtrade's dry_run_wallet.")
     tradable_balance_ratio: float = Field(default=0.99, gt=0, le=1)
-    max_open_trades: int = Field(default=3, ge=-1, description="-1 means no limit.")
-    fee: float | None = Field(
-        default=0.001,
-        ge=0,
-        lt=0.1,
-        description="Fee ratio per side; None: the exchange's worst-case fee from the market snapshot.",
-    )
     enable_protections: bool = False
 
     @field_validator("timerange")

@@ -8,9 +8,9 @@ config schema sits below its strategies. Reading and writing the YAML beside a s
 from __future__ import annotations
 
 import re
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from tradai_core.timeframes import timeframe_seconds
 
@@ -39,6 +39,21 @@ def check_timeframe(value: str) -> str:
     except Exception as exc:  # tradai_core raises its own ValidationError; pydantic wants ValueError
         raise ValueError(f"timeframe {value!r} is not valid; use e.g. 5m, 1h, 4h or 1d") from exc
     return value
+
+
+def check_strategy_name(value: str) -> str:
+    """Return `value` if it is a strategy class name (CamelCase), else raise ValueError."""
+    if not STRATEGY_NAME.match(value):
+        raise ValueError(f"name {value!r} must be the strategy's CamelCase class name, e.g. RsiMeanReversion")
+    return value
+
+
+StrategyName = Annotated[str, AfterValidator(check_strategy_name)]
+"""A strategy's class name, validated (the strategy config and the strategy's metadata share it)."""
+SemVer = Annotated[str, AfterValidator(check_semver)]
+"""A semantic version, validated."""
+Timeframe = Annotated[str, AfterValidator(check_timeframe)]
+"""A candle timeframe, validated."""
 
 
 STRATEGY_OVERRIDES: Final[frozenset[str]] = frozenset(
@@ -96,9 +111,9 @@ class StrategyConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(description="The strategy's class name, e.g. RsiMeanReversion.")
-    version: str = Field(description="Semantic version of this config, e.g. 1.0.0.")
-    timeframe: str = Field(description="Candle timeframe, e.g. 5m, 1h, 1d.")
+    name: StrategyName = Field(description="The strategy's class name, e.g. RsiMeanReversion.")
+    version: SemVer = Field(description="Semantic version of this config, e.g. 1.0.0.")
+    timeframe: Timeframe = Field(description="Candle timeframe, e.g. 5m, 1h, 1d.")
     pairs: tuple[str, ...] = Field(min_length=1, description="Pairs traded, e.g. ('BTC/USDT',).")
     stake_currency: str = "USDT"
     exchange: str = "binance"
@@ -111,23 +126,6 @@ class StrategyConfig(BaseModel):
         default_factory=dict, description="Sell-space parameter values."
     )
     freqai: FreqAIConfig | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, value: str) -> str:
-        if not STRATEGY_NAME.match(value):
-            raise ValueError(f"name {value!r} must be the strategy's CamelCase class name")
-        return value
-
-    @field_validator("version")
-    @classmethod
-    def _check_version(cls, value: str) -> str:
-        return check_semver(value)
-
-    @field_validator("timeframe")
-    @classmethod
-    def _check_timeframe(cls, value: str) -> str:
-        return check_timeframe(value)
 
     @field_validator("stake_currency")
     @classmethod

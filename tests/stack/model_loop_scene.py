@@ -11,8 +11,8 @@ from typing import TypeVar
 from dagster import DagsterInstance, DagsterRun, Definitions, RunsFilter
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from jobs.drift import DRIFT_JOB
 from jobs.ml import FEATURES_JOB
+from jobs.model_loop import DRIFT_JOB
 from tests.model_loop_fixtures import MODEL, PAIRS, seed_candles
 from tests.stack.stack_control import DEMO_CANDLES, Stack
 from tradai_assets.models import MODEL_KEY, TRAINING_SET_KEY

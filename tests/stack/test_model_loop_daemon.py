@@ -18,11 +18,8 @@ from dagster._core.storage.tags import (
 )
 from dagster_graphql import DagsterGraphQLClient
 
-from jobs.model_lifecycle import PERFORMANCE_JOB, PROMOTE_JOB, ROLLBACK_JOB
-from jobs.retraining import RETRAINING_JOB
-from sensors.drift import DRIFT_SENSOR
-from sensors.promotion import PROMOTION_SENSOR
-from sensors.rollback import ROLLBACK_SENSOR
+from jobs.model_loop import PERFORMANCE_JOB, PROMOTE_JOB, RETRAINING_JOB, ROLLBACK_JOB
+from sensors.model_loop import DRIFT_SENSOR, PROMOTION_SENSOR, ROLLBACK_SENSOR
 from tests.stack.model_loop_scene import NAME, metadata, runs_of, set_the_scene, wait_until
 from tests.stack.stack_control import Stack
 from tradai.definitions import build_definitions

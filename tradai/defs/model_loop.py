@@ -7,27 +7,37 @@
     champion_performance_daily ─► champion_performance ─► rollback_sensor ─► rollback_champion_job
     a person ─► rollback_champion_job (UI, with a reason) ─► champion_model (audit entry)
 
-Following drift end to end: `tradai_assets/drift.py` (the score) → `sensors/drift.py` (retrain?) →
-`jobs/retraining.py` → `tradai_assets/validation.py` (backtests, comparison) → `sensors/promotion.py` /
-`sensors/rollback.py` → `tradai_assets/model_lifecycle.py` (the alias moves, the audit entry); the rules
-they apply are `tradai_core/model_lifecycle.py`.
+Following drift end to end (docs/model_loop.md lists the same files):
+
+1. `tradai/defs/model_loop.py` — this map;
+2. `tradai_assets/drift.py` — the score (`drift_score/<pair>`), on `tradai_core/drift.py` (the verdict);
+3. `sensors/model_loop.py` — every sensor of the loop: drift → retrain, comparison → promote,
+   performance → roll back;
+4. `jobs/model_loop.py` — every job and schedule of the loop: drift, retraining, the champion's jobs;
+5. `tradai_assets/models.py` — training set and the new challenger;
+6. `tradai_assets/validation.py` — both validation backtests, the comparison, the champion's performance;
+7. `tradai_assets/backtest_runner.py` — the one backtest path they take;
+8. `tradai_core/comparison.py` — the statistical test behind the decision;
+9. `tradai_assets/model_lifecycle.py` — `champion_model`: the alias moves, the audit entry;
+10. `tradai_core/model_lifecycle.py` — the rules the sensors and `champion_model` apply;
+11. `tradai_resources/mlflow_tracking.py` — the registry (aliases, audit history).
 """
 
 from typing import Any
 
 from dagster import Definitions
 
-from jobs.drift import build_drift_job, build_drift_schedule
-from jobs.model_lifecycle import (
+from jobs.model_loop import (
+    build_drift_job,
+    build_drift_schedule,
     build_performance_job,
     build_performance_schedule,
     build_promote_job,
+    build_retraining_job,
+    build_retraining_schedule,
     build_rollback_job,
 )
-from jobs.retraining import build_retraining_job, build_retraining_schedule
-from sensors.drift import build_drift_sensor
-from sensors.promotion import build_promotion_sensor
-from sensors.rollback import build_rollback_sensor
+from sensors.model_loop import build_drift_sensor, build_promotion_sensor, build_rollback_sensor
 from tradai_assets.drift import build_drift_asset
 from tradai_assets.model_lifecycle import build_champion_model_asset
 from tradai_assets.validation import build_validation_assets
