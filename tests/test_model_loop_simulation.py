@@ -97,7 +97,9 @@ def simulated(tmp_path_factory: pytest.TempPathFactory, demo_candles_dir: Path) 
         recorder.clock = at
 
     root = tmp_path_factory.mktemp("simulation")
-    spec = SimulationSpec(plan=PLAN, candles_dir=demo_candles_dir, exchange_info_path=EXCHANGE_INFO)
+    spec = SimulationSpec(
+        plan=PLAN, candles_dir=demo_candles_dir, exchange_info_path=EXCHANGE_INFO, challenge_looks=2
+    )
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ExchangeResource, "fetch_candles", recording_fetch)
         patch.setattr(ArcticDBResource, "read", recording_read)
@@ -175,6 +177,14 @@ def test_short_simulation_end_to_end(simulated: tuple[SimulationResult, Recorder
     assert by["never"].p_value_vs_never is None and by["weekly"].bars == bars
     # backtests are shared: never's trading of v1 is reused by every policy still on v1
     assert result.backtests_reused > 0
+    # an inconclusive comparison opened an A/B challenge, re-tested on the next step's new candles
+    assert not result.challenges["never"]
+    first = next(c for c in result.comparisons if c.decision == "inconclusive")
+    [challenge] = [c for c in result.challenges["weekly"] if c.started_at == first.at]
+    assert (challenge.champion, challenge.challenger) == (first.champion, first.challenger)
+    assert challenge.looks and challenge.looks[0].at == first.at + timedelta(days=PLAN.step_days)
+    assert challenge.looks[0].n_bars == PLAN.step_days * 24 - 1
+    assert 0 < challenge.looks[0].threshold < 0.05
 
 
 def test_the_store_guard_refuses_rows_after_the_clock(tmp_path: Path, demo_candles_dir: Path) -> None:

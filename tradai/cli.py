@@ -105,6 +105,7 @@ def _simulate(args: argparse.Namespace) -> int:
         train_days=args.train_days,
         pairs=[p.strip() for p in args.pairs.split(",") if p.strip()],
         policies=[p.strip() for p in args.policies.split(",") if p.strip()],
+        challenge_looks=args.challenge_looks,
         **({"candles_dir": str(args.candles_dir)} if args.candles_dir else {}),
     )
     run_id = f"cli-{uuid.uuid4().hex[:12]}"
@@ -174,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--validation-days", type=int, default=7)
     simulate.add_argument("--train-days", type=int, default=180)
     simulate.add_argument("--pairs", default="BTC/USDT,ETH/USDT", help="comma-separated")
+    simulate.add_argument(
+        "--challenge-looks", type=int, default=4, help="A/B challenge looks after an inconclusive comparison"
+    )
     simulate.add_argument("--policies", default="never,weekly,monthly,drift", help="comma-separated")
     simulate.add_argument(
         "--candles-dir", type=Path, default=None, help="recorded candles (default demo_data)"

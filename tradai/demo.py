@@ -43,6 +43,7 @@ DEMO_SIMULATION = {
     "end": "2022-05-23",
     "pairs": ["BTC/USDT", "ETH/USDT"],
     "train_days": 120,
+    "challenge_looks": 2,
 }
 """The demo's walk-forward: three weekly decisions in May 2022 on two pairs (a few minutes)."""
 

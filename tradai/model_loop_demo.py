@@ -20,6 +20,7 @@ from tradai_assets.simulation_engine import SimulationResult
 from tradai_core.model_lifecycle import DriftPolicy
 from tradai_core.policy_simulation import table_text
 from tradai_core.registry import CHALLENGER, CHAMPION, default_model_name
+from tradai_core.sequential_challenge import look_summary
 from tradai_core.settings import TradAISettings, pair_slug
 from tradai_resources.mlflow_tracking import MLflowResource
 
@@ -258,6 +259,9 @@ def simulation_text(result: SimulationResult) -> str:
         changes = [e for e in timeline if e.action in ("bootstrap", "promote", "rollback")]
         story = ", ".join(f"{e.at:%Y-%m-%d} {e.action} v{e.champion}" for e in changes)
         lines.append(f"  {name:<8} champion timeline: {story}")
+    for name, challenges in result.challenges.items():
+        for challenge in challenges:
+            lines.append(f"  {name:<8} {look_summary(challenge)}")
     lines.append(table_text(result.rows))
     best = result.best
     lines.append(f"best policy: {best.policy}" + (f" — {best.note}" if best.note else ""))

@@ -62,6 +62,9 @@ class SimulationConfig(Config):
     """The drift policy does not retrain within this many hours of its last retraining."""
     min_trades: int = 10
     """Trades each side needs for the comparison to decide (fewer: inconclusive, the champion stays)."""
+    challenge_looks: int = 4
+    """An inconclusive comparison becomes an A/B challenge, re-tested with alpha spending at up to this
+    many later steps; 0 turns challenges off."""
 
 
 def _day(text: str, what: str) -> date:
@@ -97,6 +100,7 @@ def build_spec(config: SimulationConfig) -> SimulationSpec:
         max_open_trades=config.max_open_trades,
         drift_cooldown_hours=config.drift_cooldown_hours,
         comparison=ComparisonConfig(min_trades=config.min_trades, n_iterations=1000),
+        challenge_looks=config.challenge_looks,
     )
 
 
@@ -116,6 +120,23 @@ def comparisons_markdown(result: SimulationResult) -> str:
             f"| {c.at:%Y-%m-%d} | v{c.champion} | v{c.challenger} | {c.decision} | {c.p_value:.4f} | "
             f"{c.sharpe_diff:+.2f} | {c.window[0]:%Y-%m-%d} → {c.window[1]:%Y-%m-%d} |"
         )
+    return "\n".join(lines)
+
+
+def challenges_markdown(result: SimulationResult) -> str:
+    """Every A/B challenge and its looks, as markdown."""
+    lines = [
+        "| policy | challenge | look | bars | ΔSharpe | p | look's alpha | outcome |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, challenges in result.challenges.items():
+        for c in challenges:
+            for look in c.looks:
+                lines.append(
+                    f"| {name} | v{c.challenger} vs v{c.champion} (from {c.started_at:%Y-%m-%d}) | "
+                    f"{look.number}/{c.max_looks} | {look.n_bars} | {look.sharpe_diff:+.2f} | "
+                    f"{look.p_value:.4f} | {look.threshold:.4f} | {look.outcome} |"
+                )
     return "\n".join(lines)
 
 
@@ -141,6 +162,7 @@ def simulation_metadata(result: SimulationResult, spec: SimulationSpec) -> dict[
     }
     for name, timeline in result.timelines.items():
         metadata[f"timeline_{name}"] = MetadataValue.md(timeline_markdown(timeline))
+    metadata["challenges"] = MetadataValue.md(challenges_markdown(result))
     for name, equity in equity_curves(result).items():
         figure = equity_and_drawdown_figure(equity, f"policy {name}: champion in force, out of sample")
         metadata[f"equity_{name}"] = MetadataValue.md(png_markdown(figure, f"equity {name}"))

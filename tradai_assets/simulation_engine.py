@@ -67,6 +67,7 @@ from tradai_core.policy_simulation import (
     wants_retrain,
 )
 from tradai_core.registry import CHALLENGER, CHAMPION, default_model_name
+from tradai_core.sequential_challenge import Challenge, challenge_look, look_summary
 from tradai_core.settings import TradAISettings, pair_slug
 from tradai_core.timeframes import timeframe_delta
 from tradai_core.training import (
@@ -179,6 +180,12 @@ class SimulationSpec(BaseModel):
     drift_cooldown_hours: float = Field(default=14 * 24, ge=0)
     rollback: RollbackLimits = RollbackLimits()
     performance_days: int = Field(default=28, ge=1, description="Trading days the rollback rule judges.")
+    challenge_looks: int = Field(
+        default=0,
+        ge=0,
+        description="An inconclusive comparison becomes an A/B challenge re-tested at up to this many later "
+        "steps (alpha spending, tradai_core.sequential_challenge); 0: off.",
+    )
 
     @property
     def model_name(self) -> str:
@@ -229,6 +236,7 @@ class SimulationResult(BaseModel):
     best: BestPolicy
     models: list[ModelRecord]
     comparisons: list[ComparisonRecord]
+    challenges: dict[str, list[Challenge]] = Field(default_factory=dict)
     backtests_run: int
     backtests_reused: int
     wall_seconds: float
@@ -251,6 +259,16 @@ class _PolicyState:
         self.costs: set[tuple[Any, ...]] = set()
         self.pieces: list[pd.Series] = []
         self.spans: list[tuple[datetime, datetime, int, int]] = []  # start, end, version, trades
+        self.challenge: Challenge | None = None
+        self.challenge_returns: list[tuple[pd.Series, pd.Series]] = []
+        self.challenges: list[Challenge] = []
+        self.note = ""  # how a challenge ended, for the step's timeline entry
+
+    def close_challenge(self, challenge: Challenge | None = None) -> None:
+        """End the open challenge (with its last look, when given)."""
+        if self.challenge is not None:
+            self.challenges.append(challenge or self.challenge)
+        self.challenge, self.challenge_returns = None, []
 
     def audit(self, action: AuditAction, at: datetime, to: int, reason: str, **extra: Any) -> None:
         self.entries.append(
@@ -598,7 +616,9 @@ class WalkForwardSimulation:
         )
         decision = decide_promotion(outcome, champion, state.entries)
         action: Any = "keep"
+        opened = ""
         if decision.action == "promote":
+            state.close_challenge()  # the champion it challenged is gone
             action = "promote"
             state.audit(
                 AuditAction.PROMOTE,
@@ -622,6 +642,15 @@ class WalkForwardSimulation:
                 p_value=record.p_value,
                 decision=record.decision,
             )
+            if record.decision == "inconclusive" and self.spec.challenge_looks and state.challenge is None:
+                state.challenge = Challenge(
+                    champion=champion,
+                    challenger=challenger,
+                    started_at=at,
+                    max_looks=self.spec.challenge_looks,
+                    alpha=self.spec.comparison.alpha,
+                )
+                opened = f"; A/B challenge of v{challenger} opened (up to {self.spec.challenge_looks} looks)"
         return TimelineEntry(
             policy=state.name,
             at=at,
@@ -630,7 +659,7 @@ class WalkForwardSimulation:
             challenger=challenger,
             p_value=record.p_value,
             sharpe_diff=record.sharpe_diff,
-            reason=f"{why}; {decision.reason}",
+            reason=f"{why}; {decision.reason}{opened}",
             retrained=True,
             training_window=training,
             validation_window=validation,
@@ -685,6 +714,10 @@ class WalkForwardSimulation:
             returns=returns,
             rows=rows,
             best=best_policy(rows, returns),
+            challenges={
+                name: [*state.challenges, *([state.challenge] if state.challenge else [])]
+                for name, state in states.items()
+            },
             models=self.models,
             comparisons=list(self._comparisons.values()),
             backtests_run=len(self._backtests),
@@ -716,11 +749,74 @@ class WalkForwardSimulation:
             )
         rolled = self._rollback(state, at)
         if rolled is not None and rolled.action == "rollback":
+            state.close_challenge()
             return rolled
+        promoted = self._challenge_look(state, at)
         entry = self._decide(state, at)
-        if rolled is not None:  # an alert: keep it in the reason
-            entry = entry.model_copy(update={"reason": f"{rolled.reason}; {entry.reason}"})
+        notes = [text for text in (rolled.reason if rolled is not None else "", state.note) if text]
+        state.note = ""
+        if notes:  # an alert, a challenge's look
+            entry = entry.model_copy(update={"reason": "; ".join([*notes, entry.reason])})
+        if promoted and entry.action in ("hold", "keep"):
+            entry = entry.model_copy(update={"action": "promote"})
         return entry
+
+    def _challenge_look(self, state: _PolicyState, at: datetime) -> bool:
+        """Re-test the open A/B challenge with the step that just ended; True when it promoted the
+        challenger (the step then goes on with it as champion). The look's summary is the step's note."""
+        challenge = state.challenge
+        if challenge is None:
+            return False
+        if challenge.champion != state.champion:
+            state.close_challenge()
+            return False
+        start = at - timedelta(days=self.spec.plan.step_days)
+        champion = self._backtest(challenge.champion, start, at, at)
+        challenger = self._backtest(challenge.challenger, start, at, at)
+        state.costs.add(("backtest", challenge.challenger, start, at))
+        state.challenge_returns.append((champion.bar_returns, challenger.bar_returns))
+        a = pd.concat([pair[0] for pair in state.challenge_returns])
+        b = pd.concat([pair[1] for pair in state.challenge_returns])
+        looked = challenge_look(
+            challenge,
+            a.to_numpy(),
+            b.to_numpy(),
+            at,
+            periods_per_year=self.ppy,
+            n_iterations=self.spec.comparison.n_iterations,
+        )
+        state.note = look_summary(looked)
+        if looked.open:
+            state.challenge = looked
+            return False
+        state.close_challenge(looked)
+        if looked.outcome != "promote":
+            return False
+        outcome = ComparisonOutcome(
+            model="simulation",
+            decision="promote",
+            reason=state.note,
+            champion_version=challenge.champion,
+            challenger_version=challenge.challenger,
+            p_value=looked.looks[-1].p_value,
+            storage_id=int(at.timestamp()) * 10 + 1,
+            at=at,
+        )
+        decision = decide_promotion(outcome, state.champion, state.entries)
+        if decision.action != "promote":
+            return False
+        state.audit(
+            AuditAction.PROMOTE,
+            at,
+            challenge.challenger,
+            state.note,
+            event_key=outcome.event_key,
+            challenger_version=challenge.challenger,
+            p_value=outcome.p_value,
+            decision="promote",
+        )
+        state.champion = challenge.challenger
+        return True
 
     def _evaluate_trading(self, states: dict[str, _PolicyState], start: datetime, at: datetime) -> None:
         """Backtest `[start, at)` for each policy's champion in force (chosen at `start`), now that the clock
