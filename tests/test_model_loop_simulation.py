@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import load_recorded
 from tradai.cli import EXIT_USAGE, main
+from tradai_assets.model_loop_simulation import log_to_mlflow, simulation_metadata
 from tradai_assets.simulation_engine import (
     ClockGuardedStore,
     LookaheadError,
@@ -30,6 +31,7 @@ from tradai_core.settings import PROJECT_ROOT
 from tradai_resources.arcticdb_store import ArcticDBResource
 from tradai_resources.ccxt_exchange import ExchangeResource
 from tradai_resources.freqtrade_backtester import FreqtradeResource
+from tradai_resources.mlflow_tracking import MLflowResource
 
 EXCHANGE_INFO = PROJECT_ROOT / "demo_data" / "exchange" / "binance_spot_exchangeInfo.json"
 PLAN = SimulationPlan(start=date(2022, 5, 2), end=date(2022, 5, 23), train_days=120)
@@ -215,3 +217,24 @@ def test_cli_refuses_a_bad_period(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert main(["simulate", "--start", "2022-05-20", "--end", "2022-05-10"]) == EXIT_USAGE
     assert "invalid simulation period" in capsys.readouterr().err
     assert not (tmp_path / "data" / "simulation").exists()
+
+
+@pytest.mark.slow
+def test_report_in_metadata_and_mlflow(simulated: tuple[SimulationResult, Recorder], tmp_path: Path) -> None:
+    result, _ = simulated
+    spec = SimulationSpec(plan=PLAN, candles_dir=PROJECT_ROOT / "demo_data" / "binance_spot_1h")
+    metadata = simulation_metadata(result, spec)
+    table = metadata["policy_table"].value
+    assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == list(POLICIES)
+    for policy in POLICIES:
+        assert metadata[f"equity_{policy}"].value.startswith(f"![equity {policy}](data:image/png;base64,")
+        assert metadata[f"timeline_{policy}"].value.count("\n") == len(PLAN.steps) - 1 + 1
+    assert "v2 vs v1" in metadata["challenges"].value
+    mlflow = MLflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id, _ = log_to_mlflow(mlflow, result, spec, "test-run")
+    run = mlflow.get_run(run_id)
+    by = {row.policy: row for row in result.rows}
+    assert run.data.metrics["weekly.retrains"] == by["weekly"].retrains == len(PLAN.steps) - 2
+    assert run.data.metrics["never.retrains"] == 0
+    assert run.data.metrics["never.total_return"] == pytest.approx(by["never"].total_return)
+    assert "| weekly |" in mlflow.load_text(run_id, "simulation/policy_table.md")

@@ -263,8 +263,8 @@ def run_demo() -> int:
     run_daily_job(settings, instance, FEATURES_JOB, "computing features")
     run_training(settings, instance)
     run_model_loop(settings, instance)
-    run_walk_forward(settings)
     ok &= run_backtests(settings, instance)
+    run_walk_forward(settings)
     run_hyperopt(settings, instance)
     print(
         f"\nCandles: {redact_uri(settings.resolved_arcticdb_uri)}\n"
