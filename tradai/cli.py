@@ -5,6 +5,7 @@
     tradai strategy validate RsiMeanReversion EmaAdxTrend
     tradai strategy list
     tradai workers stop                     # the shared Freqtrade workers (running backtests finish)
+    tradai simulate --start 2022-05-02 --end 2022-05-23   # walk-forward: policies never/weekly/monthly/drift
 
 Exit codes: 0 success, 1 a strategy is invalid, 2 bad usage or a refused action (with the reason).
 """
@@ -86,6 +87,42 @@ def _workers_stop(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    import uuid
+
+    from tradai.defs.resources import build_resources
+    from tradai.model_loop_demo import simulation_text
+    from tradai_assets.model_loop_simulation import SimulationConfig, run_simulation
+    from tradai_core.settings import TradAISettings
+
+    settings = TradAISettings()
+    resources = build_resources(settings)
+    config = SimulationConfig(
+        start=args.start,
+        end=args.end,
+        step_days=args.step_days,
+        validation_days=args.validation_days,
+        train_days=args.train_days,
+        pairs=[p.strip() for p in args.pairs.split(",") if p.strip()],
+        policies=[p.strip() for p in args.policies.split(",") if p.strip()],
+        challenge_looks=args.challenge_looks,
+        **({"candles_dir": str(args.candles_dir)} if args.candles_dir else {}),
+    )
+    run_id = f"cli-{uuid.uuid4().hex[:12]}"
+    result, metadata = run_simulation(
+        settings,
+        config,
+        resources["freqtrade"],
+        resources["mlflow"].process_config_and_initialize(),
+        run_id=run_id,
+    )
+    print(simulation_text(result))
+    tracked = metadata.get("mlflow_run_id")
+    tracked = getattr(tracked, "value", tracked)
+    print(f"sandbox: {metadata['sandbox']}; MLflow run {tracked} (experiment simulation)")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `tradai` argument parser; command groups add themselves as sub-parsers."""
     from strategies.metadata import StrategyCategory, StrategyStatus
@@ -128,6 +165,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--folder", type=Path, default=None, help="socket folder; default: TRADAI_WORKER_DIR or the default"
     )
     stop.set_defaults(handler=_workers_stop)
+
+    simulate = groups.add_parser(
+        "simulate", help="walk-forward simulation of the model loop under the retraining policies"
+    )
+    simulate.add_argument("--start", default="2021-06-07", help="first clock value, YYYY-MM-DD")
+    simulate.add_argument("--end", default="2022-09-26", help="last clock value, YYYY-MM-DD")
+    simulate.add_argument("--step-days", type=int, default=7)
+    simulate.add_argument("--validation-days", type=int, default=7)
+    simulate.add_argument("--train-days", type=int, default=180)
+    simulate.add_argument("--pairs", default="BTC/USDT,ETH/USDT", help="comma-separated")
+    simulate.add_argument(
+        "--challenge-looks", type=int, default=4, help="A/B challenge looks after an inconclusive comparison"
+    )
+    simulate.add_argument("--policies", default="never,weekly,monthly,drift", help="comma-separated")
+    simulate.add_argument(
+        "--candles-dir", type=Path, default=None, help="recorded candles (default demo_data)"
+    )
+    simulate.set_defaults(handler=_simulate)
     return parser
 
 

@@ -38,6 +38,15 @@ OFFLINE_ENV = PROJECT_ROOT / "offline.env"
 
 logger = logging.getLogger("tradai.demo")
 
+DEMO_SIMULATION = {
+    "start": "2022-05-02",
+    "end": "2022-05-23",
+    "pairs": ["BTC/USDT", "ETH/USDT"],
+    "train_days": 120,
+    "challenge_looks": 2,
+}
+"""The demo's walk-forward: three weekly decisions in May 2022 on two pairs (a few minutes)."""
+
 
 def load_env_file(path: Path) -> dict[str, str]:
     """`KEY=value` lines of an env file (comments and blanks skipped)."""
@@ -132,6 +141,32 @@ def run_model_loop(settings: TradAISettings, instance: DagsterInstance) -> None:
             settings, instance, run_requested=True, loggers=QUIET_LOGGERS, sensor_context=quiet_sensor_context
         )
     print(state.text())
+
+
+def run_walk_forward(settings: TradAISettings) -> None:
+    """A short walk-forward simulation: challengers trained on newer data, their comparisons, and the
+    policy table (never, weekly, monthly, drift) on the out-of-sample PnL of the champion in force."""
+    import uuid
+
+    from tradai.defs.resources import build_resources
+    from tradai.model_loop_demo import simulation_text
+    from tradai_assets.model_loop_simulation import SimulationConfig, run_simulation
+
+    config = SimulationConfig(**DEMO_SIMULATION)
+    print(
+        f"→ walk-forward simulation {config.start} → {config.end} (weekly clock, {', '.join(config.pairs)}): "
+        "retraining policies compared"
+    )
+    resources = build_resources(settings)
+    with progress("walk-forward simulation"):
+        result, _ = run_simulation(
+            settings,
+            config,
+            resources["freqtrade"],
+            resources["mlflow"].process_config_and_initialize(),
+            run_id=f"demo-{uuid.uuid4().hex[:12]}",
+        )
+    print("  " + simulation_text(result).replace("\n", "\n  "))
 
 
 def show_statistic(value: object) -> str:
@@ -229,6 +264,7 @@ def run_demo() -> int:
     run_training(settings, instance)
     run_model_loop(settings, instance)
     ok &= run_backtests(settings, instance)
+    run_walk_forward(settings)
     run_hyperopt(settings, instance)
     print(
         f"\nCandles: {redact_uri(settings.resolved_arcticdb_uri)}\n"

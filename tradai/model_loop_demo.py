@@ -12,8 +12,11 @@ from pydantic import BaseModel, ConfigDict
 from jobs.model_loop import DRIFT_JOB, PROMOTE_JOB, RETRAINING_JOB
 from sensors.model_loop import DRIFT_SENSOR, PROMOTION_SENSOR, drift_decisions, materializations_after
 from tradai_assets.keys import COMPARISON_KEY, DRIFT_KEY, MODEL_KEY
+from tradai_assets.simulation_engine import SimulationResult
 from tradai_core.model_lifecycle import DriftPolicy
+from tradai_core.policy_simulation import table_text
 from tradai_core.registry import CHALLENGER, CHAMPION, default_model_name
+from tradai_core.sequential_challenge import look_summary
 from tradai_core.settings import TradAISettings, pair_slug
 from tradai_resources.mlflow_tracking import MLflowResource
 
@@ -223,3 +226,44 @@ def demo_drift_loop(
         loop_runs=tuple(loop_runs),
         audit=tuple(entry.summary for entry in mlflow.audit_history(model)),
     )
+
+
+def simulation_text(result: SimulationResult) -> str:
+    """A walk-forward simulation as text: the models trained, every comparison (which two models, what it
+    decided, its p-value), each policy's changes of champion, and the policy table."""
+    plan = result.plan
+    lines = [
+        f"walk-forward {plan.start} → {plan.end}, every {plan.step_days} days, {', '.join(result.pairs)}; "
+        f"challengers validated on the {plan.validation_days} days before the clock, trained on the "
+        f"{plan.train_days} days before that"
+    ]
+    for model in result.models:
+        auc = f"{model.oos_auc:.3f}" if model.oos_auc is not None else "n/a"
+        rejected = f", rejected: {model.rejected}" if model.rejected else ""
+        lines.append(
+            f"  clock {model.trained_at:%Y-%m-%d}: trained v{model.version} on "
+            f"{model.train_start:%Y-%m-%d} → {model.train_end:%Y-%m-%d} ({model.rows} rows, out-of-sample "
+            f"AUC {auc}){rejected}"
+        )
+    for c in result.comparisons:
+        lines.append(
+            f"  clock {c.at:%Y-%m-%d}: challenger v{c.challenger} vs champion v{c.champion} on "
+            f"{c.window[0]:%Y-%m-%d} → {c.window[1]:%Y-%m-%d}: {c.decision} (p={c.p_value:.4f}, "
+            f"ΔSharpe {c.sharpe_diff:+.2f})"
+        )
+    for name, timeline in result.timelines.items():
+        changes = [e for e in timeline if e.action in ("bootstrap", "promote", "rollback")]
+        story = ", ".join(f"{e.at:%Y-%m-%d} {e.action} v{e.champion}" for e in changes)
+        lines.append(f"  {name:<8} champion timeline: {story}")
+    for name, challenges in result.challenges.items():
+        for challenge in challenges:
+            lines.append(f"  {name:<8} {look_summary(challenge)}")
+    lines.append(table_text(result.rows))
+    best = result.best
+    lines.append(f"best policy: {best.policy}" + (f" — {best.note}" if best.note else ""))
+    lines.append(
+        f"{len(result.models)} models trained, {result.backtests_run} Freqtrade backtests "
+        f"({result.backtests_reused} reused across policies), {result.wall_seconds:.0f}s; "
+        f"{len(result.reads)} store reads, none at or after its step's clock"
+    )
+    return "\n".join(lines)

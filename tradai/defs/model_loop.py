@@ -6,6 +6,7 @@
     model_comparison ─► promotion_sensor ─► promote_champion_job ─► champion_model (audit entry)
     champion_performance_daily ─► champion_performance ─► rollback_sensor ─► rollback_champion_job
     a person ─► rollback_champion_job (UI, with a reason) ─► champion_model (audit entry)
+    model_loop_simulation (on demand): all of the above stepped through history, per retraining policy
 
 Following drift end to end (docs/model_loop.md lists the same files):
 
@@ -40,6 +41,7 @@ from jobs.model_loop import (
 from sensors.model_loop import build_drift_sensor, build_promotion_sensor, build_rollback_sensor
 from tradai_assets.drift import build_drift_asset
 from tradai_assets.model_lifecycle import build_champion_model_asset
+from tradai_assets.model_loop_simulation import build_simulation_asset
 from tradai_assets.validation import build_validation_assets
 from tradai_core.model_lifecycle import DriftPolicy, RollbackLimits
 from tradai_core.settings import TradAISettings
@@ -67,6 +69,7 @@ def build_model_loop_definitions(
             build_drift_asset(settings),
             *build_validation_assets(settings, rollback_limits),
             build_champion_model_asset(settings),
+            build_simulation_asset(settings),
         ],
         jobs=[drift_job, retraining_job, promote_job, rollback_job, performance_job],
         schedules=[
