@@ -177,7 +177,8 @@ def drift_decisions(
 ) -> list[tuple[DriftEvent, DriftDecision]]:
     """What to do about each drift event, in order, without doing it: the sensor's reasoning.
 
-    A retraining decided for an earlier event counts, for the cooldown, as a run requested now.
+    A retraining decided for an earlier event counts, for the cooldown, as a run requested when that
+    event was scored.
     """
     champions: dict[str, int | None] = {}
     last_request = last_retraining_request(instance, job_name)
@@ -191,7 +192,7 @@ def drift_decisions(
             champions[event.model] = mlflow.alias_version(event.model, CHAMPION)
         decision = decide_drift_action(event, champions[event.model], last_request, policy)
         if decision.action == "retrain":
-            last_request = datetime.now(tz=UTC)
+            last_request = event.at  # event time, as the run records it reads: no wall clock
         decided.append((event, decision))
     return decided
 

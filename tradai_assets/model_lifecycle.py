@@ -423,7 +423,7 @@ def build_champion_model_asset(settings: TradAISettings) -> AssetsDefinition:
         notifier: NotifierResource,
     ) -> Iterator[MaterializeResult]:
         change = config.to_change(default_model)
-        outcome = apply_champion_change(mlflow, notifier, change, context.run.run_id)
+        outcome = apply_champion_change(mlflow, notifier, change, context.run.run_id, settings.clock.now())
         if outcome.entry is None:
             context.log.info("nothing to do: %s", outcome.skipped)
             return

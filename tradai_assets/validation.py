@@ -19,7 +19,7 @@ backtest's Freqtrade config), never from whatever the environment happens to say
 """
 
 import math
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -682,7 +682,7 @@ def build_champion_performance_asset(
                 sharpe=backtest.bar_sharpe,
                 sharpe_undefined=backtest.bar_sharpe_undefined,
                 storage_id=0,
-                at=datetime.now(tz=UTC),
+                at=settings.clock.now(),
             ),
             rules,
         )
