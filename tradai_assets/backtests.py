@@ -7,6 +7,7 @@ read from ArcticDB, stores the full report in MLflow, and shows metrics, plots a
 pairs in the UI. A new strategy module appears as a new partition when the code location reloads.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -382,73 +383,80 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
         selection = select_backtest_pairs(settings, config, strategy_config)
         if selection.dropped:
             context.log.warning("%s: backtesting %s", name, selection.describe())
-        candles, versions = candle_store.read_pairs(
-            exchange, tf, selection.pairs, window.data_start, pd.Timestamp(window.end, tz="UTC")
-        )
-        run = BacktestRunConfig(
-            pairs=selection.pairs,
-            timerange=window.timerange,
-            max_open_trades=config.max_open_trades,
-            starting_balance=config.starting_balance,
-            fee=config.fee,
-        )
-        lineage: dict[str, str] = {}
-        if is_machine_learning(report):
-            problem, lineage = model_problem(mlflow, strategy_config, window)
-            if problem:
-                raise ValidationError(problem, "see the backtest_plan check model_ready")
-        # the indicators for the charts come from the backtest's own child, computed once
-        result, indicators = freqtrade.backtest_charted(
-            name,
-            Path(report.path).parent,
-            candles,
-            run,
-            strategy_config=strategy_config,
-            model_store_uri=mlflow.tracking_uri,  # a model strategy loads its model from this run's store
-        )
-        pin = candle_store.pin_versions(  # the candle versions this report names stay readable
-            f"tradai.backtest.{context.run.run_id}.{name}", versions, note=f"backtest {name}"
-        )
-        charts, chart_pages = trade_charts(result, candles, indicators, pd.Timestamp(window.start, tz="UTC"))
-        digest = source_hash(report)
-        equity = result.equity_frame()["equity"]
-        plot = png_markdown(equity_and_drawdown_figure(equity, f"{name} {window.timerange}"), "equity")
-        gaps = {pair: len(find_gaps(frame.index, timeframe_ms(tf))) for pair, frame in candles.items()}
-        metrics = result.metrics
-        with mlflow.start_run(
-            MLFLOW_EXPERIMENT,
-            f"{name}-{window.timerange}",
-            dagster_run_id=context.run.run_id,
-            data_versions=versions,
-            tags={
-                "strategy": name,
-                "strategy.version": strategy_config.version,
-                "source_sha256": digest,
-                "tradai.tuned_params_run_id": config.tuned_params_run_id or "none",
-                TAG_ARCTICDB_PIN: pin.name,
-                **{f"tradai.{key}": value for key, value in lineage.items()},
-            },
-        ) as tracked:
-            tracked.log_params(
-                {
-                    "timerange": window.timerange,
-                    "pairs": ",".join(selection.pairs),
-                    "dropped_pairs": ",".join(selection.dropped) or "none",
-                    **run.model_dump(exclude={"pairs", "timerange"}),
-                }
+        # MLflow's import and store set-up (a second or more of CPU) run beside the candle read and the
+        # backtest (which waits on the worker child); the thread is joined before the step goes on or fails
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-warm-up") as warm_up:
+            ready = warm_up.submit(mlflow.client)
+            candles, versions = candle_store.read_pairs(
+                exchange, tf, selection.pairs, window.data_start, pd.Timestamp(window.end, tz="UTC")
             )
-            tracked.log_metrics(metrics.defined_numbers())  # an undefined statistic is no number
-            tracked.set_tags(undefined_tags(metrics))
-            tracked.log_dataframe(result.trades_frame(), "report/trades.parquet")
-            tracked.log_dataframe(result.equity_frame(), "report/equity.parquet")
-            tracked.log_dict(result.freqtrade_stats, "report/freqtrade_stats.json")
-            tracked.log_dict(strategy_config.model_dump(mode="json"), "report/strategy_config.json")
-            tracked.log_dict(run.model_dump(mode="json"), "report/run_config.json")
-            tracked.log_dict(versions, "report/data_versions.json")
-            tracked.log_file(report.path, "report/source")
-            for artifact_file, page in chart_pages.items():
-                tracked.log_text(page, artifact_file)
-            run_id, experiment_id = tracked.run_id, tracked.experiment_id
+            run = BacktestRunConfig(
+                pairs=selection.pairs,
+                timerange=window.timerange,
+                max_open_trades=config.max_open_trades,
+                starting_balance=config.starting_balance,
+                fee=config.fee,
+            )
+            lineage: dict[str, str] = {}
+            if is_machine_learning(report):
+                problem, lineage = model_problem(mlflow, strategy_config, window)
+                if problem:
+                    raise ValidationError(problem, "see the backtest_plan check model_ready")
+            # the indicators for the charts come from the backtest's own child, computed once
+            result, indicators = freqtrade.backtest_charted(
+                name,
+                Path(report.path).parent,
+                candles,
+                run,
+                strategy_config=strategy_config,
+                model_store_uri=mlflow.tracking_uri,  # a model strategy loads its model from this run's store
+            )
+            pin = candle_store.pin_versions(  # the candle versions this report names stay readable
+                f"tradai.backtest.{context.run.run_id}.{name}", versions, note=f"backtest {name}"
+            )
+            charts, chart_pages = trade_charts(
+                result, candles, indicators, pd.Timestamp(window.start, tz="UTC")
+            )
+            digest = source_hash(report)
+            equity = result.equity_frame()["equity"]
+            plot = png_markdown(equity_and_drawdown_figure(equity, f"{name} {window.timerange}"), "equity")
+            gaps = {pair: len(find_gaps(frame.index, timeframe_ms(tf))) for pair, frame in candles.items()}
+            metrics = result.metrics
+            ready.result()  # the store's set-up error, if any, fails the step here
+            with mlflow.start_run(
+                MLFLOW_EXPERIMENT,
+                f"{name}-{window.timerange}",
+                dagster_run_id=context.run.run_id,
+                data_versions=versions,
+                tags={
+                    "strategy": name,
+                    "strategy.version": strategy_config.version,
+                    "source_sha256": digest,
+                    "tradai.tuned_params_run_id": config.tuned_params_run_id or "none",
+                    TAG_ARCTICDB_PIN: pin.name,
+                    **{f"tradai.{key}": value for key, value in lineage.items()},
+                },
+            ) as tracked:
+                tracked.log_params(
+                    {
+                        "timerange": window.timerange,
+                        "pairs": ",".join(selection.pairs),
+                        "dropped_pairs": ",".join(selection.dropped) or "none",
+                        **run.model_dump(exclude={"pairs", "timerange"}),
+                    }
+                )
+                tracked.log_metrics(metrics.defined_numbers())  # an undefined statistic is no number
+                tracked.set_tags(undefined_tags(metrics))
+                tracked.log_dataframe(result.trades_frame(), "report/trades.parquet")
+                tracked.log_dataframe(result.equity_frame(), "report/equity.parquet")
+                tracked.log_dict(result.freqtrade_stats, "report/freqtrade_stats.json")
+                tracked.log_dict(strategy_config.model_dump(mode="json"), "report/strategy_config.json")
+                tracked.log_dict(run.model_dump(mode="json"), "report/run_config.json")
+                tracked.log_dict(versions, "report/data_versions.json")
+                tracked.log_file(report.path, "report/source")
+                for artifact_file, page in chart_pages.items():
+                    tracked.log_text(page, artifact_file)
+                run_id, experiment_id = tracked.run_id, tracked.experiment_id
         context.log.info(
             "%s %s on %s: %d trades, profit %.2f %%, Sharpe %s, max drawdown %.2f %%",
             name,
