@@ -18,7 +18,8 @@
 
 The candles are ingested once, untimed, through the real market-data assets from the loopback replay
 server into a throw-away home (ArcticDB, MLflow, Dagster instance). Repetitions interleave (A B A B); every
-figure prints its minimum and median.
+figure prints its minimum and median. Every timed process, ours and the CLI's, may cache bytecode
+(`bench.common.child_env`), so after the untimed warm-up both sides start equally warm.
 """
 
 from __future__ import annotations
