@@ -2,15 +2,18 @@
 
 1. **One backtest** — EmaAdxTrend, 5 pairs × 1 year — through `FreqtradeResource.backtest` (candles handed
    over in memory, validated, written, backtested in a child forked from the pre-loaded worker, parsed)
-   against the stock CLI, `python -m freqtrade backtesting ... --cache none --export none`, on the same
-   candles (already on disk as its data files), config and markets (its ccxt pointed at the loopback
-   replay server serving the same exchangeInfo). Two rows: the first backtest of a process, which starts
-   the worker (its imports overlap our validation and candle writing), and every later one. Target ≤ 1.0.
+   against the stock CLI, `python -m freqtrade backtesting ... --cache none --export trades` (its default
+   export, which the trade comparison reads), on the same candles (already on disk as its data files),
+   config and markets (its ccxt pointed at the loopback replay server serving the same exchangeInfo).
+   Rows: the first backtest of a process, which starts the worker (cold, as every CLI run is: its imports
+   overlap our validation and candle writing); every later one, with and without the vectorized tick
+   size; and a fresh interpreter per backtest (`spawn`). Every row's trades equal the CLI's. Target ≤ 1.0.
 2. **Start-up per backtest**: a 1 pair × 1 week backtest (almost no engine work) through the resource,
    forked from the pre-loaded worker vs a fresh interpreter per backtest (`start_method="spawn"`, what
    every backtest paid before). The difference is the start-up each backtest no longer pays.
 3. **Sweep**: every strategy in `strategies/` over 12 pairs × 2 years (the 6 demo pairs on a bare clone)
-   against the CLI run for each strategy in turn. Target ≥ 1.7× faster (ratio ≤ 0.59). Rows:
+   against the CLI run at our parallelism (two strategies at a time, as our runs do). Every row's trades
+   equal the CLI's, strategy for strategy. Target ≥ 1.7× faster (ratio ≤ 0.59). Rows:
    - a real Dagster run (`bench.sweep_job`, launched as a fresh process): one step per strategy on the
      multiprocess executor, at most 2 at a time, each step setting up `FreqtradeResource`, reading the
      candles and backtesting. Headline: step processes forked from Dagster's forkserver (which imported the
@@ -22,6 +25,8 @@
      and without the vectorized tick size — the ceiling the Dagster run approaches as its start-up shrinks.
    A strategy that cannot run here (a machine-learning strategy without a trained model, an invalid one) is
    left out of every side, and the output says so.
+
+Repetitions interleave (A B A B); every figure prints its median and minimum and goes to the results JSON.
 """
 
 from __future__ import annotations
@@ -29,15 +34,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Literal
@@ -46,7 +51,19 @@ import ccxt
 import pandas as pd
 
 from bench import sweep_job
-from bench.common import PROJECT_ROOT, candles_dir, median_seconds, report
+from bench.common import (
+    PROJECT_ROOT,
+    Figure,
+    assert_same_trades,
+    candles_dir,
+    child_env,
+    exported_stats,
+    interleaved,
+    record,
+    report_figures,
+    run_checked,
+    trades_digest,
+)
 from strategies.metadata import StrategyCategory
 from strategies.validation import STRATEGIES_DIR, discover_strategies, validate_strategy
 from tradai_core.backtest_config import BacktestRunConfig
@@ -70,6 +87,7 @@ SINGLE_RUN = BacktestRunConfig(timerange="20210101-20220101", pairs=SINGLE_PAIRS
 TINY_RUN = BacktestRunConfig(timerange="20210301-20210308", pairs=("BTC/USDT",))
 POOL_SIZE = 2
 SWEEP_REPEATS = 2
+SINGLE_REPEATS = 3
 
 
 _load = sweep_job.recorded_candles
@@ -97,18 +115,20 @@ class StockCli:
         return workspace
 
     @staticmethod
-    def run(name: str, run: BacktestRunConfig, workspace: BacktestWorkspace) -> None:
-        """`python -m freqtrade backtesting ...`, as a user types it; fails loudly if it fails."""
-        done = subprocess.run(
-            [sys.executable, "-m", "freqtrade", *workspace.backtest_argv(name, run.timerange)],
-            cwd=workspace.root,
-            env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)),
-            capture_output=True,
-            text=True,
-            check=False,
+    def run(name: str, run: BacktestRunConfig, workspace: BacktestWorkspace) -> list[object]:
+        """`python -m freqtrade backtesting ...`, as a user types it (trades exported); its trades."""
+        run_checked(
+            [
+                sys.executable,
+                "-m",
+                "freqtrade",
+                *workspace.backtest_argv(name, run.timerange, export="trades"),
+            ],
+            workspace.root,
+            child_env(PYTHONPATH=str(PROJECT_ROOT)),
+            f"the stock CLI on {name}",
         )
-        if done.returncode != 0:
-            raise RuntimeError(f"the CLI failed on {name}:\n{done.stderr[-3000:]}")
+        return exported_stats(workspace.user_data_dir, name)["trades"]  # type: ignore[return-value]
 
     def close(self) -> None:
         """Stop the replay server."""
@@ -125,56 +145,77 @@ def _markets_file(pairs: tuple[str, ...], candles: dict[str, pd.DataFrame], work
     return path
 
 
-def _interleaved(
-    cases: dict[str, Callable[[], object]], repeats: int, setups: dict[str, Callable[[], object]]
-) -> dict[str, float]:
-    """Median seconds of each case, the cases taking turns (so load from other processes hits them alike)."""
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(repeats):
-        for name, fn in cases.items():
-            times[name].append(median_seconds(fn, 1, setups.get(name)))
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
-def _single(folder: Path, work: Path) -> list[tuple[str, float, float, str]]:
+def _single(folder: Path, work: Path) -> list[Figure]:
     candles = _load(folder, SINGLE_PAIRS, SINGLE_RUN)
     prefork = FreqtradeResource(work_dir=str(work / "ours"), start_method="prefork")
+    stock_tick = FreqtradeResource(
+        work_dir=str(work / "stock_tick"), start_method="prefork", vectorized_tick_size=False
+    )
     spawn = FreqtradeResource(work_dir=str(work / "spawn"), start_method="spawn")
     cli = StockCli(folder, _markets_file(SINGLE_PAIRS, candles, work), work)
+    trades: dict[str, list[str]] = {}
+
+    def ours(case: str, resource_: FreqtradeResource) -> Callable[[], None]:
+        def backtest() -> None:
+            result = resource_.backtest(SINGLE_STRATEGY, STRATEGIES_DIR, candles, SINGLE_RUN)
+            trades.setdefault(case, []).append(trades_digest(result.freqtrade_stats["trades"]))
+
+        return backtest
+
     try:
         workspace = cli.prepare(SINGLE_STRATEGY, SINGLE_RUN, candles)
-        seconds = _interleaved(
+        expected = trades_digest(cli.run(SINGLE_STRATEGY, SINGLE_RUN, workspace))  # untimed warm-up
+        seconds = interleaved(
             {
-                "cli": lambda: cli.run(SINGLE_STRATEGY, SINGLE_RUN, workspace),
-                "first": lambda: prefork.backtest(SINGLE_STRATEGY, STRATEGIES_DIR, candles, SINGLE_RUN),
-                "later": lambda: prefork.backtest(SINGLE_STRATEGY, STRATEGIES_DIR, candles, SINGLE_RUN),
-                "spawn": lambda: spawn.backtest(SINGLE_STRATEGY, STRATEGIES_DIR, candles, SINGLE_RUN),
+                "cli": lambda: trades.setdefault("cli", []).append(
+                    trades_digest(cli.run(SINGLE_STRATEGY, SINGLE_RUN, workspace))
+                ),
+                "first": ours("first", prefork),
+                "later": ours("later", prefork),
+                "stock_tick": ours("stock_tick", stock_tick),
+                "spawn": ours("spawn", spawn),
             },
-            3,
+            SINGLE_REPEATS,
             {"first": shutdown_zygotes},  # the first backtest of a process starts the worker
         )
     finally:
         cli.close()
+    for case, digests in trades.items():
+        for digest in digests:
+            assert_same_trades(digest, expected, f"single backtest, {case}")
     case = f"{SINGLE_STRATEGY}, {len(SINGLE_PAIRS)} pairs × 1 y: resource vs stock CLI"
+    cli_s = seconds["cli"]
+    note = "trades equal the CLI's"
     return [
-        (f"{case}, first", seconds["first"], seconds["cli"], "worker start-up included; target ≤ 1.0"),
-        (f"{case}, later", seconds["later"], seconds["cli"], "target ≤ 1.0"),
-        (f"{case}, spawn", seconds["spawn"], seconds["cli"], "before: a fresh interpreter per backtest"),
+        Figure.of(f"{case}, first", seconds["first"], cli_s, "s", f"worker start-up included; {note}; ≤ 1.0"),
+        Figure.of(f"{case}, later", seconds["later"], cli_s, "s", f"vectorized tick size; {note}; ≤ 1.0"),
+        Figure.of(f"{case}, later, Freqtrade's own tick size", seconds["stock_tick"], cli_s, "s", note),
+        Figure.of(
+            f"{case}, spawn", seconds["spawn"], cli_s, "s", f"a fresh interpreter per backtest; {note}"
+        ),
     ]
 
 
-def _startup(folder: Path, work: Path) -> list[tuple[str, float, float, str]]:
+def _startup(folder: Path, work: Path) -> list[Figure]:
     candles = _load(folder, TINY_RUN.pairs or (), TINY_RUN)
     prefork = FreqtradeResource(work_dir=str(work / "prefork"), start_method="prefork")
     spawn = FreqtradeResource(work_dir=str(work / "spawn"), start_method="spawn")
     prefork.backtest(SINGLE_STRATEGY, STRATEGIES_DIR, candles, TINY_RUN)  # the worker is up
-    forked = median_seconds(lambda: prefork.backtest(SINGLE_STRATEGY, STRATEGIES_DIR, candles, TINY_RUN), 5)
-    fresh = median_seconds(lambda: spawn.backtest(SINGLE_STRATEGY, STRATEGIES_DIR, candles, TINY_RUN), 3)
-    print(
-        f"start-up per backtest: fresh interpreter {fresh:.2f} s, forked ≤ {forked:.2f} s (1 pair × 1 week)"
+    seconds = interleaved(
+        {
+            "forked": lambda: prefork.backtest(SINGLE_STRATEGY, STRATEGIES_DIR, candles, TINY_RUN),
+            "fresh": lambda: spawn.backtest(SINGLE_STRATEGY, STRATEGIES_DIR, candles, TINY_RUN),
+        },
+        3,
     )
     return [
-        ("1 pair × 1 week backtest: forked from the worker vs spawn", forked, fresh, "≈ start-up cost"),
+        Figure.of(
+            "1 pair × 1 week backtest: forked from the worker vs spawn",
+            seconds["forked"],
+            seconds["fresh"],
+            "s",
+            "≈ start-up cost per backtest",
+        ),
     ]
 
 
@@ -183,9 +224,9 @@ _POOL_RESOURCE: FreqtradeResource | None = None
 
 def _pool_backtest(
     name: str, folder: str, pairs: tuple[str, ...], timerange: str, work: str, vectorized_tick_size: bool
-) -> int:
+) -> str:
     """One sweep task in a pool process: what a Dagster step does — set the resource up, read the
-    candles, backtest. Returns the trade count."""
+    candles, backtest. Returns the trades' fingerprint."""
     global _POOL_RESOURCE
     if _POOL_RESOURCE is None:
         _POOL_RESOURCE = FreqtradeResource(
@@ -193,9 +234,8 @@ def _pool_backtest(
         )
         _POOL_RESOURCE.prestart()  # as Dagster's setup_for_execution does
     run = BacktestRunConfig(timerange=timerange, pairs=pairs)
-    return _POOL_RESOURCE.backtest(
-        name, STRATEGIES_DIR, _load(Path(folder), pairs, run), run
-    ).metrics.trade_count
+    result = _POOL_RESOURCE.backtest(name, STRATEGIES_DIR, _load(Path(folder), pairs, run), run)
+    return trades_digest(result.freqtrade_stats["trades"])
 
 
 def _runnable(names: list[str], folder: Path, work: Path) -> tuple[list[str], list[tuple[str, str]]]:
@@ -232,7 +272,8 @@ def _sweep(folder: Path, work: Path) -> list[tuple[str, float, float, str]]:
     candles = _load(folder, pairs, run)
     print(f"sweep: {', '.join(names)} × {len(pairs)} pairs × {run.timerange}")
 
-    trades: dict[bool, dict[str, int]] = {True: {}, False: {}}
+    # each side's trades fingerprint per strategy, every repetition; all must equal the CLI's
+    trades: dict[str, list[dict[str, str]]] = {}
 
     def ours(vectorized_tick_size: bool) -> Callable[[], None]:
         def sweep() -> None:
@@ -249,13 +290,16 @@ def _sweep(folder: Path, work: Path) -> list[tuple[str, float, float, str]]:
                     )
                     for name in names
                 }
-                trades[vectorized_tick_size].update({name: f.result() for name, f in futures.items()})
+                case = "pool" if vectorized_tick_size else "pool_stock"
+                trades.setdefault(case, []).append({name: f.result() for name, f in futures.items()})
 
         return sweep
 
     shared_folder = Path(tempfile.mkdtemp(prefix="tradai-bench-workers-", dir="/tmp"))
 
-    def dagster_run(start_method: Literal["spawn", "forkserver"], shared: bool) -> Callable[[], None]:
+    def dagster_run(
+        case: str, start_method: Literal["spawn", "forkserver"], shared: bool
+    ) -> Callable[[], None]:
         config = sweep_job.run_config(
             names,
             folder,
@@ -269,8 +313,14 @@ def _sweep(folder: Path, work: Path) -> list[tuple[str, float, float, str]]:
         def launch() -> None:
             """`python -m bench.sweep_job`: a fresh process runs the job on the multiprocess executor."""
             done = sweep_job.launch(names, config, work / f"sweep_{start_method}_{shared}")
-            if done.returncode != 0:
-                raise RuntimeError(f"the sweep job failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+            log = done.stdout + done.stderr
+            found = {
+                name: re.search(rf"backtest_{name} - {name}: \d+ trades, digest (\w+)", log) for name in names
+            }
+            missing = [name for name, match in found.items() if match is None]
+            if missing:
+                raise RuntimeError(f"the sweep job logged no trades for {missing}:\n{log[-3000:]}")
+            trades.setdefault(case, []).append({name: m.group(1) for name, m in found.items() if m})
 
         return launch
 
@@ -288,15 +338,23 @@ def _sweep(folder: Path, work: Path) -> list[tuple[str, float, float, str]]:
         return call
 
     cli = StockCli(folder, _markets_file(pairs, candles, work), work)
+
+    def stock_sweep() -> None:
+        """The stock CLI for every strategy, `POOL_SIZE` at a time: the parallelism our runs have."""
+        with ThreadPoolExecutor(max_workers=POOL_SIZE) as threads:
+            futures = {name: threads.submit(cli.run, name, run, workspaces[name]) for name in names}
+            trades.setdefault("cli", []).append({n: trades_digest(f.result()) for n, f in futures.items()})
+
     try:
         workspaces = {name: cli.prepare(name, run, candles) for name in names}
-        seconds = _interleaved(
+        stock_sweep()  # untimed warm-up of the CLI side (bytecode, page cache) and the trades to compare
+        seconds = interleaved(
             {
-                "cli": counted("cli", lambda: [cli.run(n, run, workspaces[n]) for n in names]),
-                "dagster": counted("dagster", dagster_run("spawn", shared=False)),
+                "cli": counted("cli", stock_sweep),
+                "dagster": counted("dagster", dagster_run("dagster", "spawn", shared=False)),
                 # neither the forkserver's steps nor the shared worker are our children: no CPU count
-                "dagster_shared": dagster_run("forkserver", shared=True),
-                "dagster_shared_warm": dagster_run("forkserver", shared=True),
+                "dagster_shared": dagster_run("dagster_shared", "forkserver", shared=True),
+                "dagster_shared_warm": dagster_run("dagster_shared_warm", "forkserver", shared=True),
                 "pool": counted("pool", ours(vectorized_tick_size=True)),
                 "pool_stock": counted("pool_stock", ours(vectorized_tick_size=False)),
             },
@@ -308,12 +366,14 @@ def _sweep(folder: Path, work: Path) -> list[tuple[str, float, float, str]]:
         cli.close()
         stop_shared_zygotes(shared_folder)
         shutil.rmtree(shared_folder, ignore_errors=True)
-    if trades[True] != trades[False]:
-        raise RuntimeError(f"the tick-size replacement changed trade counts: {trades}")
-    before, dagster, warm = seconds["dagster"], seconds["dagster_shared"], seconds["dagster_shared_warm"]
-    parallel, stock = seconds["pool"], seconds["pool_stock"]
-    baseline = seconds["cli"]
-    print(f"sweep: trades per strategy {trades[True]}")
+    expected = trades["cli"][0]
+    for case, repetitions in trades.items():
+        for digests in repetitions:
+            for name in names:
+                assert_same_trades(digests[name], expected[name], f"sweep, {case}, {name}")
+    print(
+        f"sweep: every side's trades equal the stock CLI's, strategy for strategy ({len(names)} strategies)"
+    )
     print(
         "sweep: CPU seconds used (median): "
         + ", ".join(f"{name} {statistics.median(values):.1f}" for name, values in cpu.items())
@@ -321,36 +381,47 @@ def _sweep(folder: Path, work: Path) -> list[tuple[str, float, float, str]]:
         "cores free"
     )
     case = f"sweep {len(names)} strategies × {len(pairs)} pairs × 2 y"
+    base = seconds["cli"]
+    vs = f"vs CLI {POOL_SIZE} at a time"
+
+    def faster(ours_s: list[float]) -> str:
+        return f"{statistics.median(base) / statistics.median(ours_s):.2f}× faster"
+
     return [
-        (
-            f"{case}: Dagster run, multiprocess executor (max 2) vs CLI in turn",
-            dagster,
-            baseline,
-            f"{baseline / dagster:.2f}× faster; target ≥ 1.7×: forkserver, shared worker started by the run",
+        Figure.of(
+            f"{case}: Dagster run, multiprocess executor (max {POOL_SIZE}) {vs}",
+            seconds["dagster_shared"],
+            base,
+            "s",
+            f"{faster(seconds['dagster_shared'])}; forkserver, shared worker started by the run",
         ),
-        (
-            "  same, the shared worker still running from an earlier run",
-            warm,
-            baseline,
-            f"{baseline / warm:.2f}× faster",
+        Figure.of(
+            f"{case}: same, the shared worker still running from an earlier run",
+            seconds["dagster_shared_warm"],
+            base,
+            "s",
+            faster(seconds["dagster_shared_warm"]),
         ),
-        (
-            "  same, Dagster's defaults: spawned steps, each starting a worker of its own",
-            before,
-            baseline,
-            f"{baseline / before:.2f}× faster",
+        Figure.of(
+            f"{case}: same, Dagster's defaults (spawned steps, a worker each)",
+            seconds["dagster"],
+            base,
+            "s",
+            faster(seconds["dagster"]),
         ),
-        (
-            f"  the resource alone: {POOL_SIZE} long-lived processes vs CLI in turn",
-            parallel,
-            baseline,
-            f"{baseline / parallel:.2f}× faster: no step process or run start-up",
+        Figure.of(
+            f"{case}: the resource alone, {POOL_SIZE} long-lived processes {vs}",
+            seconds["pool"],
+            base,
+            "s",
+            f"{faster(seconds['pool'])}; no step process or run start-up",
         ),
-        (
-            "  same, Freqtrade's own tick-size code (vectorized_tick_size off)",
-            stock,
-            baseline,
-            f"{baseline / stock:.2f}× faster",
+        Figure.of(
+            f"{case}: same, Freqtrade's own tick size (vectorized_tick_size off)",
+            seconds["pool_stock"],
+            base,
+            "s",
+            faster(seconds["pool_stock"]),
         ),
     ]
 
@@ -362,11 +433,12 @@ def run() -> None:
     work = Path(tempfile.mkdtemp(prefix="tradai-bench-backtest-"))
     started, load_before = time.perf_counter(), os.getloadavg()[0]
     try:
-        rows = _single(folder, work) + _startup(folder, work) + _sweep(folder, work)
+        figures = _single(folder, work) + _startup(folder, work) + _sweep(folder, work)
     finally:
         shutdown_zygotes()
         shutil.rmtree(work, ignore_errors=True)
-    report("Backtests (Freqtrade)", rows)
+    report_figures("Backtests (Freqtrade): ours vs the stock CLI, medians and minimums", figures)
+    record(figures)
     print(
         f"(backtest benchmarks took {time.perf_counter() - started:.0f} s on {os.cpu_count()} cores; "
         f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after: other processes "

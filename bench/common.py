@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import statistics
 import subprocess
 import time
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -19,6 +21,83 @@ DEMO_CANDLES = PROJECT_ROOT / "demo_data" / "binance_spot_1h"
 def candles_dir() -> Path:
     """The 12-pair recorded history when `../shared` is beside the clone, else the bundled demo slice."""
     return SHARED_CANDLES if SHARED_CANDLES.is_dir() else DEMO_CANDLES
+
+
+def child_env(base: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a benchmarked process: `base` (default this process's) plus `extra`, without
+    `PYTHONDONTWRITEBYTECODE`. With it set (some shells and CI runners set it) no process caches bytecode,
+    so every process — ours and the stock CLI's alike — compiles each imported module from source on every
+    start (seconds for Dagster, pandas, ccxt, MLflow), and the figures measure the compiler. Without it the
+    untimed warm-up writes the caches, and both sides start equally warm, as in a person's shell."""
+    env = {key: value for key, value in (os.environ if base is None else base).items()}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.update(extra)
+    return env
+
+
+def run_checked(
+    argv: Sequence[str | os.PathLike[str]],
+    cwd: Path,
+    env: Mapping[str, str],
+    what: str,
+    timeout: float | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `argv` to completion (output captured); raise with `what` and the output's tail if it fails."""
+    done = subprocess.run(
+        [str(arg) for arg in argv],
+        cwd=cwd,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{what} failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+        )
+    return done
+
+
+def interleaved(
+    cases: Mapping[str, Callable[[], object]],
+    repeats: int,
+    setups: Mapping[str, Callable[[], object]] | None = None,
+) -> dict[str, list[float]]:
+    """Wall seconds of every repetition of each case, the cases taking turns (A B A B …) so load from
+    other processes hits them alike; each case's optional setup runs untimed right before it."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            setup = (setups or {}).get(name)
+            if setup is not None:
+                setup()
+            started = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - started)
+    return times
+
+
+def trades_digest(trades: object) -> str:
+    """A short fingerprint of Freqtrade's trade list (its JSON, keys sorted): equal digests, equal trades."""
+    encoded = json.dumps(trades, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(encoded).hexdigest()[:16]
+
+
+def exported_stats(user_data_dir: Path, strategy: str) -> dict[str, object]:
+    """The statistics of the stock CLI's last exported backtest (`--export trades`) in `user_data_dir`."""
+    results = user_data_dir / "backtest_results"
+    archive = results / json.loads((results / ".last_result.json").read_text())["latest_backtest"]
+    with zipfile.ZipFile(archive) as zipped:
+        return json.loads(zipped.read(archive.with_suffix(".json").name))["strategy"][strategy]
+
+
+def assert_same_trades(ours: object, cli: object, what: str) -> None:
+    """Our trades equal the stock CLI's, trade for trade (compared by fingerprint when given as one)."""
+    mine = ours if isinstance(ours, str) else trades_digest(ours)
+    theirs = cli if isinstance(cli, str) else trades_digest(cli)
+    if mine != theirs:
+        raise AssertionError(f"{what}: our trades differ from the stock CLI's ({mine} != {theirs})")
 
 
 def median_seconds(

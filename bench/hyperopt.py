@@ -8,7 +8,9 @@ trade) and trial count, on 2 cores:
   per trial), TPE sampler;
 - **baseline**: the stock CLI, `freqtrade hyperopt --hyperopt-loss SharpeHyperOptLoss -j 2 --spaces buy
   sell -e N --random-state S`, on the same workspace layout (markets from the loopback replay server,
-  candles from the same Freqtrade data files), with its default sampler.
+  candles from the same Freqtrade data files), with the same sampler as ours — multivariate TPE with
+  constant liar and the same startup trials, seeded with the same S — chosen through Freqtrade's own hook,
+  a `HyperOpt.generate_estimator` in the strategy (`SAME_SAMPLER`); its default would be NSGA-III.
 
 The stock CLI cannot run a `TradAIStrategy` subclass with `-j 2`: its `hyperopt_pickle_magic` registers
 the module of every strategy base class (`strategies.base`) for pickling by value, and the pydantic
@@ -65,6 +67,20 @@ TRADAI_DEFAULTS = {
     "use_exit_signal": True,
 }
 """Class attributes `TradAIStrategy` sets for its subclasses."""
+SAME_SAMPLER = f"""
+class HyperOpt:
+    @staticmethod
+    def generate_estimator(dimensions, **kwargs):
+        import optuna
+
+        return optuna.samplers.TPESampler(
+            seed=kwargs["random_state"],
+            n_startup_trials={StudySpec.model_fields["startup_trials"].default},
+            multivariate=True,
+            constant_liar=True,
+        )
+"""
+"""Freqtrade's hook for the CLI's sampler: ours (`hyperopt_child.make_sampler`), seeded by --random-state."""
 
 
 def _candles(folder: Path) -> dict[str, pd.DataFrame]:
@@ -81,8 +97,9 @@ def _candles(folder: Path) -> dict[str, pd.DataFrame]:
 def plain_istrategy_source(source: str, class_name: str) -> str:
     """The strategy module rewritten to subclass Freqtrade's `IStrategy` directly (for the stock CLI).
 
-    Drops the `strategies.base` import and `get_metadata`, and carries over the class attributes
-    `TradAIStrategy` sets, unless the strategy sets them itself; everything else is unchanged.
+    Drops the `strategies.base` import and `get_metadata`, carries over the class attributes
+    `TradAIStrategy` sets, unless the strategy sets them itself, and adds `SAME_SAMPLER`; everything else
+    is unchanged.
     """
     tree = ast.parse(source)
     tree.body = [
@@ -106,6 +123,7 @@ def plain_istrategy_source(source: str, class_name: str) -> str:
             own = {t.id for n in node.body if isinstance(n, ast.Assign | ast.AnnAssign) for t in _targets(n)}
             inherited = {k: v for k, v in TRADAI_DEFAULTS.items() if k not in own}
             node.body[1:1] = [ast.parse(f"{key} = {value!r}").body[0] for key, value in inherited.items()]
+            node.body.append(ast.parse(SAME_SAMPLER).body[0])
     return ast.unparse(ast.fix_missing_locations(tree))
 
 
@@ -262,7 +280,7 @@ def run(n_trials: int = 60, repeats: int = 1) -> None:
         f"{budget_study.trials_total} / {len(epochs)} |"
     )
     print(
-        f"(ours: TPE, seed {SEED}; CLI: its default sampler, --random-state {SEED}; "
+        f"(both: multivariate TPE, seed {SEED} (the CLI's --random-state); "
         f"budget run took {budget_elapsed:.0f} s wall)"
     )
     print(agreement)

@@ -31,6 +31,7 @@ from dagster import (
     reconstructable,
 )
 
+from bench.common import child_env, run_checked, trades_digest
 from strategies.validation import STRATEGIES_DIR
 from tradai_core.backtest_config import BacktestRunConfig
 from tradai_core.candles import normalize_candles
@@ -67,7 +68,8 @@ def _backtest_op(strategy: str) -> OpDefinition:
         run = BacktestRunConfig(timerange=config.timerange, pairs=tuple(config.pairs))
         candles = recorded_candles(Path(config.folder), run.pairs or (), run)
         result = freqtrade.backtest(strategy, STRATEGIES_DIR, candles, run)
-        context.log.info("%s: %d trades", strategy, result.metrics.trade_count)
+        digest = trades_digest(result.freqtrade_stats["trades"])  # compared with the stock CLI's
+        context.log.info("%s: %d trades, digest %s", strategy, result.metrics.trade_count, digest)
         return result.metrics.trade_count
 
     return backtest
@@ -121,25 +123,21 @@ def launch(
     strategies: list[str], config: dict[str, object], work: Path, timeout: float | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run one sweep as `python -m bench.sweep_job RUN_CONFIG.json` in a fresh process, on a throw-away
-    Dagster instance under `work` (telemetry off), and return the finished process with its output."""
+    Dagster instance under `work` (telemetry off), and return the finished process with its output (it
+    raises, with the output, when the run fails)."""
     home = work / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
     config_path = work / "sweep_run_config.json"
     config_path.write_text(json.dumps(config), encoding="utf-8")
-    return subprocess.run(
-        [sys.executable, "-m", "bench.sweep_job", str(config_path)],
-        cwd=PROJECT_ROOT,
-        env=dict(
-            os.environ,
-            PYTHONPATH=str(PROJECT_ROOT),
-            DAGSTER_HOME=str(home),
-            **{STRATEGIES_ENV: ",".join(strategies)},
+    return run_checked(
+        [sys.executable, "-m", "bench.sweep_job", config_path],
+        PROJECT_ROOT,
+        child_env(
+            PYTHONPATH=str(PROJECT_ROOT), DAGSTER_HOME=str(home), **{STRATEGIES_ENV: ",".join(strategies)}
         ),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=timeout,
+        "the sweep job",
+        timeout,
     )
 
 

@@ -18,7 +18,8 @@
 
 The candles are ingested once, untimed, through the real market-data assets from the loopback replay
 server into a throw-away home (ArcticDB, MLflow, Dagster instance). Repetitions interleave (A B A B); every
-figure prints its minimum and median.
+figure prints its minimum and median. Every timed process, ours and the CLI's, may cache bytecode
+(`bench.common.child_env`), so after the untimed warm-up both sides start equally warm.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -44,7 +44,16 @@ from typing import Any
 import ccxt
 import pandas as pd
 
-from bench.common import PROJECT_ROOT, Figure, candles_dir, record, report_figures
+from bench.common import (
+    PROJECT_ROOT,
+    Figure,
+    candles_dir,
+    child_env,
+    exported_stats,
+    record,
+    report_figures,
+    run_checked,
+)
 from tradai_core.urls import rebase_urls
 
 logger = logging.getLogger(__name__)
@@ -72,7 +81,7 @@ class Lab:
         self.dagster_home.mkdir(parents=True, exist_ok=True)
         shutil.copy(PROJECT_ROOT / "dagster.yaml", self.dagster_home / "dagster.yaml")
         self.worker_dir = root / "workers"
-        env = {key: value for key, value in os.environ.items() if not key.startswith("TRADAI_")}
+        env = child_env({key: value for key, value in os.environ.items() if not key.startswith("TRADAI_")})
         env.update(
             DAGSTER_HOME=str(self.dagster_home),
             VIRTUAL_ENV=sys.prefix,
@@ -218,25 +227,18 @@ class Cli:
 
     def run(self, name: str, workspace: Any) -> dict[str, Any]:
         """`python -m freqtrade backtesting ...` as a user types it (trades exported); its statistics."""
-        done = subprocess.run(
+        run_checked(
             [
                 sys.executable,
                 "-m",
                 "freqtrade",
                 *workspace.backtest_argv(name, self.timerange(), export="trades"),
             ],
-            cwd=workspace.root,
-            env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)),
-            capture_output=True,
-            text=True,
-            check=False,
+            workspace.root,
+            child_env(PYTHONPATH=str(PROJECT_ROOT)),
+            f"the stock CLI on {name}",
         )
-        if done.returncode != 0:
-            raise RuntimeError(f"the CLI failed on {name}:\n{done.stderr[-3000:]}")
-        results = workspace.user_data_dir / "backtest_results"
-        archive = results / json.loads((results / ".last_result.json").read_text())["latest_backtest"]
-        with zipfile.ZipFile(archive) as zipped:
-            return json.loads(zipped.read(archive.with_suffix(".json").name))["strategy"][name]
+        return exported_stats(workspace.user_data_dir, name)  # type: ignore[return-value]
 
     def close(self) -> None:
         self.server.stop()
@@ -244,16 +246,12 @@ class Cli:
 
 def launch(lab: Lab, name: str) -> None:
     """`dg launch --assets backtest_plan,backtest_report --partition NAME`, as a user types it."""
-    done = subprocess.run(
-        [str(DG), "launch", "--assets", "backtest_plan,backtest_report", "--partition", name],
-        cwd=PROJECT_ROOT,
-        env=lab.env,
-        capture_output=True,
-        text=True,
-        check=False,
+    run_checked(
+        [DG, "launch", "--assets", "backtest_plan,backtest_report", "--partition", name],
+        PROJECT_ROOT,
+        lab.env,
+        f"dg launch of {name}",
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"dg launch of {name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
 
 
 def reported_stats(lab: Lab, name: str) -> dict[str, Any]:
@@ -394,26 +392,22 @@ def daemon_run(lab: Lab, name: str) -> tuple[float, dict[str, Any]]:
     the report's materialization, from the instance's event log; and the report's statistics."""
     from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, EventRecordsFilter  # noqa: F401
 
-    done = subprocess.run(
+    run_checked(
         [
-            str(DAGSTER),
+            DAGSTER,
             "job",
             "launch",
             "-w",
-            str(PROJECT_ROOT / "workspace.yaml"),
+            PROJECT_ROOT / "workspace.yaml",
             "-j",
             "backtest_reports_job",
             "--tags",
             json.dumps({"dagster/partition": name}),
         ],
-        cwd=PROJECT_ROOT,
-        env=lab.env,
-        capture_output=True,
-        text=True,
-        check=False,
+        PROJECT_ROOT,
+        lab.env,
+        f"submitting the run of {name} to the daemon",
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"submitting the run failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
     with DagsterInstance.from_config(str(lab.dagster_home)) as instance:
         [record_] = instance.get_run_records(limit=1)
         run = record_.dagster_run

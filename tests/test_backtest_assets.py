@@ -3,6 +3,7 @@ candles from ArcticDB, the full report in MLflow, and nothing half-written when 
 
 from __future__ import annotations
 
+import threading
 from datetime import date
 from pathlib import Path
 
@@ -160,6 +161,26 @@ def test_an_engine_crash_leaves_no_report_and_no_temp_folders(lab: BacktestLab) 
     assert not reported(result)
     assert not any((Path(lab.home) / "backtests").iterdir())
     assert mlflow_contents(client) == before  # no experiment, no run (not even an unfinished one)
+
+
+def test_mlflow_is_set_up_beside_the_backtest_and_joined_before_the_step_ends(
+    lab: BacktestLab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow's import and store set-up overlap the candle read and the backtest (issue #14), on a thread
+    that is gone when the step ends, whether the backtest succeeds or crashes."""
+    threads: list[str] = []
+    client = MLflowResource.client
+
+    def recording_client(self: MLflowResource) -> mlflow.MlflowClient:
+        threads.append(threading.current_thread().name)
+        return client(self)
+
+    monkeypatch.setattr(MLflowResource, "client", recording_client)
+    for strategy, succeeds in (("RsiMeanReversion", True), ("Crashing", False)):
+        threads.clear()
+        assert backtest(lab, strategy).success is succeeds
+        assert any(name.startswith("mlflow-warm-up") for name in threads), threads
+        assert not [t.name for t in threading.enumerate() if t.name.startswith("mlflow-warm-up")]
 
 
 def test_an_ml_strategy_without_its_model_is_stopped_by_its_gate(lab: BacktestLab) -> None:

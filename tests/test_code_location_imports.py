@@ -32,11 +32,19 @@ print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
 """
 
 
-def test_loading_the_definitions_imports_no_heavy_library(tmp_path: Path) -> None:
+EXIT_PROBE = """
+import atexit, gc
+atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count()))  # first registered: runs last
+import tradai.definitions
+print("frozen before exit:", gc.get_freeze_count())
+"""
+
+
+def _run_fresh(code: str, home: Path) -> subprocess.CompletedProcess[str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("TRADAI_")}
-    env.update(TRADAI_HOME=str(tmp_path), TRADAI_HISTORY_START="2022-07-01", TRADAI_HISTORY_END="2022-10-12")
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE],
+    env.update(TRADAI_HOME=str(home), TRADAI_HISTORY_START="2022-07-01", TRADAI_HISTORY_END="2022-10-12")
+    return subprocess.run(
+        [sys.executable, "-c", code],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,
@@ -44,7 +52,21 @@ def test_loading_the_definitions_imports_no_heavy_library(tmp_path: Path) -> Non
         timeout=600,
         check=False,
     )
+
+
+def test_loading_the_definitions_imports_no_heavy_library(tmp_path: Path) -> None:
+    done = _run_fresh(PROBE, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
     assert "dagster" in loaded and "tradai" in loaded
     assert loaded.isdisjoint(HEAVY), f"imported when the code location loads: {sorted(loaded & set(HEAVY))}"
+
+
+def test_a_process_that_loaded_the_definitions_exits_with_its_heap_frozen(tmp_path: Path) -> None:
+    """`dg launch` and run workers skip the teardown garbage collections that held them seconds after
+    RUN_SUCCESS (tradai/process_exit.py); the heap is frozen only at exit, not while the process works."""
+    done = _run_fresh(EXIT_PROBE, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    before, at_exit = (int(line.rsplit(":", 1)[1]) for line in done.stdout.strip().splitlines()[-2:])
+    assert before == 0
+    assert at_exit > 100_000  # every object alive at exit (Dagster and the definitions alone: ~190,000)

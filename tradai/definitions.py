@@ -14,6 +14,7 @@ from tradai.defs.model_loop import build_model_loop_definitions
 from tradai.defs.models import build_models_definitions
 from tradai.defs.resources import build_resources
 from tradai.deployment import execution_from_env, retraining_config_from_env
+from tradai.process_exit import freeze_heap_at_exit
 from tradai_core.settings import TradAISettings
 
 
@@ -37,3 +38,4 @@ def build_definitions(settings: TradAISettings | None = None) -> Definitions:
 
 
 defs = build_definitions()
+freeze_heap_at_exit()  # a process that loaded the code location exits without a teardown GC

@@ -30,6 +30,7 @@ def _render_to_memory() -> None:
 # imported when a plot is first drawn, not when the code location loads (matplotlib takes a second)
 plt = LazyModule("matplotlib.pyplot", setup=_render_to_memory)
 mdates = LazyModule("matplotlib.dates", setup=_render_to_memory)
+mcollections = LazyModule("matplotlib.collections", setup=_render_to_memory)
 
 MAX_PNG_BYTES = 60_000
 """Largest PNG embedded in metadata (the UI loads every image of an asset's metadata at once)."""
@@ -121,12 +122,20 @@ def chart_window(index: pd.DatetimeIndex, trades: Sequence[ChartTrade], size: in
 
 
 def _draw_candles(axes: plt.Axes, x: np.ndarray, candles: pd.DataFrame, width: float) -> None:
+    """Wicks as one line collection, bodies as one polygon collection (one artist each, not one patch per
+    candle: a bar per candle made drawing the six charts of a report take seconds)."""
     rising = (candles["close"] >= candles["open"]).to_numpy()
     colors = np.where(rising, UP_COLOR, DOWN_COLOR)
     axes.vlines(x, candles["low"], candles["high"], colors=colors, linewidth=0.5)
-    bottom = np.minimum(candles["open"], candles["close"]).to_numpy()
-    height = np.abs(candles["close"] - candles["open"]).to_numpy()
-    axes.bar(x, height, width=width, bottom=bottom, color=colors, linewidth=0)
+    bottom = np.minimum(candles["open"], candles["close"]).to_numpy(dtype=float)
+    top = bottom + np.abs(candles["close"] - candles["open"]).to_numpy(dtype=float)
+    left, right = x - width / 2, x + width / 2
+    bodies = np.stack(
+        [np.column_stack(corner) for corner in ((left, bottom), (left, top), (right, top), (right, bottom))],
+        axis=1,
+    )
+    axes.add_collection(mcollections.PolyCollection(bodies, facecolors=colors, linewidths=0), autolim=True)
+    axes.autoscale_view()
 
 
 def trade_chart_figure(
@@ -218,18 +227,19 @@ def trade_chart_html(
         return min(i, max(n - 1, 0)) * step + step / 2
 
     shapes: list[str] = []
-    for stamp, row in candles.iterrows():
+    columns = [candles[name].to_numpy() for name in ("open", "high", "low", "close", "volume")]
+    # one pass over plain arrays (`iterrows` built a Series per candle: seconds over a report's pairs)
+    for stamp, open_, high_, low_, close, volume in zip(candles.index, *columns, strict=True):
         i = position[stamp]
         cx = i * step + step / 2
-        color = UP_COLOR if row["close"] >= row["open"] else DOWN_COLOR
-        top, bottom = price_y(max(row["open"], row["close"])), price_y(min(row["open"], row["close"]))
+        color = UP_COLOR if close >= open_ else DOWN_COLOR
+        top, bottom = price_y(max(open_, close)), price_y(min(open_, close))
         tip = html.escape(
-            f"{stamp:%Y-%m-%d %H:%M} O {row['open']:.6g} H {row['high']:.6g} L {row['low']:.6g} "
-            f"C {row['close']:.6g} V {row['volume']:.6g}"
+            f"{stamp:%Y-%m-%d %H:%M} O {open_:.6g} H {high_:.6g} L {low_:.6g} C {close:.6g} V {volume:.6g}"
         )
         shapes.append(
-            f'<g><title>{tip}</title><line x1="{cx:.1f}" x2="{cx:.1f}" y1="{price_y(row["high"]):.1f}" '
-            f'y2="{price_y(row["low"]):.1f}" stroke="{color}" stroke-width="0.8"/>'
+            f'<g><title>{tip}</title><line x1="{cx:.1f}" x2="{cx:.1f}" y1="{price_y(high_):.1f}" '
+            f'y2="{price_y(low_):.1f}" stroke="{color}" stroke-width="0.8"/>'
             f'<rect x="{cx - step * 0.35:.1f}" y="{top:.1f}" width="{step * 0.7:.1f}" '
             f'height="{max(bottom - top, 0.5):.1f}" fill="{color}"/></g>'
         )
