@@ -1,6 +1,7 @@
 """MLflowResource against real SQLite-backed MLflow stores (no mocks)."""
 
 import io
+import os
 import re
 import shutil
 import subprocess
@@ -26,6 +27,8 @@ from tradai_resources.mlflow_tracking import (
     MLflowResource,
     project_git_commit,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 matplotlib.use("Agg")
 
@@ -359,3 +362,24 @@ def test_processes_opening_a_fresh_sqlite_store_at_once_all_succeed(tmp_path: Pa
     errors = [process.communicate(timeout=300)[1] for process in processes]
     assert [process.returncode for process in processes] == [0, 0, 0, 0], "\n".join(errors)[-3000:]
     assert len(mlflow.MlflowClient(tracking_uri=uri).search_experiments()) >= 1
+
+
+def test_mlflow_prints_no_run_links_to_stdout_unless_a_deployment_asks_for_them() -> None:
+    """Against a tracking server MLflow writes "View run …" links to stdout as each run ends (noise in every
+    step's compute log and in the demo): imported through the resource, it is told not to."""
+    probe = (
+        "from tradai_resources.mlflow_tracking import mlflow\n"
+        "mlflow.__version__\n"
+        "from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT as SUPPRESS\n"
+        "print(SUPPRESS.get())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    quiet = subprocess.run(
+        [sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert quiet.stdout.strip() == "True"
+    asked = {**env, "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "false"}
+    loud = subprocess.run(
+        [sys.executable, "-c", probe], env=asked, cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert loud.stdout.strip() == "False"

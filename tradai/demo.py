@@ -266,13 +266,19 @@ def run_demo() -> int:
     ok &= run_backtests(settings, instance)
     run_walk_forward(settings)
     run_hyperopt(settings, instance)
+    # against the stack (make stack-demo) its webserver and tracking server are already up
+    port = os.environ.get("TRADAI_WEBSERVER_PORT")
+    ui = f"at http://127.0.0.1:{port}" if port else "with `make ui` (http://127.0.0.1:3000)"
+    tracking = redact_uri(settings.resolved_mlflow_uri)
+    served = tracking.startswith(("http://", "https://"))
+    experiments = f"at {tracking}" if served else "with `make mlflow-ui` (http://127.0.0.1:5000)"
     print(
         f"\nCandles: {redact_uri(settings.resolved_arcticdb_uri)}\n"
         f"Experiments: {redact_uri(settings.resolved_mlflow_uri)}\n"
         f"Dagster instance: {os.environ['DAGSTER_HOME']}\n"
-        "Open the UI with `make ui` (http://127.0.0.1:3000): Assets → ohlcv/* shows partitions, metadata and "
-        "checks; backtest_report/<strategy> shows metrics and plots.\n"
-        "Open MLflow with `make mlflow-ui` (http://127.0.0.1:5000): experiment tradai/backtests."
+        f"Open the UI {ui}: Assets → ohlcv/* shows partitions, metadata and checks; "
+        "backtest_report/<strategy> shows metrics and plots.\n"
+        f"Open MLflow {experiments}: experiment tradai/backtests."
     )
     return 0 if ok else 1
 

@@ -57,10 +57,14 @@ if TYPE_CHECKING:
 
 
 def _offline_mlflow() -> None:
-    """Before MLflow is first imported: no usage telemetry. MLflow 3 otherwise fetches its telemetry
-    config over the network and flushes a queue at interpreter exit, a delay every run process pays
-    (and a connection attempt from machines that must not make any); a deployment may still set it."""
+    """Before MLflow is first imported: no usage telemetry, no links printed to stdout. MLflow 3 otherwise
+    fetches its telemetry config over the network and flushes a queue at interpreter exit, a delay every
+    run process pays (and a connection attempt from machines that must not make any); a deployment may
+    still set either."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # Against a tracking server MLflow writes "View run … / View experiment …" links to stdout whenever a
+    # run ends: noise in every step's compute log and in the demo (the run's link is in its metadata).
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 # imported on first use: loading the code location must not pay for MLflow (seconds)
