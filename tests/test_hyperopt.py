@@ -368,3 +368,23 @@ def test_a_repeated_parameter_set_is_not_backtested_twice(
         assert (repeat.params, repeat.value, repeat.seconds) == (original.params, original.value, 0.0)
     assert study.dsr is None or study.dsr.n_trials == study.distinct_trials
     assert math.isfinite(study.best.value)
+
+
+def test_a_study_trades_pairs_the_snapshot_lacks(shared_candles_dir: Path, tmp_path: Path) -> None:
+    pairs = ("BTC/USDT", "SOL/USDT")  # SOL is not in the recorded exchangeInfo
+    run = BacktestRunConfig(timerange="20210101-20210301", pairs=pairs)
+    recorded = {p: load_recorded(shared_candles_dir, p).loc["2020-12-01":"2021-03-02"] for p in pairs}
+    spec = StudySpec(n_trials=1, workers=1, seed=3, min_trades=0, startup_trials=1)
+    study = resource(tmp_path, "off.db").optimize("RsiMeanReversion", STRATEGIES_DIR, recorded, run, spec)
+    assert study.pairs == pairs and study.trials_run == 1
+    assert list((tmp_path / "scratch").iterdir()) == []
+    # the trial traded both pairs: it is the backtest of its parameters (which markets SOL itself)
+    best = study.best
+    config = load_strategy_config(STRATEGIES_DIR / "rsi_mean_reversion.yaml")
+    tuned = apply_values(config, best.buy_params, best.sell_params, best.roi, best.stoploss)
+    plain = FreqtradeResource(work_dir=str(tmp_path / "bt")).backtest(
+        "RsiMeanReversion", STRATEGIES_DIR, recorded, run, strategy_config=tuned
+    )
+    assert "SOL/USDT" in {trade.pair for trade in plain.trades}
+    assert best.trades == plain.metrics.trade_count
+    assert best.profit_total == pytest.approx(plain.metrics.total_profit_ratio, rel=1e-12)

@@ -56,7 +56,8 @@ from tradai_core.hyperopt import (
 )
 from tradai_core.settings import PROJECT_ROOT, TradAISettings
 from tradai_core.strategy_config import StrategyConfig
-from tradai_resources.freqtrade_backtester import snapshot_path, work_root
+from tradai_replay.markets import load_exchange_info
+from tradai_resources.freqtrade_backtester import backtest_exchange_info, snapshot_path, work_root
 from tradai_resources.freqtrade_workspace import BacktestWorkspace, prepare_workspace
 from tradai_resources.hyperopt_space import search_space
 from tradai_resources.mlflow_tracking import redact_uri
@@ -299,6 +300,10 @@ class HyperoptResource(ConfigurableResource):
         root = Path(tempfile.mkdtemp(prefix=f"ho-{strategy_name}-", dir=self._work_root()))
         try:
             workspace = prepare_workspace(root, strategy_file, config, run, candles)
+            markets = backtest_exchange_info(load_exchange_info(snapshot), pairs, candles)
+            if markets is not None:  # pairs the snapshot lacks get markets, as for a backtest
+                snapshot = root / "exchange_info.json"
+                snapshot.write_text(json.dumps(markets), encoding="utf-8")
             summaries = self._run_workers(workspace, config, run, spec, space, name, trials_before, snapshot)
         finally:
             shutil.rmtree(root, ignore_errors=True)
