@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tradai_core.deflated_sharpe import DeflatedSharpeResult, deflated_sharpe_ratio, return_moments
 from tradai_core.errors import ValidationError
 from tradai_core.lazy import LazyModule
+from tradai_core.statistics import FREQTRADE_SENTINEL, GUARDED_STATISTICS
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -51,6 +52,11 @@ MIN_TRADES_PENALTY: Final[float] = -1000.0
 
 Far below any real Sharpe/Sortino/Calmar/profit, so such trials never win, while the shortfall still
 ranks them (closer to the minimum is better) for the sampler."""
+
+
+UNDEFINED_OBJECTIVE: Final[float] = MIN_TRADES_PENALTY
+"""Objective of a trial whose statistic is undefined (no variance, no losing trade, no drawdown): far below
+any real value, like too few trades; the trial's record says why (`TrialRecord.undefined`)."""
 
 
 class Objective(StrEnum):
@@ -229,18 +235,29 @@ def study_fingerprint(parts: Mapping[str, Any]) -> str:
 # -- objective and returns
 
 
-def objective_value(stats: Mapping[str, Any], objective: Objective | str, min_trades: int) -> float:
+def objective_value(
+    stats: Mapping[str, Any],
+    objective: Objective | str,
+    min_trades: int,
+    undefined: Collection[str] = (),
+) -> float:
     """The value a trial scores: Freqtrade's `stats[objective]`, or a penalty below `min_trades` trades.
 
     `stats` is Freqtrade's strategy statistics (as `generate_strategy_stats` makes them, or any mapping
-    with `total_trades` and the objective's key). The same function scores a study's trials and a plain
-    backtest, so the two can be compared exactly.
+    with `total_trades` and the objective's key). A statistic the trades leave undefined — named in
+    `undefined` (`tradai_core.statistics.undefined_reasons`), or Freqtrade's −100 sentinel, or not finite —
+    is no measurement: it scores `UNDEFINED_OBJECTIVE`, below every real value, never the sentinel itself
+    (a −100 Sortino would otherwise outrank a real −150 and lose to a real −50 for no reason). The same
+    function scores a study's trials and a plain backtest, so the two can be compared exactly.
     """
     trades = int(stats["total_trades"])
     if trades < min_trades:
         return MIN_TRADES_PENALTY - float(min_trades - trades)
-    value = float(stats[Objective(objective).stat_key])
-    return value if math.isfinite(value) else MIN_TRADES_PENALTY
+    key = Objective(objective).stat_key
+    value = float(stats[key])
+    if key in undefined or (key in GUARDED_STATISTICS and value == FREQTRADE_SENTINEL):
+        return UNDEFINED_OBJECTIVE
+    return value if math.isfinite(value) else UNDEFINED_OBJECTIVE
 
 
 def _utc(moment: datetime | pd.Timestamp) -> pd.Timestamp:
@@ -332,6 +349,12 @@ class TrialRecord(BaseModel):
     )
     worker: int = 0
     seconds: float = 0.0
+    undefined: dict[str, str] = Field(
+        default_factory=dict,
+        description="Statistics the trial's trades leave undefined, and why; such a statistic's stored "
+        "number is Freqtrade's sentinel, not a measurement, and as the objective it scores "
+        "UNDEFINED_OBJECTIVE.",
+    )
 
 
 def distinct_trials(trials: Sequence[TrialRecord]) -> list[TrialRecord]:

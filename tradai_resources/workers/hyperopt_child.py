@@ -50,6 +50,7 @@ from tradai_core.hyperopt import (
     objective_value,
     return_stats,
 )
+from tradai_core.statistics import undefined_reasons
 from tradai_resources.workers.backtest_child import (
     network_guard,
     no_guard,
@@ -106,6 +107,17 @@ def make_sampler(seed: int, startup_trials: int) -> Any:
         return optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=startup_trials, multivariate=True, constant_liar=True
         )
+
+
+def trade_fees(results: Any) -> list[float]:
+    """Each trade's round-trip fee in stake currency from Freqtrade's results frame (entry fee on the
+    value at the open, exit fee on the value at the close: `tradai_core.backtest_result.round_trip_fee`)."""
+    if not len(results):
+        return []
+    fees = results["amount"] * (
+        results["open_rate"] * results["fee_open"] + results["close_rate"] * results["fee_close"]
+    )
+    return [float(fee) for fee in fees]
 
 
 class TrialEngine:
@@ -217,6 +229,13 @@ class TrialEngine:
             "sortino": float(calculate_sortino(results, self.min_date, self.max_date, balance)),
             "calmar": float(calculate_calmar(results, self.min_date, self.max_date, balance)),
         }
+        undefined = undefined_reasons(
+            results["profit_abs"].to_numpy() if len(results) else [],
+            balance,
+            max_drawdown,
+            {key: stats[key] for key in ("sharpe", "sortino", "calmar")},
+            fees_abs=trade_fees(results),
+        )
         returns = daily_returns(
             results["close_date"] if len(results) else [],
             results["profit_abs"] if len(results) else [],
@@ -225,7 +244,8 @@ class TrialEngine:
             balance,
         )
         return {
-            "value": objective_value(stats, self.objective, self.min_trades),
+            "value": objective_value(stats, self.objective, self.min_trades, undefined),
+            "undefined": {name: why.reason for name, why in undefined.items()},
             "trades": stats["total_trades"],
             "sharpe": stats["sharpe"],
             "sortino": stats["sortino"],
