@@ -37,7 +37,8 @@ import sqlite3
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -58,6 +59,7 @@ from tradai_resources.workers.backtest_child import (
     vectorized_tick_size,
 )
 from tradai_resources.workers.jobs import HyperoptJob, run_job_file
+from tradai_resources.workers.prescreen_study import run_prescreened
 
 logger = logging.getLogger(__name__)
 
@@ -296,10 +298,10 @@ class _Objective:
         return float(record["value"])
 
 
-def run_worker(job: HyperoptJob) -> dict[str, Any]:
-    """Build the engine once, then run this worker's share of the study; return a summary."""
-    started = time.perf_counter()
-    import optuna
+@contextmanager
+def trial_engine(job: HyperoptJob) -> Iterator[tuple[TrialEngine, Any]]:
+    """Freqtrade's engine for `job`, built offline (markets from the job's snapshot, no socket while
+    Freqtrade starts); yields (engine, the markets' refusal log) and checks no trial reached the network."""
     from freqtrade.commands import Arguments
     from freqtrade.commands.optimize_commands import setup_optimize_configuration
     from freqtrade.enums import RunMode
@@ -317,6 +319,17 @@ def run_worker(job: HyperoptJob) -> dict[str, Any]:
             raise RuntimeError(
                 "Freqtrade did not load markets through ccxt's fetch; the offline hook is stale"
             )
+        yield engine, markets
+        if markets.refused:
+            raise RuntimeError(f"a trial tried to reach the exchange: {markets.refused}")
+
+
+def run_worker(job: HyperoptJob) -> dict[str, Any]:
+    """Build the engine once, then run this worker's share of the study; return a summary."""
+    started = time.perf_counter()
+    import optuna
+
+    with trial_engine(job) as (engine, _markets):
         setup_seconds = time.perf_counter() - started
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.load_study(
@@ -327,9 +340,11 @@ def run_worker(job: HyperoptJob) -> dict[str, Any]:
         objective = _Objective(engine, job.worker_index)
         budget = job.time_budget_seconds
         timeout = None if budget is None else max(budget - (time.perf_counter() - started), 0.001)
-        study.optimize(objective, n_trials=job.n_trials, timeout=timeout)
-        if markets.refused:
-            raise RuntimeError(f"a trial tried to reach the exchange: {markets.refused}")
+        prescreen: dict[str, Any] | None = None
+        if job.prescreen is None:
+            study.optimize(objective, n_trials=job.n_trials, timeout=timeout)
+        else:
+            prescreen = run_prescreened(study, engine, objective, job, timeout, make_sampler)
     return {
         "worker": job.worker_index,
         "backtests": objective.backtests,
@@ -340,6 +355,7 @@ def run_worker(job: HyperoptJob) -> dict[str, Any]:
         "seconds": time.perf_counter() - started,
         "in_sample_start": engine.min_date.isoformat(),
         "in_sample_end": engine.max_date.isoformat(),
+        "prescreen": prescreen,
     }
 
 

@@ -17,6 +17,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict
 
 from tradai_core.hyperopt import Objective, SearchSpace
+from tradai_core.prescreen import PrescreenPlan
 from tradai_core.urls import redact_uris_in
 
 EXIT_OK: Final[int] = 0
@@ -62,6 +63,9 @@ class HyperoptJob(ChildJob):
     objective: Objective
     min_trades: int
     search_space: SearchSpace
+    prescreen: PrescreenPlan | None = None
+    """Explore with the compiled pre-screen and backtest only a sample and the finalists (None: every
+    trial is a Freqtrade backtest)."""
 
 
 JobT = TypeVar("JobT", bound=ChildJob)
