@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tradai_core.deflated_sharpe import DeflatedSharpeResult, deflated_sharpe_ratio, return_moments
 from tradai_core.errors import ValidationError
 from tradai_core.lazy import LazyModule
+from tradai_core.prescreen import PrescreenSummary
 from tradai_core.statistics import FREQTRADE_SENTINEL, GUARDED_STATISTICS
 
 if TYPE_CHECKING:
@@ -369,13 +370,17 @@ def best_trial(trials: Sequence[TrialRecord]) -> TrialRecord:
     return max(trials, key=lambda t: (t.value, -t.number))
 
 
-def study_deflated_sharpe(trials: Sequence[TrialRecord], best: TrialRecord) -> DeflatedSharpeResult:
+def study_deflated_sharpe(
+    trials: Sequence[TrialRecord], best: TrialRecord, unconfirmed_sharpes: Sequence[float] = ()
+) -> DeflatedSharpeResult:
     """DSR of the best trial's in-sample daily returns, deflated for every distinct trial of the study.
 
     N is the number of distinct parameter sets tried, V the variance of their per-day Sharpe ratios (the
     selection the DSR corrects for happened among them), and the best trial's own per-day Sharpe ratio,
-    skewness, kurtosis and number of days are the track record (Bailey & López de Prado 2014). Raises
-    ValidationError when the best trial has no defined Sharpe ratio (no trade, constant returns).
+    skewness, kurtosis and number of days are the track record (Bailey & López de Prado 2014). Parameter
+    sets a pre-screen explored without Freqtrade backtesting them were tried too: `unconfirmed_sharpes`
+    (their per-day Sharpe ratios, from the pre-screen) count in N and V. Raises ValidationError when the
+    best trial has no defined Sharpe ratio (no trade, constant returns).
     """
     if not best.daily.defined:
         raise ValidationError(
@@ -383,12 +388,12 @@ def study_deflated_sharpe(trials: Sequence[TrialRecord], best: TrialRecord) -> D
             "widen the in-sample window or lower min_trades so trials trade",
         )
     distinct = distinct_trials(trials) or [best]
-    sharpes = np.array([t.daily.sharpe for t in distinct], dtype=float)
+    sharpes = np.array([t.daily.sharpe for t in distinct] + list(unconfirmed_sharpes), dtype=float)
     variance = float(np.var(sharpes, ddof=1)) if sharpes.size > 1 else 0.0
     return deflated_sharpe_ratio(
         best.daily.sharpe,
         best.daily.n_days,
-        len(distinct),
+        int(sharpes.size),
         variance,
         skewness=best.daily.skewness,
         kurtosis=best.daily.kurtosis,
@@ -513,6 +518,15 @@ class StudySpec(BaseModel):
         default=None, gt=0, description="Stop each worker after this much wall time (set-up included)."
     )
     study_name: str | None = Field(default=None, description="Default: <Strategy>-<timerange>-<objective>.")
+    prescreen: bool = Field(
+        default=False,
+        description="Explore with the compiled pre-screen; Freqtrade then backtests a random sample (rank "
+        "agreement) and the best n_trials (the finalists). One study-worker.",
+    )
+    prescreen_trials: int = Field(default=500, ge=1, description="Parameter sets the pre-screen explores.")
+    agreement_sample: int = Field(
+        default=10, ge=3, description="Explored sets Freqtrade backtests to measure the rank agreement."
+    )
 
 
 def worker_shares(n_trials: int, workers: int) -> list[int]:
@@ -548,6 +562,12 @@ class StudyReport(BaseModel):
     indicators_once: bool
     static_parameters: tuple[str, ...] = ()
     seconds: float = Field(description="Wall time of this run, worker start-up included.")
+    prescreen: PrescreenSummary | None = Field(
+        default=None, description="What the pre-screen did in this run (None: not asked for)."
+    )
+    prescreened_total: int = Field(
+        default=0, description="Explored parameter sets Freqtrade never backtested, over the study's runs."
+    )
 
     @property
     def trials_total(self) -> int:
@@ -561,8 +581,9 @@ class StudyReport(BaseModel):
 
     @property
     def distinct_trials(self) -> int:
-        """Finished trials with a parameter set of their own (N of the DSR)."""
-        return len(distinct_trials(self.trials))
+        """Finished trials with a parameter set of their own, plus the sets only the pre-screen scored
+        (N of the DSR)."""
+        return len(distinct_trials(self.trials)) + self.prescreened_total
 
     @property
     def trials_per_minute(self) -> float:

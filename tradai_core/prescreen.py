@@ -27,7 +27,6 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from tradai_core.errors import ValidationError
-from tradai_core.prescreen_kernel import EXIT_REASONS, simulate
 from tradai_core.statistics import FREQTRADE_SENTINEL
 
 MIN_SPEARMAN: Final[float] = 0.9
@@ -226,6 +225,8 @@ def simulate_trades(market: MarketArrays, settings: SimulationSettings) -> pd.Da
     """The trades Freqtrade's backtest would make (see `tradai_core.prescreen_kernel`), one row each:
     pair, open_date, close_date, open_rate, close_rate, amount, profit_abs, profit_ratio, exit_reason;
     sorted by close date as Freqtrade's results are."""
+    from tradai_core.prescreen_kernel import EXIT_REASONS, simulate  # Numba: imported on first use
+
     roi = sorted(settings.minimal_roi.items())
     pair, opened, closed, open_rate, close_rate, amount, profit, reason = simulate(
         market.open,

@@ -28,15 +28,18 @@ def _key(params: dict[str, Any]) -> tuple[Any, ...]:
 
 def _confirm(study: Any, objective: Callable[[Any], float], params: list[dict[str, Any]]) -> list[float]:
     """Backtest `params` with Freqtrade as trials of the shared study; their values, in order."""
+    before = {t.number for t in study.get_trials(deepcopy=False)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # enqueue_trial's "experimental" note
         for values in params:
             study.enqueue_trial(values, skip_if_exists=False)
-    before = {t.number for t in study.get_trials(deepcopy=False)}
     study.optimize(objective, n_trials=len(params))
-    ours = [t for t in study.get_trials(deepcopy=False) if t.number not in before and t.value is not None]
-    by_params = {_key(t.params): float(t.value) for t in ours}
-    return [by_params[_key(values)] for values in params]
+    ours = sorted(
+        (t for t in study.get_trials(deepcopy=False) if t.number not in before), key=lambda t: t.number
+    )
+    if len(ours) != len(params) or any(t.value is None for t in ours):
+        raise RuntimeError(f"{len(params)} Freqtrade confirmations were asked for, {len(ours)} trials ran")
+    return [float(t.value) for t in ours]  # one worker runs the enqueued trials in order
 
 
 def run_prescreened(
