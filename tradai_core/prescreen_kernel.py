@@ -42,17 +42,23 @@ _EPS = 1e-9
 
 
 @njit(cache=True)
+def _decimals(tick: float) -> int:
+    """Decimal places that represent multiples of `tick` exactly (as Freqtrade's string-based rounding)."""
+    return max(0, math.ceil(-math.log10(tick) - _EPS)) + 2
+
+
+@njit(cache=True)
 def _round_up(value: float, tick: float) -> float:
     if tick <= 0.0:
         return value
-    return math.ceil(value / tick - _EPS) * tick
+    return round(math.ceil(value / tick - _EPS) * tick, _decimals(tick))
 
 
 @njit(cache=True)
 def _round_nearest(value: float, tick: float) -> float:
     if tick <= 0.0:
         return value
-    return math.floor(value / tick + 0.5) * tick
+    return round(math.floor(value / tick + 0.5) * tick, _decimals(tick))
 
 
 @njit(cache=True)
