@@ -86,6 +86,7 @@ class PrescreenSummary(BaseModel):
     used: bool = Field(description="False: the strategy fell back to plain Freqtrade trials (see note).")
     note: str
     explored: int = 0
+    distinct: int = Field(default=0, description="Distinct parameter sets among the explored ones.")
     agreement: Agreement | None = None
     finalists: int = 0
     explore_seconds: float = 0.0

@@ -108,6 +108,7 @@ def run_prescreened(
         used=verdict.enabled,
         note=verdict.note,
         explored=len(explore.trials),
+        distinct=len(explored),
         agreement=verdict,
         finalists=len(finalists),
         explore_seconds=explore_seconds,
