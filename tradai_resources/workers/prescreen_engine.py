@@ -10,7 +10,10 @@ functions; only the trade loop differs.
 
 from __future__ import annotations
 
+import ast
+import inspect
 import logging
+import textwrap
 import time
 from collections import OrderedDict
 from typing import Any
@@ -81,6 +84,25 @@ def modelling_problems(strategy: Any, config: dict[str, Any]) -> list[str]:
     return reasons
 
 
+def _pair_blind(method: Any, startup_candles: int) -> bool:
+    """Whether a `populate_*_trend` method may run on every pair's frame stacked: its source reads neither
+    `metadata` (beyond its signature) nor the data provider, and the strategy has startup candles to absorb
+    a look-back across the seam."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(method)))
+    except (OSError, TypeError, SyntaxError):
+        return False
+    function = tree.body[0]
+    if startup_candles < 1 or not isinstance(function, ast.FunctionDef):
+        return False
+    for node in ast.walk(ast.Module(body=function.body, type_ignores=[])):
+        if isinstance(node, ast.Name) and node.id == "metadata":
+            return False
+        if isinstance(node, ast.Attribute) and node.attr == "dp":
+            return False
+    return True
+
+
 class PrescreenEngine:
     """Scores parameter sets with the compiled simulation, on a study-worker's Freqtrade engine."""
 
@@ -114,6 +136,14 @@ class PrescreenEngine:
             stop = int(dates.searchsorted(self.max_date, side="right"))
             where = self.base.dates.get_indexer(dates[first + 1 : stop])
             self._slices[pair] = (first, stop, where)
+        self._stackable = {
+            "enter": _pair_blind(
+                type(self.strategy).populate_entry_trend, engine.strategy.startup_candle_count
+            ),
+            "exit": _pair_blind(
+                type(self.strategy).populate_exit_trend, engine.strategy.startup_candle_count
+            ),
+        }
         self._cache: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
         self.signal_computations = 0
 
@@ -131,15 +161,31 @@ class PrescreenEngine:
 
     def _signal_array(self, side: str) -> np.ndarray:
         """The grid's shifted entry (`side` "enter") or exit ("exit") flags with the strategy's current
-        parameter values, from its own `populate_entry_trend`/`populate_exit_trend`."""
+        parameter values, from its own `populate_entry_trend`/`populate_exit_trend`.
+
+        When the method reads neither `metadata` nor the data provider, it runs once over every pair's
+        frame stacked (one pandas pass instead of one per pair): a look-back across two pairs' frames only
+        reaches the next pair's startup candles, which the backtest never trades."""
         target = np.zeros_like(self.base.enter)
         advise = self.strategy.advise_entry if side == "enter" else self.strategy.advise_exit
-        for i, (pair, frame) in enumerate(self._frames().items()):
-            signals = advise(frame, {"pair": pair})
-            column = f"{side}_long"
-            if column in signals:
-                first, stop, where = self._slices[pair]
-                target[i, where] = signals[column].to_numpy(dtype=float)[first : stop - 1] == 1
+        column = f"{side}_long"
+        frames = self._frames()
+        if self._stackable[side]:
+            lengths = [len(frame) for frame in frames.values()]
+            stacked = advise(pd.concat(list(frames.values()), ignore_index=True), {"pair": ""})
+            values = stacked[column].to_numpy(dtype=float) if column in stacked else np.zeros(sum(lengths))
+            offsets = np.concatenate(([0], np.cumsum(lengths)))
+            per_pair = {pair: values[offsets[i] : offsets[i + 1]] for i, pair in enumerate(frames)}
+        else:
+            per_pair = {}
+            for pair, frame in frames.items():
+                signals = advise(frame, {"pair": pair})
+                per_pair[pair] = (
+                    signals[column].to_numpy(dtype=float) if column in signals else np.zeros(len(frame))
+                )
+        for i, (pair, flags) in enumerate(per_pair.items()):
+            first, stop, where = self._slices[pair]
+            target[i, where] = flags[first : stop - 1] == 1
         return target
 
     def settings(self) -> SimulationSettings:
