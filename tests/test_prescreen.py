@@ -37,8 +37,12 @@ from tradai_resources.workers.prescreen_engine import PrescreenEngine
 
 PAIRS = ("BTC/USDT", "ETH/USDT", "ADA/USDT")
 IN_SAMPLE = BacktestRunConfig(timerange="20210101-20210301", pairs=PAIRS)
-YAML = {"RsiMeanReversion": "rsi_mean_reversion", "EmaAdxTrend": "ema_adx_trend"}
-SIGNAL_EXITS = {"rsi_overbought", "ema_cross_down", "exit_signal"}
+YAML = {
+    "RsiMeanReversion": "rsi_mean_reversion",
+    "EmaAdxTrend": "ema_adx_trend",
+    "BollingerBreakout": "bollinger_breakout",
+}
+SIGNAL_EXITS = {"rsi_overbought", "ema_cross_down", "bb_mean_return", "exit_signal"}
 """Freqtrade names a signal exit by the strategy's exit tag; the simulation says `exit_signal`."""
 
 
@@ -86,7 +90,7 @@ def _trade_keys(frame: pd.DataFrame) -> list[tuple[str, str, str, str]]:
     )
 
 
-@pytest.mark.parametrize("name", ["RsiMeanReversion", "EmaAdxTrend"])
+@pytest.mark.parametrize("name", ["RsiMeanReversion", "EmaAdxTrend", "BollingerBreakout"])
 def test_the_simulation_makes_freqtrades_trades(
     name: str, candles: dict[str, pd.DataFrame], tmp_path: Path
 ) -> None:
@@ -100,7 +104,10 @@ def test_the_simulation_makes_freqtrades_trades(
             values = {spec.name: spec.suggest(trial) for spec in job.search_space.parameters}
             simulated = screen.trades(values)
             engine.apply(values)
-            processed = {pair: frame.copy() for pair, frame in engine.preprocessed.items()}
+            if engine.indicators_once:
+                processed = {pair: frame.copy() for pair, frame in engine.preprocessed.items()}
+            else:  # BollingerBreakout's bands read a tuned value: indicators per parameter set
+                processed = engine.strategy.advise_all_indicators(engine.data)
             freqtrade = engine.backtesting.backtest(
                 processed=processed, start_date=engine.min_date, end_date=engine.max_date
             )["results"]
