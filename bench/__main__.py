@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 
 def _modules() -> dict[str, Callable[[], object]]:
-    from bench import backtest, fault_matrix, features, hyperopt, ingest, stack, user_path
+    from bench import backtest, fault_matrix, features, hyperopt, ingest, prescreen, stack, user_path
 
     return {
         "user_path": user_path.run,
@@ -24,12 +24,13 @@ def _modules() -> dict[str, Callable[[], object]]:
         "features": features.run,
         "backtest": backtest.run,
         "hyperopt": hyperopt.run,
+        "prescreen": prescreen.run,
         "fault_matrix": fault_matrix.run,
         "stack": stack.run,
     }
 
 
-DEFAULT_RUN = ("user_path", "ingest", "features", "backtest", "hyperopt", "fault_matrix")
+DEFAULT_RUN = ("user_path", "ingest", "features", "backtest", "hyperopt", "prescreen", "fault_matrix")
 """What `python -m bench` runs: every one-machine benchmark (the stack's needs its own services)."""
 
 

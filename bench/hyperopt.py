@@ -132,17 +132,27 @@ def _targets(node: ast.Assign | ast.AnnAssign) -> list[ast.Name]:
     return [t for t in targets if isinstance(t, ast.Name)]
 
 
-def run_cli(root: Path, candles: dict[str, pd.DataFrame], n_trials: int, folder: Path) -> tuple[float, list]:
-    """Run the stock `freqtrade hyperopt`; return its wall time and its epochs (one dict per line)."""
-    strategy_file = find_strategy_file(STRATEGY, STRATEGIES_DIR)
+def run_cli(
+    root: Path,
+    candles: dict[str, pd.DataFrame],
+    n_trials: int,
+    folder: Path,
+    *,
+    strategy: str = STRATEGY,
+    timerange: str = TIMERANGE,
+    spaces: tuple[str, ...] | None = None,
+) -> tuple[float, list]:
+    """Run the stock `freqtrade hyperopt` (on the pairs of `candles`); return its wall time and its epochs
+    (one dict per line)."""
+    strategy_file = find_strategy_file(strategy, STRATEGIES_DIR)
     config = load_strategy_config(strategy_file.with_suffix(".yaml"))
-    run = BacktestRunConfig(timerange=TIMERANGE, pairs=PAIRS)
+    run = BacktestRunConfig(timerange=timerange, pairs=tuple(candles))
     workspace = prepare_workspace(root, strategy_file, config, run, candles)
     copied = workspace.strategy_dir / strategy_file.name
-    copied.write_text(plain_istrategy_source(copied.read_text(), STRATEGY))
-    spaces = search_space_spaces()
+    copied.write_text(plain_istrategy_source(copied.read_text(), strategy))
+    spaces = spaces or search_space_spaces()
     argv = hyperopt_argv(
-        workspace, STRATEGY, TIMERANGE, spaces, epochs=n_trials, jobs=WORKERS, seed=SEED, min_trades=1
+        workspace, strategy, timerange, spaces, epochs=n_trials, jobs=WORKERS, seed=SEED, min_trades=1
     )
     with ReplayServer(folder) as server:
         ft_config = json.loads(workspace.config_path.read_text())

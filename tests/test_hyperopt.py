@@ -24,6 +24,7 @@ from tradai_core.deflated_sharpe import deflated_sharpe_ratio
 from tradai_core.errors import BacktestError, ConfigurationError, ValidationError
 from tradai_core.hyperopt import (
     MIN_TRADES_PENALTY,
+    UNDEFINED_OBJECTIVE,
     OOSRule,
     ReturnStats,
     StudyReport,
@@ -136,6 +137,20 @@ def test_the_objective_is_freqtrades_statistic_with_a_penalty_below_the_minimum_
     assert objective_value(stats, "calmar", min_trades=10) == 3.0
     assert objective_value(stats, "sortino", min_trades=15) == MIN_TRADES_PENALTY - 3
     assert objective_value(stats, "sortino", min_trades=14) > objective_value(stats, "sortino", min_trades=15)
+
+
+def test_an_undefined_statistic_is_never_scored_as_a_number() -> None:
+    # Freqtrade's −100 for "no variance" would outrank a real Sortino of −150: it must score below both
+    sentinel = {"total_trades": 12, "sharpe": 1.5, "sortino": -100.0, "profit_total": 0.08, "calmar": -100.0}
+    real = {**sentinel, "sortino": -150.0}
+    assert objective_value(sentinel, "sortino", min_trades=10) == UNDEFINED_OBJECTIVE
+    assert objective_value(sentinel, "calmar", min_trades=10) == UNDEFINED_OBJECTIVE
+    assert objective_value(real, "sortino", min_trades=10) == -150.0 > UNDEFINED_OBJECTIVE
+    # below the backtest's resolution (statistics.undefined_reasons) a finite value is undefined too
+    tiny = {**sentinel, "sortino": 3053.0}
+    assert objective_value(tiny, "sortino", min_trades=10, undefined={"sortino"}) == UNDEFINED_OBJECTIVE
+    assert objective_value(tiny, "sharpe", min_trades=10, undefined={"sortino"}) == 1.5
+    assert objective_value({**sentinel, "sharpe": float("nan")}, "sharpe", 10) == UNDEFINED_OBJECTIVE
 
 
 def test_daily_returns_count_each_profit_on_its_closing_day_against_the_balance_before_it() -> None:
@@ -278,7 +293,9 @@ def test_the_best_trials_value_equals_a_plain_backtest_with_its_parameters(
         "RsiMeanReversion", STRATEGIES_DIR, candles, IN_SAMPLE, strategy_config=tuned
     )
     assert plain.metrics.trade_count == best.trades > SPEC.min_trades
-    assert objective_value(plain.freqtrade_stats, SPEC.objective, SPEC.min_trades) == best.value
+    undefined = set(plain.metrics.undefined)
+    assert objective_value(plain.freqtrade_stats, SPEC.objective, SPEC.min_trades, undefined) == best.value
+    assert best.undefined == {name: why.reason for name, why in plain.metrics.undefined.items()}
     assert plain.metrics.sharpe == best.sharpe
     assert plain.metrics.total_profit_ratio == pytest.approx(best.profit_total, rel=1e-12)
 
@@ -368,3 +385,23 @@ def test_a_repeated_parameter_set_is_not_backtested_twice(
         assert (repeat.params, repeat.value, repeat.seconds) == (original.params, original.value, 0.0)
     assert study.dsr is None or study.dsr.n_trials == study.distinct_trials
     assert math.isfinite(study.best.value)
+
+
+def test_a_study_trades_pairs_the_snapshot_lacks(shared_candles_dir: Path, tmp_path: Path) -> None:
+    pairs = ("BTC/USDT", "SOL/USDT")  # SOL is not in the recorded exchangeInfo
+    run = BacktestRunConfig(timerange="20210101-20210301", pairs=pairs)
+    recorded = {p: load_recorded(shared_candles_dir, p).loc["2020-12-01":"2021-03-02"] for p in pairs}
+    spec = StudySpec(n_trials=1, workers=1, seed=3, min_trades=0, startup_trials=1)
+    study = resource(tmp_path, "off.db").optimize("RsiMeanReversion", STRATEGIES_DIR, recorded, run, spec)
+    assert study.pairs == pairs and study.trials_run == 1
+    assert list((tmp_path / "scratch").iterdir()) == []
+    # the trial traded both pairs: it is the backtest of its parameters (which markets SOL itself)
+    best = study.best
+    config = load_strategy_config(STRATEGIES_DIR / "rsi_mean_reversion.yaml")
+    tuned = apply_values(config, best.buy_params, best.sell_params, best.roi, best.stoploss)
+    plain = FreqtradeResource(work_dir=str(tmp_path / "bt")).backtest(
+        "RsiMeanReversion", STRATEGIES_DIR, recorded, run, strategy_config=tuned
+    )
+    assert "SOL/USDT" in {trade.pair for trade in plain.trades}
+    assert best.trades == plain.metrics.trade_count
+    assert best.profit_total == pytest.approx(plain.metrics.total_profit_ratio, rel=1e-12)

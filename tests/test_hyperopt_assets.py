@@ -305,3 +305,22 @@ def test_a_corrupt_tuned_parameters_artifact_is_a_validation_error(tmp_path: Pat
     store.client().log_dict(run_id, {"strategy": "RsiMeanReversion"}, "tuned/RsiMeanReversion.json")
     with pytest.raises(ValidationError, match="is not a tuned-parameters record"):
         load_tuned_parameters(store, run_id)
+
+
+def test_the_demo_study_uses_the_pre_screen_and_says_so(own_lab: dict[str, object]) -> None:
+    lab = own_lab
+    result = run_demo_study(
+        lab["settings"],  # type: ignore[arg-type]
+        lab["resources"],  # type: ignore[arg-type]
+        lab["instance"],  # type: ignore[arg-type]
+        n_trials=2,
+        folder=lab["folder"],  # type: ignore[arg-type]
+        config={**DEMO_WINDOWS, **LENIENT, "prescreen_trials": 40, "agreement_sample": 5},
+        prescreen=True,
+    )
+    study = materialized(result, "hyperopt_study")
+    assert study is not None and study["prescreen_explored"] == 40
+    assert study["trials_this_run"] == 5 + 2  # the agreement sample, then the finalists (or 2 plain trials)
+    summary = summarize_demo_study(result)
+    assert ("pre-screen explored 40 parameter sets" in summary) == study["prescreen_used"]
+    assert "pre-screen" in summary and str(study["prescreen"]) in summary

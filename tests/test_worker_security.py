@@ -307,3 +307,42 @@ def test_a_pid_a_forged_worker_reports_is_not_signalled(base: Path, caplog: pyte
     finally:
         _stop(forger)
         _stop(victim)
+
+
+@pytest.mark.parametrize("damage", ["fields", "truncated"])
+def test_an_invalid_job_file_error_never_quotes_the_storage_password(tmp_path: Path, damage: str) -> None:
+    password = "s3cr3t-Pa55-canary"  # planted, to be looked for
+    job = {  # a study-worker job with a wrong and a missing field; its storage URL comes last
+        "argv": ["hyperopt"],
+        "strategy": "RsiMeanReversion",
+        "exchange": "binance",
+        "exchange_info_path": str(tmp_path / "info.json"),
+        "result_path": str(tmp_path / "result.json"),
+        "error_path": str(tmp_path / "error.json"),
+        "study_name": "s",
+        "n_trials": "many",
+        "sampler_seed": 1,
+        "objective": "sharpe",
+        "search_space": {"strategy": "RsiMeanReversion", "spaces": ["buy"], "parameters": []},
+        "storage_url": f"postgresql+psycopg2://tradai@db.internal:5432/optuna?password={password}",
+    }
+    text = json.dumps(job)
+    if damage == "truncated":  # a job file cut short right after the password (a full disk, a crash)
+        text = text[: text.index(password) + len(password)]
+    path = tmp_path / "job.json"
+    path.write_text(text)
+    done = subprocess.run(
+        [sys.executable, "-m", "tradai_resources.workers.hyperopt_child", str(path)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == EXIT_BAD_JOB
+    assert "invalid job file" in done.stderr
+    if damage == "fields":
+        assert "min_trades" in done.stderr and "n_trials" in done.stderr  # still says what is wrong
+    else:
+        assert "JSON" in done.stderr
+    assert password not in done.stderr and password not in done.stdout
+    assert not (tmp_path / "error.json").exists()

@@ -122,10 +122,15 @@ def run_hyperopt(settings: TradAISettings, instance: DagsterInstance) -> None:
     from tradai.definitions import build_definitions
     from tradai_assets.hyperopt import run_demo_study, summarize_demo_study
 
-    print("→ a short hyperopt study of RsiMeanReversion (in-sample, then out-of-sample and the DSR gate)")
+    print(
+        "→ a short hyperopt study of RsiMeanReversion with the pre-screen (the compiled simulation explores, "
+        "Freqtrade confirms the finalists; then out-of-sample and the DSR gate)"
+    )
     resources = build_definitions(settings).resources
     with progress("hyperopt"):
-        result = run_demo_study(settings, dict(resources), instance, loggers=QUIET_LOGGERS)
+        result = run_demo_study(
+            settings, dict(resources), instance, n_trials=6, loggers=QUIET_LOGGERS, prescreen=True
+        )
     print("  " + summarize_demo_study(result))
     for line in outcome_lines(result):
         print("  " + line)

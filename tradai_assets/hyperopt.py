@@ -48,6 +48,7 @@ from pydantic import Field
 
 from strategies.validation import STRATEGIES_DIR, load_strategy_class, validate_strategy
 from tradai_assets.backtest_runner import ExecutedBacktest, execute, plan_backtest, record
+from tradai_assets.hyperopt_prescreen import prescreen_metadata, prescreen_sentence
 from tradai_assets.keys import ohlcv_key
 from tradai_assets.plots import plt, png_markdown
 from tradai_assets.strategy_partitions import source_hash, strategy_partitions
@@ -104,6 +105,13 @@ class HyperoptConfig(Config, BacktestCosts):
         description="Spaces to tune (buy, sell, roi, stoploss); default: what the strategy declares.",
     )
     startup_trials: int = Field(default=10, ge=1, description="Random trials before TPE models the space.")
+    prescreen: bool = Field(
+        default=False,
+        description="Explore prescreen_trials sets with the compiled pre-screen; Freqtrade backtests a "
+        "random sample (rank agreement, ≥ 0.9 or the pre-screen switches off) and the n_trials best.",
+    )
+    prescreen_trials: int = Field(default=500, ge=1, description="Sets the pre-screen explores.")
+    agreement_sample: int = Field(default=10, ge=3, description="Explored sets Freqtrade checks.")
     study_name: str | None = Field(
         default=None, description="Default: <Strategy>-<in-sample timerange>-<objective>."
     )
@@ -134,6 +142,9 @@ class HyperoptConfig(Config, BacktestCosts):
             spaces=tuple(self.spaces) if self.spaces else None,
             startup_trials=self.startup_trials,
             study_name=self.study_name,
+            prescreen=self.prescreen,
+            prescreen_trials=self.prescreen_trials,
+            agreement_sample=self.agreement_sample,
         )
 
     def oos_rule(self) -> OOSRule:
@@ -444,6 +455,7 @@ def build_hyperopt_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
             "source_sha256": digest,
             "data_versions": MetadataValue.json(versions),
             "arcticdb_snapshot": pin.name,
+            **prescreen_metadata(study),
             **mlflow.run_metadata(run_id, experiment_id),
         }
         check = AssetCheckResult(
@@ -640,15 +652,17 @@ def run_demo_study(
     folder: Path = STRATEGIES_DIR,
     config: dict[str, Any] | None = None,
     loggers: dict[str, Any] | None = None,
+    prescreen: bool = False,
 ) -> ExecuteInProcessResult:
     """A short study of one strategy (study, gate, and tuned parameters when the gate passes) in one run.
 
     `resources` must hold `candle_store`, `hyperopt`, `freqtrade` and `mlflow`; the candles of the
     in-sample and out-of-sample windows must be materialized. A refusing gate is an outcome, not a
     failure: the run then stops before `tuned_parameters`, and `summarize_demo_study` says why. `config`
-    sets any other `HyperoptConfig` field (e.g. shorter windows); `loggers` is the run's logger config.
+    sets any other `HyperoptConfig` field (e.g. shorter windows); `loggers` is the run's logger config;
+    `prescreen` explores with the compiled pre-screen and has Freqtrade confirm `n_trials` finalists.
     """
-    run_config = {**(config or {}), "n_trials": n_trials, "workers": workers}
+    run_config = {**(config or {}), "n_trials": n_trials, "workers": workers, "prescreen": prescreen}
     return materialize(
         build_hyperopt_assets(settings, folder),
         resources=resources,
@@ -675,6 +689,7 @@ def summarize_demo_study(result: ExecuteInProcessResult) -> str:
     dsr_text = f"{dsr:.3f}" if isinstance(dsr, float) else str(dsr)
     return (
         f"{meta['study']}: {meta['trials_this_run']} trials this run ({meta['trials_total']} in total, "
-        f"{meta['trials_per_minute']} trials/min), best {meta['objective']} {meta['best_value']:.2f} "
+        f"{meta['trials_per_minute']} trials/min), {prescreen_sentence(meta)}"
+        f"best {meta['objective']} {meta['best_value']:.2f} "
         f"in-sample; out-of-sample {meta['out_of_sample']}; DSR {dsr_text}; gate {meta['gate']} → {outcome}"
     )

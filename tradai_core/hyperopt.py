@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -33,6 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tradai_core.deflated_sharpe import DeflatedSharpeResult, deflated_sharpe_ratio, return_moments
 from tradai_core.errors import ValidationError
 from tradai_core.lazy import LazyModule
+from tradai_core.prescreen import PrescreenSummary
+from tradai_core.statistics import FREQTRADE_SENTINEL, GUARDED_STATISTICS
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -51,6 +53,11 @@ MIN_TRADES_PENALTY: Final[float] = -1000.0
 
 Far below any real Sharpe/Sortino/Calmar/profit, so such trials never win, while the shortfall still
 ranks them (closer to the minimum is better) for the sampler."""
+
+
+UNDEFINED_OBJECTIVE: Final[float] = MIN_TRADES_PENALTY
+"""Objective of a trial whose statistic is undefined (no variance, no losing trade, no drawdown): far below
+any real value, like too few trades; the trial's record says why (`TrialRecord.undefined`)."""
 
 
 class Objective(StrEnum):
@@ -229,18 +236,29 @@ def study_fingerprint(parts: Mapping[str, Any]) -> str:
 # -- objective and returns
 
 
-def objective_value(stats: Mapping[str, Any], objective: Objective | str, min_trades: int) -> float:
+def objective_value(
+    stats: Mapping[str, Any],
+    objective: Objective | str,
+    min_trades: int,
+    undefined: Collection[str] = (),
+) -> float:
     """The value a trial scores: Freqtrade's `stats[objective]`, or a penalty below `min_trades` trades.
 
     `stats` is Freqtrade's strategy statistics (as `generate_strategy_stats` makes them, or any mapping
-    with `total_trades` and the objective's key). The same function scores a study's trials and a plain
-    backtest, so the two can be compared exactly.
+    with `total_trades` and the objective's key). A statistic the trades leave undefined — named in
+    `undefined` (`tradai_core.statistics.undefined_reasons`), or Freqtrade's −100 sentinel, or not finite —
+    is no measurement: it scores `UNDEFINED_OBJECTIVE`, below every real value, never the sentinel itself
+    (a −100 Sortino would otherwise outrank a real −150 and lose to a real −50 for no reason). The same
+    function scores a study's trials and a plain backtest, so the two can be compared exactly.
     """
     trades = int(stats["total_trades"])
     if trades < min_trades:
         return MIN_TRADES_PENALTY - float(min_trades - trades)
-    value = float(stats[Objective(objective).stat_key])
-    return value if math.isfinite(value) else MIN_TRADES_PENALTY
+    key = Objective(objective).stat_key
+    value = float(stats[key])
+    if key in undefined or (key in GUARDED_STATISTICS and value == FREQTRADE_SENTINEL):
+        return UNDEFINED_OBJECTIVE
+    return value if math.isfinite(value) else UNDEFINED_OBJECTIVE
 
 
 def _utc(moment: datetime | pd.Timestamp) -> pd.Timestamp:
@@ -332,6 +350,12 @@ class TrialRecord(BaseModel):
     )
     worker: int = 0
     seconds: float = 0.0
+    undefined: dict[str, str] = Field(
+        default_factory=dict,
+        description="Statistics the trial's trades leave undefined, and why; such a statistic's stored "
+        "number is Freqtrade's sentinel, not a measurement, and as the objective it scores "
+        "UNDEFINED_OBJECTIVE.",
+    )
 
 
 def distinct_trials(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
@@ -346,13 +370,17 @@ def best_trial(trials: Sequence[TrialRecord]) -> TrialRecord:
     return max(trials, key=lambda t: (t.value, -t.number))
 
 
-def study_deflated_sharpe(trials: Sequence[TrialRecord], best: TrialRecord) -> DeflatedSharpeResult:
+def study_deflated_sharpe(
+    trials: Sequence[TrialRecord], best: TrialRecord, unconfirmed_sharpes: Sequence[float] = ()
+) -> DeflatedSharpeResult:
     """DSR of the best trial's in-sample daily returns, deflated for every distinct trial of the study.
 
     N is the number of distinct parameter sets tried, V the variance of their per-day Sharpe ratios (the
     selection the DSR corrects for happened among them), and the best trial's own per-day Sharpe ratio,
-    skewness, kurtosis and number of days are the track record (Bailey & López de Prado 2014). Raises
-    ValidationError when the best trial has no defined Sharpe ratio (no trade, constant returns).
+    skewness, kurtosis and number of days are the track record (Bailey & López de Prado 2014). Parameter
+    sets a pre-screen explored without Freqtrade backtesting them were tried too: `unconfirmed_sharpes`
+    (their per-day Sharpe ratios, from the pre-screen) count in N and V. Raises ValidationError when the
+    best trial has no defined Sharpe ratio (no trade, constant returns).
     """
     if not best.daily.defined:
         raise ValidationError(
@@ -360,12 +388,12 @@ def study_deflated_sharpe(trials: Sequence[TrialRecord], best: TrialRecord) -> D
             "widen the in-sample window or lower min_trades so trials trade",
         )
     distinct = distinct_trials(trials) or [best]
-    sharpes = np.array([t.daily.sharpe for t in distinct], dtype=float)
+    sharpes = np.array([t.daily.sharpe for t in distinct] + list(unconfirmed_sharpes), dtype=float)
     variance = float(np.var(sharpes, ddof=1)) if sharpes.size > 1 else 0.0
     return deflated_sharpe_ratio(
         best.daily.sharpe,
         best.daily.n_days,
-        len(distinct),
+        int(sharpes.size),
         variance,
         skewness=best.daily.skewness,
         kurtosis=best.daily.kurtosis,
@@ -490,6 +518,15 @@ class StudySpec(BaseModel):
         default=None, gt=0, description="Stop each worker after this much wall time (set-up included)."
     )
     study_name: str | None = Field(default=None, description="Default: <Strategy>-<timerange>-<objective>.")
+    prescreen: bool = Field(
+        default=False,
+        description="Explore with the compiled pre-screen; Freqtrade then backtests a random sample (rank "
+        "agreement) and the best n_trials (the finalists). One study-worker.",
+    )
+    prescreen_trials: int = Field(default=500, ge=1, description="Parameter sets the pre-screen explores.")
+    agreement_sample: int = Field(
+        default=10, ge=3, description="Explored sets Freqtrade backtests to measure the rank agreement."
+    )
 
 
 def worker_shares(n_trials: int, workers: int) -> list[int]:
@@ -525,6 +562,12 @@ class StudyReport(BaseModel):
     indicators_once: bool
     static_parameters: tuple[str, ...] = ()
     seconds: float = Field(description="Wall time of this run, worker start-up included.")
+    prescreen: PrescreenSummary | None = Field(
+        default=None, description="What the pre-screen did in this run (None: not asked for)."
+    )
+    prescreened_total: int = Field(
+        default=0, description="Explored parameter sets Freqtrade never backtested, over the study's runs."
+    )
 
     @property
     def trials_total(self) -> int:
@@ -538,8 +581,9 @@ class StudyReport(BaseModel):
 
     @property
     def distinct_trials(self) -> int:
-        """Finished trials with a parameter set of their own (N of the DSR)."""
-        return len(distinct_trials(self.trials))
+        """Finished trials with a parameter set of their own, plus the sets only the pre-screen scored
+        (N of the DSR)."""
+        return len(distinct_trials(self.trials)) + self.prescreened_total
 
     @property
     def trials_per_minute(self) -> float:

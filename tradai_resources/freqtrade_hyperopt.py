@@ -54,9 +54,11 @@ from tradai_core.hyperopt import (
     worker_seed,
     worker_shares,
 )
+from tradai_core.prescreen import PrescreenPlan, PrescreenSummary
 from tradai_core.settings import PROJECT_ROOT, TradAISettings
 from tradai_core.strategy_config import StrategyConfig
-from tradai_resources.freqtrade_backtester import snapshot_path, work_root
+from tradai_replay.markets import load_exchange_info
+from tradai_resources.freqtrade_backtester import backtest_exchange_info, snapshot_path, work_root
 from tradai_resources.freqtrade_workspace import BacktestWorkspace, prepare_workspace
 from tradai_resources.hyperopt_space import search_space
 from tradai_resources.mlflow_tracking import redact_uri
@@ -73,6 +75,8 @@ STDERR_TAIL_LINES = 30
 POLL_SECONDS = 0.2
 FINGERPRINT_ATTR = "tradai.fingerprint"
 PINS_ATTR = "tradai.pins"
+PRESCREEN_ATTR = "tradai.prescreen.unconfirmed_daily_sharpes"
+"""Study attribute: per-day Sharpe of every set a pre-screen explored and Freqtrade never backtested."""
 FREQTRADE_LOSS = "SharpeHyperOptLoss"
 
 
@@ -299,15 +303,26 @@ class HyperoptResource(ConfigurableResource):
         root = Path(tempfile.mkdtemp(prefix=f"ho-{strategy_name}-", dir=self._work_root()))
         try:
             workspace = prepare_workspace(root, strategy_file, config, run, candles)
+            markets = backtest_exchange_info(load_exchange_info(snapshot), pairs, candles)
+            if markets is not None:  # pairs the snapshot lacks get markets, as for a backtest
+                snapshot = root / "exchange_info.json"
+                snapshot.write_text(json.dumps(markets), encoding="utf-8")
             summaries = self._run_workers(workspace, config, run, spec, space, name, trials_before, snapshot)
         finally:
             shutil.rmtree(root, ignore_errors=True)
         seconds = time.monotonic() - started
-        records = trial_records(self.load_study(name))
+        loaded = self.load_study(name)
+        records = trial_records(loaded)
         best = best_trial(records)
+        prescreen = next((s["prescreen"] for s in summaries if s.get("prescreen")), None)
+        summary = PrescreenSummary.model_validate(prescreen) if prescreen else None
+        unconfirmed = [float(v) for v in loaded.user_attrs.get(PRESCREEN_ATTR, [])]
+        if summary is not None and summary.unconfirmed_daily_sharpes:
+            unconfirmed += [round(v, 8) for v in summary.unconfirmed_daily_sharpes]
+            loaded.set_user_attr(PRESCREEN_ATTR, unconfirmed)  # a resumed study still counts them
         dsr, problem = None, None
         try:
-            dsr = study_deflated_sharpe(records, best)
+            dsr = study_deflated_sharpe(records, best, unconfirmed)
         except ValidationError as exc:
             problem = exc.what
         static = sorted({p for s in summaries for p in s.get("static_parameters", [])})
@@ -329,6 +344,8 @@ class HyperoptResource(ConfigurableResource):
             indicators_once=all(s.get("indicators_once", False) for s in summaries),
             static_parameters=tuple(static),
             seconds=seconds,
+            prescreen=summary,
+            prescreened_total=len(unconfirmed),
         )
         logger.info(
             "study %s: %d trials this run (%d in total) in %.1f s (%.1f/min); best trial %d value %.4f",
@@ -354,7 +371,15 @@ class HyperoptResource(ConfigurableResource):
         snapshot: Path,
     ) -> list[dict[str, Any]]:
         """Start one study-worker per share of the trials, wait for all; stop all when one fails."""
-        shares = worker_shares(spec.n_trials, spec.workers)
+        plan = None
+        if spec.prescreen:  # one worker explores, then backtests the sample and the finalists
+            plan = PrescreenPlan(
+                explore_trials=spec.prescreen_trials,
+                top_k=spec.n_trials,
+                agreement_sample=spec.agreement_sample,
+                seed=worker_seed(spec.seed, 0, trials_before),
+            )
+        shares = [spec.n_trials] if plan else worker_shares(spec.n_trials, spec.workers)
         env = child_environment(os.environ)  # allowlisted: a study-worker never sees a secret
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
@@ -396,6 +421,7 @@ class HyperoptResource(ConfigurableResource):
                     objective=spec.objective,
                     min_trades=spec.min_trades,
                     search_space=space,
+                    prescreen=plan,
                     result_path=str(folder / "result.json"),
                     error_path=str(folder / "error.json"),
                 )

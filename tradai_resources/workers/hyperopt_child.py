@@ -37,7 +37,8 @@ import sqlite3
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -50,6 +51,7 @@ from tradai_core.hyperopt import (
     objective_value,
     return_stats,
 )
+from tradai_core.statistics import undefined_reasons
 from tradai_resources.workers.backtest_child import (
     network_guard,
     no_guard,
@@ -57,6 +59,7 @@ from tradai_resources.workers.backtest_child import (
     vectorized_tick_size,
 )
 from tradai_resources.workers.jobs import HyperoptJob, run_job_file
+from tradai_resources.workers.prescreen_study import run_prescreened
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +109,17 @@ def make_sampler(seed: int, startup_trials: int) -> Any:
         return optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=startup_trials, multivariate=True, constant_liar=True
         )
+
+
+def trade_fees(results: Any) -> list[float]:
+    """Each trade's round-trip fee in stake currency from Freqtrade's results frame (entry fee on the
+    value at the open, exit fee on the value at the close: `tradai_core.backtest_result.round_trip_fee`)."""
+    if not len(results):
+        return []
+    fees = results["amount"] * (
+        results["open_rate"] * results["fee_open"] + results["close_rate"] * results["fee_close"]
+    )
+    return [float(fee) for fee in fees]
 
 
 class TrialEngine:
@@ -217,6 +231,13 @@ class TrialEngine:
             "sortino": float(calculate_sortino(results, self.min_date, self.max_date, balance)),
             "calmar": float(calculate_calmar(results, self.min_date, self.max_date, balance)),
         }
+        undefined = undefined_reasons(
+            results["profit_abs"].to_numpy() if len(results) else [],
+            balance,
+            max_drawdown,
+            {key: stats[key] for key in ("sharpe", "sortino", "calmar")},
+            fees_abs=trade_fees(results),
+        )
         returns = daily_returns(
             results["close_date"] if len(results) else [],
             results["profit_abs"] if len(results) else [],
@@ -225,7 +246,8 @@ class TrialEngine:
             balance,
         )
         return {
-            "value": objective_value(stats, self.objective, self.min_trades),
+            "value": objective_value(stats, self.objective, self.min_trades, undefined),
+            "undefined": {name: why.reason for name, why in undefined.items()},
             "trades": stats["total_trades"],
             "sharpe": stats["sharpe"],
             "sortino": stats["sortino"],
@@ -276,10 +298,10 @@ class _Objective:
         return float(record["value"])
 
 
-def run_worker(job: HyperoptJob) -> dict[str, Any]:
-    """Build the engine once, then run this worker's share of the study; return a summary."""
-    started = time.perf_counter()
-    import optuna
+@contextmanager
+def trial_engine(job: HyperoptJob) -> Iterator[tuple[TrialEngine, Any]]:
+    """Freqtrade's engine for `job`, built offline (markets from the job's snapshot, no socket while
+    Freqtrade starts); yields (engine, the markets' refusal log) and checks no trial reached the network."""
     from freqtrade.commands import Arguments
     from freqtrade.commands.optimize_commands import setup_optimize_configuration
     from freqtrade.enums import RunMode
@@ -297,6 +319,17 @@ def run_worker(job: HyperoptJob) -> dict[str, Any]:
             raise RuntimeError(
                 "Freqtrade did not load markets through ccxt's fetch; the offline hook is stale"
             )
+        yield engine, markets
+        if markets.refused:
+            raise RuntimeError(f"a trial tried to reach the exchange: {markets.refused}")
+
+
+def run_worker(job: HyperoptJob) -> dict[str, Any]:
+    """Build the engine once, then run this worker's share of the study; return a summary."""
+    started = time.perf_counter()
+    import optuna
+
+    with trial_engine(job) as (engine, _markets):
         setup_seconds = time.perf_counter() - started
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.load_study(
@@ -307,9 +340,11 @@ def run_worker(job: HyperoptJob) -> dict[str, Any]:
         objective = _Objective(engine, job.worker_index)
         budget = job.time_budget_seconds
         timeout = None if budget is None else max(budget - (time.perf_counter() - started), 0.001)
-        study.optimize(objective, n_trials=job.n_trials, timeout=timeout)
-        if markets.refused:
-            raise RuntimeError(f"a trial tried to reach the exchange: {markets.refused}")
+        prescreen: dict[str, Any] | None = None
+        if job.prescreen is None:
+            study.optimize(objective, n_trials=job.n_trials, timeout=timeout)
+        else:
+            prescreen = run_prescreened(study, engine, objective, job, timeout, make_sampler)
     return {
         "worker": job.worker_index,
         "backtests": objective.backtests,
@@ -320,6 +355,7 @@ def run_worker(job: HyperoptJob) -> dict[str, Any]:
         "seconds": time.perf_counter() - started,
         "in_sample_start": engine.min_date.isoformat(),
         "in_sample_end": engine.max_date.isoformat(),
+        "prescreen": prescreen,
     }
 
 

@@ -13,9 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Final, TypeVar
 
+import pydantic
 from pydantic import BaseModel, ConfigDict
 
 from tradai_core.hyperopt import Objective, SearchSpace
+from tradai_core.prescreen import PrescreenPlan
+from tradai_core.urls import redact_uris_in
 
 EXIT_OK: Final[int] = 0
 EXIT_FAILED: Final[int] = 1
@@ -60,6 +63,9 @@ class HyperoptJob(ChildJob):
     objective: Objective
     min_trades: int
     search_space: SearchSpace
+    prescreen: PrescreenPlan | None = None
+    """Explore with the compiled pre-screen and backtest only a sample and the finalists (None: every
+    trial is a Freqtrade backtest)."""
 
 
 JobT = TypeVar("JobT", bound=ChildJob)
@@ -81,6 +87,19 @@ def write_atomic(path: Path, write: Callable[[IO[str]], Any]) -> None:
     os.replace(partial, path)
 
 
+def job_file_problem(exc: Exception) -> str:
+    """Why a job file was refused, without any of its values: pydantic's message quotes the input (the
+    whole job when a field is missing, storage URL and its password included), so only the locations and
+    messages are kept, and any URI left in them is redacted."""
+    if isinstance(exc, pydantic.ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or '(file)'}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False, include_context=False)
+        )
+        return redact_uris_in(f"{exc.error_count()} problem(s): {problems}")
+    return redact_uris_in(f"{type(exc).__name__}: {exc}")
+
+
 def run_job_file(
     argv: list[str], job_type: type[JobT], run: Callable[[JobT], Callable[[IO[str]], Any]], usage: str
 ) -> int:
@@ -96,7 +115,7 @@ def run_job_file(
     try:
         job = job_type.model_validate_json(Path(argv[0]).read_text(encoding="utf-8"))
     except Exception as exc:
-        sys.stderr.write(f"invalid job file {argv[0]}: {exc}\n")
+        sys.stderr.write(f"invalid job file {argv[0]}: {job_file_problem(exc)}\n")
         return EXIT_BAD_JOB
     try:
         write_atomic(Path(job.result_path), run(job))
