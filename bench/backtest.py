@@ -38,7 +38,6 @@ import re
 import resource
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -52,16 +51,14 @@ import pandas as pd
 
 from bench import sweep_job
 from bench.common import (
-    PROJECT_ROOT,
     Figure,
     assert_same_trades,
     candles_dir,
-    child_env,
-    exported_stats,
     interleaved,
     record,
     report_figures,
-    run_checked,
+    stock_cli_backtest,
+    stock_cli_workspace,
     trades_digest,
 )
 from strategies.metadata import StrategyCategory
@@ -77,7 +74,7 @@ from tradai_resources.freqtrade_backtester import (
     FreqtradeResource,
     backtest_exchange_info,
 )
-from tradai_resources.freqtrade_workspace import BacktestWorkspace, prepare_workspace
+from tradai_resources.freqtrade_workspace import BacktestWorkspace
 from tradai_resources.workers.zygote_client import shutdown_zygotes, stop_shared_zygotes
 
 TF = "1h"
@@ -105,30 +102,13 @@ class StockCli:
         self, name: str, run: BacktestRunConfig, candles: dict[str, pd.DataFrame]
     ) -> BacktestWorkspace:
         """Write the CLI's workspace (candle files, strategy, config) once, outside any timing."""
-        report_ = validate_strategy(name, STRATEGIES_DIR)
-        assert report_.config is not None and report_.path is not None
         root = Path(tempfile.mkdtemp(prefix=f"cli-{name}-", dir=self._work))
-        workspace = prepare_workspace(root, Path(report_.path), report_.config, run, candles)
-        config = json.loads(workspace.config_path.read_text())
-        config["exchange"]["ccxt_config"] = {"urls": {"api": self._api}}
-        workspace.config_path.write_text(json.dumps(config, indent=2))
-        return workspace
+        return stock_cli_workspace(root, name, run, candles, self._api)
 
     @staticmethod
     def run(name: str, run: BacktestRunConfig, workspace: BacktestWorkspace) -> list[object]:
         """`python -m freqtrade backtesting ...`, as a user types it (trades exported); its trades."""
-        run_checked(
-            [
-                sys.executable,
-                "-m",
-                "freqtrade",
-                *workspace.backtest_argv(name, run.timerange, export="trades"),
-            ],
-            workspace.root,
-            child_env(PYTHONPATH=str(PROJECT_ROOT)),
-            f"the stock CLI on {name}",
-        )
-        return exported_stats(workspace.user_data_dir, name)["trades"]  # type: ignore[return-value]
+        return stock_cli_backtest(name, run.timerange, workspace)["trades"]  # type: ignore[return-value]
 
     def close(self) -> None:
         """Stop the replay server."""

@@ -7,11 +7,12 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_CANDLES = PROJECT_ROOT.parent / "shared" / "data" / "binance_spot_1h"
@@ -90,6 +91,33 @@ def exported_stats(user_data_dir: Path, strategy: str) -> dict[str, object]:
     archive = results / json.loads((results / ".last_result.json").read_text())["latest_backtest"]
     with zipfile.ZipFile(archive) as zipped:
         return json.loads(zipped.read(archive.with_suffix(".json").name))["strategy"][strategy]
+
+
+def stock_cli_workspace(root: Path, name: str, run: Any, candles: Mapping[str, Any], api: object) -> Any:
+    """The stock CLI's workspace for strategy `name` in `root` (candle files, strategy, config), its
+    exchange pointed at the loopback replay server's `api` URLs: written once, outside any timing."""
+    from strategies.validation import STRATEGIES_DIR, validate_strategy
+    from tradai_resources.freqtrade_workspace import prepare_workspace
+
+    checked = validate_strategy(name, STRATEGIES_DIR)
+    assert checked.config is not None and checked.path is not None
+    workspace = prepare_workspace(root, Path(checked.path), checked.config, run, dict(candles))
+    config = json.loads(workspace.config_path.read_text())
+    config["exchange"]["ccxt_config"] = {"urls": {"api": api}}
+    workspace.config_path.write_text(json.dumps(config, indent=2))
+    return workspace
+
+
+def stock_cli_backtest(name: str, timerange: str, workspace: Any) -> dict[str, object]:
+    """`python -m freqtrade backtesting ...` in `workspace`, as a user types it (trades exported); the
+    statistics it exported."""
+    run_checked(
+        [sys.executable, "-m", "freqtrade", *workspace.backtest_argv(name, timerange, export="trades")],
+        workspace.root,
+        child_env(PYTHONPATH=str(PROJECT_ROOT)),
+        f"the stock CLI on {name}",
+    )
+    return exported_stats(workspace.user_data_dir, name)
 
 
 def assert_same_trades(ours: object, cli: object, what: str) -> None:

@@ -49,10 +49,11 @@ from bench.common import (
     Figure,
     candles_dir,
     child_env,
-    exported_stats,
     record,
     report_figures,
     run_checked,
+    stock_cli_backtest,
+    stock_cli_workspace,
 )
 from tradai_core.urls import rebase_urls
 
@@ -209,36 +210,17 @@ class Cli:
 
     def prepare(self, name: str) -> Any:
         """A fresh workspace for one CLI run (written outside the timing)."""
-        from strategies.validation import STRATEGIES_DIR, validate_strategy
         from tradai_core.backtest_config import BacktestRunConfig
-        from tradai_resources.freqtrade_workspace import prepare_workspace
 
         self.counter += 1
-        checked = validate_strategy(name, STRATEGIES_DIR)
-        assert checked.config is not None and checked.path is not None
-        run = BacktestRunConfig(timerange=self.timerange(), pairs=PAIRS)
         root = self.work / f"cli-{name}-{self.counter}"
         root.mkdir()
-        workspace = prepare_workspace(root, Path(checked.path), checked.config, run, self.candles)
-        config = json.loads(workspace.config_path.read_text())
-        config["exchange"]["ccxt_config"] = {"urls": {"api": self.api}}
-        workspace.config_path.write_text(json.dumps(config, indent=2))
-        return workspace
+        run = BacktestRunConfig(timerange=self.timerange(), pairs=PAIRS)
+        return stock_cli_workspace(root, name, run, self.candles, self.api)
 
     def run(self, name: str, workspace: Any) -> dict[str, Any]:
         """`python -m freqtrade backtesting ...` as a user types it (trades exported); its statistics."""
-        run_checked(
-            [
-                sys.executable,
-                "-m",
-                "freqtrade",
-                *workspace.backtest_argv(name, self.timerange(), export="trades"),
-            ],
-            workspace.root,
-            child_env(PYTHONPATH=str(PROJECT_ROOT)),
-            f"the stock CLI on {name}",
-        )
-        return exported_stats(workspace.user_data_dir, name)  # type: ignore[return-value]
+        return stock_cli_backtest(name, self.timerange(), workspace)  # type: ignore[return-value]
 
     def close(self) -> None:
         self.server.stop()
