@@ -40,9 +40,6 @@ from pydantic import BaseModel, ConfigDict
 
 from strategies.validation import STRATEGIES_DIR, load_strategy_class
 from tradai_assets.backtest_runner import (
-    bar_returns as bar_returns,  # re-exported: callers of the validation path use it
-)
-from tradai_assets.backtest_runner import (
     execute,
     holdout_end,
     holdout_start,
@@ -152,10 +149,6 @@ class ComparisonRunConfig(Config):
     n_iterations: int = 2000
     block_length: int | None = None
     seed: int = 0
-
-
-check_out_of_sample = require_after_training
-"""Former name of `backtest_runner.require_after_training` (kept for callers of the validation path)."""
 
 
 def model_pairs(version: ModelVersionInfo, settings: TradAISettings) -> tuple[str, ...]:
@@ -308,7 +301,7 @@ def validation_window(
     end = _day(config.end, "end") if config.end else holdout_end(challenger).date()
     if end <= start:
         raise ValidationError(f"validation window {start} → {end} is empty", "give an end after the start")
-    check_out_of_sample(start, [champion, challenger])
+    require_after_training(start, [champion, challenger])
     return start, end
 
 
@@ -547,7 +540,7 @@ def build_comparison_asset(settings: TradAISettings) -> AssetsDefinition:
                 f"and challenger v{challenger.version}; now v{now[CHAMPION]} and v{now[CHALLENGER]})",
                 "re-run the validation backtests (the retraining job) before comparing",
             )
-        check_out_of_sample(
+        require_after_training(
             challenger.window_start.date(),
             [mlflow.get_version(name, champion.version), mlflow.get_version(name, challenger.version)],
         )
