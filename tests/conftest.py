@@ -36,10 +36,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 @pytest.fixture(autouse=True)
 def no_leaked_dagster_instance() -> Iterator[None]:
-    """Clear Dagster's "current defs-state storage" after each test. Dagster 1.13 leaves it pointing at an
-    instance when `execute_in_process` fails on run config (tests/test_model_lifecycle.py does so on
-    purpose); once that instance is collected, every later `Definitions` load in the process fails with
-    "Attempted to resolve undefined DagsterInstance weakref", so a test would break the ones after it."""
+    """Clear Dagster's "current defs-state storage" before and after each test. Dagster 1.13 leaves it
+    pointing at an instance when `execute_in_process` fails on run config (tests/test_model_lifecycle.py
+    does so on purpose), and a module-scoped fixture's instance, closed after the last test of its module,
+    restores whatever storage was current when it opened; once that instance is collected, every later
+    `Definitions` load in the process fails with "Attempted to resolve undefined DagsterInstance weakref",
+    so one test would break the ones after it (seen in CI at one random order)."""
+    defs_state._current_storage.set(None)
     yield
     defs_state._current_storage.set(None)
 

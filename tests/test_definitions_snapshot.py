@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from dagster import (
+    DagsterInstance,
     Definitions,
     MultiPartitionsDefinition,
     PartitionsDefinition,
@@ -56,7 +57,8 @@ def partitions(definition: PartitionsDefinition | None) -> Any:
 
 def describe(defs: Definitions) -> dict[str, Any]:
     """Every structural fact of `defs` a reviewer should see change: sorted, JSON-ready."""
-    repo = defs.get_repository_def()
+    with DagsterInstance.ephemeral():  # a live defs-state storage while loading (see tests/conftest.py)
+        repo = defs.get_repository_def()
     graph = repo.asset_graph
     assets = {}
     for key in sorted(graph.get_all_asset_keys()):

@@ -15,6 +15,7 @@ import pytest
 from dagster import (
     AssetKey,
     AssetMaterialization,
+    DagsterInstance,
     DagsterInvalidConfigError,
     Definitions,
     SensorResult,
@@ -440,7 +441,10 @@ def test_the_loop_merges_into_the_code_location_with_the_documented_default_stat
 
     settings = TradAISettings(home=tmp_path)
     defs = build_definitions(settings)
-    Definitions.validate_loadable(defs)
+    # a live instance of its own: Dagster reads the "current defs-state storage" while loading, and an
+    # earlier test's collected instance can be left there (see tests/conftest.py)
+    with DagsterInstance.ephemeral():
+        Definitions.validate_loadable(defs)
     loop = build_model_loop_definitions(settings)
     statuses = {d.name: d.default_status.value for d in [*loop.schedules, *loop.sensors]}
     assert statuses == {
