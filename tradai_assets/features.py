@@ -29,6 +29,7 @@ write, so two runs never interleave their writes to one symbol.
 """
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,7 +66,7 @@ from tradai_core.features import (
 )
 from tradai_core.settings import TradAISettings, pair_slug
 from tradai_core.timeframes import timeframe_delta
-from tradai_resources.arcticdb_store import ArcticDBResource, symbol_pool
+from tradai_resources.arcticdb_store import ArcticDBResource, FrameWrite, StoredCandles, symbol_pool
 
 PARTITION = timedelta(days=1)
 CHECK_DESCRIPTIONS = {
@@ -177,6 +178,50 @@ def summary_markdown(features: pd.DataFrame) -> str:
 # -- the assets ---------------------------------------------------------------------------------------
 
 
+def read_candles_for_features(
+    store: ArcticDBResource, exchange_id: str, tf: str, pair: str, start: Any, end: Any
+) -> StoredCandles:
+    """The candles features on `[start, end)` need: the window and the warm-up before it (further back
+    when gaps leave fewer than `WARMUP_BARS` candles in twice the warm-up span)."""
+    warmup_span = WARMUP_BARS * pd.Timedelta(timeframe_delta(tf))
+    candles = store.read(exchange_id, tf, pair, utc_timestamp(start) - 2 * warmup_span, end)
+    if int(candles.candles.index.searchsorted(utc_timestamp(start))) < WARMUP_BARS:
+        candles = store.read(exchange_id, tf, pair, None, end)  # gaps: look further back
+    return candles
+
+
+def store_window_features(
+    store: ArcticDBResource,
+    exchange_id: str,
+    tf: str,
+    pair: str,
+    candles: StoredCandles,
+    start: Any,
+    end: Any,
+    metadata: dict[str, Any],
+    replace_symbol: bool = False,
+) -> tuple[pd.DataFrame, FrameWrite]:
+    """Compute the features of `[start, end)` from `candles` and write them as that window of the pair's
+    feature symbol, tagged with the feature set; the features and the write's outcome."""
+    features = compute_window_features(candles.candles, start, end)
+    written = store.write_frame_window(
+        features_library(exchange_id, tf),
+        pair_slug(pair),
+        features,
+        start,
+        end,
+        metadata={
+            META_FEATURE_SET_HASH: feature_set_hash(),
+            "feature_set_version": FEATURE_SET_VERSION,
+            "candles_version": candles.version,
+            "window": [str(start), str(end)],
+            **metadata,
+        },
+        replace_symbol=replace_symbol,
+    )
+    return features, written
+
+
 def build_features_asset(pair: str, settings: TradAISettings) -> AssetsDefinition:
     """The daily-partitioned feature asset of one pair, with its checks."""
     key = features_key(pair)
@@ -184,7 +229,6 @@ def build_features_asset(pair: str, settings: TradAISettings) -> AssetsDefinitio
     exchange_id = settings.exchange_id
     library = features_library(exchange_id, tf)
     symbol = pair_slug(pair)
-    step = pd.Timedelta(timeframe_delta(tf))
     history_start = datetime(
         settings.history_start.year, settings.history_start.month, settings.history_start.day, tzinfo=UTC
     )
@@ -249,10 +293,7 @@ def build_features_asset(pair: str, settings: TradAISettings) -> AssetsDefinitio
                 end,
             )
 
-        warmup_span = WARMUP_BARS * step
-        candles = candle_store.read(exchange_id, tf, pair, start - 2 * warmup_span, end)
-        if int(candles.candles.index.searchsorted(start)) < WARMUP_BARS:
-            candles = candle_store.read(exchange_id, tf, pair, None, end)  # gaps: look further back
+        candles = read_candles_for_features(candle_store, exchange_id, tf, pair, start, end)
         at_history_start = check_warmup(
             pair,
             candles.candles,
@@ -263,20 +304,15 @@ def build_features_asset(pair: str, settings: TradAISettings) -> AssetsDefinitio
             allow_missing_days=config.allow_missing_warmup_days,
             now=settings.clock.now(),
         )
-        features = compute_window_features(candles.candles, start, end)
-        written = candle_store.write_frame_window(
-            library,
-            symbol,
-            features,
+        features, written = store_window_features(
+            candle_store,
+            exchange_id,
+            tf,
+            pair,
+            candles,
             start,
             end,
-            metadata={
-                META_FEATURE_SET_HASH: digest,
-                "feature_set_version": FEATURE_SET_VERSION,
-                "candles_version": candles.version,
-                "dagster_run_id": context.run.run_id,
-                "window": [str(start), str(end)],
-            },
+            {"dagster_run_id": context.run.run_id},
             replace_symbol=replace,
         )
         if written.version is None:  # nothing stored yet and nothing to store

@@ -32,13 +32,13 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from tradai_assets.drift import DriftConfig, score_pair_drift
-from tradai_assets.keys import META_FEATURE_SET_HASH, features_library
+from tradai_assets.features import read_candles_for_features, store_window_features
+from tradai_assets.keys import features_library
 from tradai_assets.models import ModelConfig, register_trained_model, store_training_set
 from tradai_assets.validation import BacktestSettings, ModelBacktest, run_model_backtest
 from tradai_core.comparison import ComparisonConfig, compare_champion_challenger, periods_per_year_for
 from tradai_core.errors import TradAIError, ValidationError
-from tradai_core.features import FEATURE_SET_VERSION, WARMUP_BARS, compute_window_features
-from tradai_core.features import feature_set_hash as code_feature_set_hash
+from tradai_core.features import WARMUP_BARS
 from tradai_core.labels import LabelSpec
 from tradai_core.model_lifecycle import (
     AuditAction,
@@ -349,21 +349,8 @@ class WalkForwardSimulation:
             )
             self._candles_end[pair] = at
             first = self._features_end.get(pair, self.spec.plan.history_start - timedelta(days=1))
-            candles = self.store.read(ex, tf, pair, first - 2 * warmup, at).candles
-            features = compute_window_features(candles, first, at)
-            self.store.write_frame_window(
-                features_library(ex, tf),
-                pair_slug(pair),
-                features,
-                first,
-                at,
-                metadata={
-                    META_FEATURE_SET_HASH: code_feature_set_hash(),
-                    "feature_set_version": FEATURE_SET_VERSION,
-                    "simulation": self.run_id,
-                    "window": [str(first), str(at)],
-                },
-            )
+            candles = read_candles_for_features(self.store, ex, tf, pair, first, at)
+            store_window_features(self.store, ex, tf, pair, candles, first, at, {"simulation": self.run_id})
             self._features_end[pair] = at
 
     def _challenger(self, at: datetime) -> int | None:
