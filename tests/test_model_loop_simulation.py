@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import load_recorded
 from tradai.cli import EXIT_USAGE, main
-from tradai_assets.model_loop_simulation import log_to_mlflow, simulation_metadata
+from tradai_assets.model_loop_simulation import log_to_mlflow, sandbox_folder, simulation_metadata
 from tradai_assets.simulation_engine import (
     ClockGuardedStore,
     LookaheadError,
@@ -210,6 +210,39 @@ def test_simulation_refuses_a_used_sandbox(tmp_path: Path, demo_candles_dir: Pat
     with pytest.raises(ValidationError, match="not empty"):
         simulate(spec, tmp_path / "sandbox", FreqtradeResource(work_dir=str(tmp_path / "bt")), run_id="x")
     assert (tmp_path / "sandbox" / "left-over").read_text() == "x"
+
+
+def _filled_sandbox(root: Path) -> Path:
+    sandbox = root / "simulation" / "run-1"
+    (sandbox / "arcticdb").mkdir(parents=True)
+    (sandbox / "arcticdb" / "data.mdb").write_bytes(b"\0" * 64)
+    (sandbox / "mlflow.db").write_text("x")
+    return sandbox
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_finished_simulation_removes_its_sandbox_unless_asked_to_keep_it(
+    tmp_path: Path, keep: bool
+) -> None:
+    sandbox = _filled_sandbox(tmp_path)
+    with sandbox_folder(sandbox, keep=keep) as where:
+        assert (sandbox / "mlflow.db").exists()  # the run works in it until its report is recorded
+    assert sandbox.exists() is keep
+    assert where["sandbox"] == (str(sandbox) if keep else "removed after the report (keep_sandbox keeps it)")
+
+
+def test_a_failed_simulation_keeps_its_sandbox_and_says_where(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sandbox = _filled_sandbox(tmp_path)
+    with (
+        pytest.raises(ValidationError, match="boom"),
+        caplog.at_level("ERROR"),
+        sandbox_folder(sandbox, keep=False),
+    ):
+        raise ValidationError("boom", "fix it")
+    assert (sandbox / "arcticdb" / "data.mdb").read_bytes() == b"\0" * 64
+    assert f"its sandbox is kept for diagnosis: {sandbox}" in caplog.text
 
 
 def test_cli_refuses_a_bad_period(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:

@@ -106,6 +106,7 @@ def _simulate(args: argparse.Namespace) -> int:
         pairs=[p.strip() for p in args.pairs.split(",") if p.strip()],
         policies=[p.strip() for p in args.policies.split(",") if p.strip()],
         challenge_looks=args.challenge_looks,
+        keep_sandbox=args.keep_sandbox,
         **({"candles_dir": str(args.candles_dir)} if args.candles_dir else {}),
     )
     run_id = f"cli-{uuid.uuid4().hex[:12]}"
@@ -181,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--policies", default="never,weekly,monthly,drift", help="comma-separated")
     simulate.add_argument(
         "--candles-dir", type=Path, default=None, help="recorded candles (default demo_data)"
+    )
+    simulate.add_argument(
+        "--keep-sandbox",
+        action="store_true",
+        help="keep the run's sandbox (its stores and models) after success; a failed run always keeps it",
     )
     simulate.set_defaults(handler=_simulate)
     return parser

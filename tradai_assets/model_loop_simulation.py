@@ -7,7 +7,10 @@ monthly, drift), each policy's champion timeline and equity curve — in its met
 MLflow (experiment `simulation`). `tradai simulate` runs the same from the command line.
 """
 
+import contextlib
 import logging
+import shutil
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -65,6 +68,9 @@ class SimulationConfig(Config):
     challenge_looks: int = 4
     """An inconclusive comparison becomes an A/B challenge, re-tested with alpha spending at up to this
     many later steps; 0 turns challenges off."""
+    keep_sandbox: bool = False
+    """Keep the sandbox (its candle and MLflow stores, every model trained in it) after a successful run.
+    By default it is removed once the report is in the platform's MLflow; a failed run always keeps it."""
 
 
 def _day(text: str, what: str) -> date:
@@ -221,6 +227,28 @@ def log_to_mlflow(
         return tracked.run_id, tracked.experiment_id
 
 
+@contextlib.contextmanager
+def sandbox_folder(
+    sandbox: Path, *, keep: bool, log: logging.Logger | Any = logger
+) -> Iterator[dict[str, str]]:
+    """The sandbox for one run: removed when the block succeeds (unless `keep`), kept — and named in the
+    log — when it fails, for diagnosis. Yields the metadata that says where it is or that it is gone."""
+    where: dict[str, str] = {}
+    try:
+        yield where
+    except BaseException:
+        if sandbox.exists():
+            log.error(
+                "the simulation failed; its sandbox is kept for diagnosis: %s (remove it when done)", sandbox
+            )
+        raise
+    if keep:
+        where["sandbox"] = str(sandbox)
+        return
+    shutil.rmtree(sandbox, ignore_errors=True)
+    where["sandbox"] = "removed after the report (keep_sandbox keeps it)"
+
+
 def run_simulation(
     settings: TradAISettings,
     config: SimulationConfig,
@@ -231,14 +259,16 @@ def run_simulation(
     log: logging.Logger | Any = logger,
 ) -> tuple[SimulationResult, dict[str, Any]]:
     """Run the simulation in `<data_dir>/simulation/<run_id>` and report it to MLflow; returns the result
-    and the metadata (the asset's, the CLI prints it)."""
+    and the metadata (the asset's, the CLI prints it). The sandbox goes once the report is recorded
+    (`sandbox_folder`)."""
     spec = build_spec(config)
     sandbox = settings.resolved_data_dir / "simulation" / run_id
-    result = simulate(spec, sandbox, freqtrade, run_id=run_id, log=log)
-    metadata = simulation_metadata(result, spec)
-    tracked_run, experiment = log_to_mlflow(mlflow, result, spec, run_id)
-    metadata.update(mlflow.run_metadata(tracked_run, experiment))
-    metadata["sandbox"] = str(sandbox)
+    with sandbox_folder(sandbox, keep=config.keep_sandbox, log=log) as where:
+        result = simulate(spec, sandbox, freqtrade, run_id=run_id, log=log)
+        metadata = simulation_metadata(result, spec)
+        tracked_run, experiment = log_to_mlflow(mlflow, result, spec, run_id)
+        metadata.update(mlflow.run_metadata(tracked_run, experiment))
+    metadata.update(where)
     return result, metadata
 
 
