@@ -17,7 +17,7 @@ from tradai_core.comparison import (
     compare_champion_challenger,
     default_block_length,
     periods_per_year_for,
-    returns_from_equity,
+    returns_on_grid,
 )
 from tradai_core.errors import ValidationError
 
@@ -180,9 +180,21 @@ def test_series_on_different_bars_are_rejected() -> None:
         compare_champion_challenger(champion * np.nan, challenger, t_a, t_b, timeframe="1h")
 
 
-def test_returns_from_an_equity_curve() -> None:
-    equity = hourly(np.array([100.0, 110.0, 99.0]))
-    assert returns_from_equity(equity).tolist() == pytest.approx([0.1, -0.1])
+def test_bar_returns_cover_every_bar_of_the_window_the_first_included() -> None:
+    grid = pd.date_range("2022-05-02", periods=4, freq="1h", tz="UTC")
+    # a trade closed within the first bar (+10 %), another after the second bar (-10 %), none after
+    closes = pd.Series([110.0, 99.0], index=[grid[0], grid[1] + pd.Timedelta(minutes=30)])
+    returns = returns_on_grid(closes, grid, starting_balance=100.0)
+    assert returns.index.equals(grid)
+    assert returns.tolist() == pytest.approx([0.1, 0.0, -0.1, 0.0])
+    assert float((1 + returns).prod()) == pytest.approx(0.99)  # compounds to the realized equity
+
+
+def test_bar_returns_of_a_window_without_trades_are_zero() -> None:
+    grid = pd.date_range("2022-05-02", periods=3, freq="1h", tz="UTC")
+    assert returns_on_grid(pd.Series(dtype=float), grid, 1000.0).tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(ValidationError, match="non-positive"):
+        returns_on_grid(pd.Series([-5.0], index=grid[:1]), grid, 1000.0)
 
 
 def test_default_block_length_is_the_cube_root() -> None:

@@ -153,7 +153,7 @@ def test_drift_goes_severe_a_retrain_is_requested_and_the_comparison_is_acted_on
     challenger = values(retrained, "validation_backtest__challenger")
     assert (champion["model_version"], challenger["model_version"]) == (1, 2)
     assert champion["timerange"] == challenger["timerange"] == "20210415-20210525"
-    assert champion["bars"] == challenger["bars"] == 40 * 24 - 1
+    assert champion["bars"] == challenger["bars"] == 40 * 24
     for backtest in (champion, challenger):  # the candle versions each validation read stay pinned
         assert lab.store.pinned_versions(backtest["arcticdb_snapshot"]) == backtest["data_versions"]
     comparison = values(retrained, "model_comparison")

@@ -170,11 +170,11 @@ def test_short_simulation_end_to_end(simulated: tuple[SimulationResult, Recorder
     compared = {(c.at, c.challenger) for c in result.comparisons}
     assert {(e.at, e.challenger) for e in weekly[1:]} <= compared
     assert all(c.challenger != c.champion and 0 < c.p_value <= 1 for c in result.comparisons)
-    # out-of-sample returns of every policy cover the same bars: the whole traded period (each weekly
-    # span's returns start at its second bar, the first having no previous equity)
-    bars = (PLAN.steps[-1] - PLAN.steps[0]) // timedelta(hours=1) - len(decisions)
+    # out-of-sample returns of every policy cover the same bars: every bar of the traded period, the
+    # first bar of each weekly span included (no hour lost at a seam)
+    bars = (PLAN.steps[-1] - PLAN.steps[0]) // timedelta(hours=1)
     assert all(len(series) == bars for series in result.returns.values())
-    assert result.returns["never"].index[0] == pd.Timestamp(PLAN.steps[0]) + timedelta(hours=1)
+    assert result.returns["never"].index[0] == pd.Timestamp(PLAN.steps[0])
     assert result.returns["never"].index[-1] == pd.Timestamp(PLAN.steps[-1]) - timedelta(hours=1)
     assert by["never"].p_value_vs_never is None and by["weekly"].bars == bars
     # backtests are shared: never's trading of v1 is reused by every policy still on v1
@@ -185,7 +185,7 @@ def test_short_simulation_end_to_end(simulated: tuple[SimulationResult, Recorder
     [challenge] = [c for c in result.challenges["weekly"] if c.started_at == first.at]
     assert (challenge.champion, challenge.challenger) == (first.champion, first.challenger)
     assert challenge.looks and challenge.looks[0].at == first.at + timedelta(days=PLAN.step_days)
-    assert challenge.looks[0].n_bars == PLAN.step_days * 24 - 1
+    assert challenge.looks[0].n_bars == PLAN.step_days * 24
     assert 0 < challenge.looks[0].threshold < 0.05
 
 

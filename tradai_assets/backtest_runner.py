@@ -27,7 +27,6 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
@@ -36,7 +35,7 @@ from tradai_assets.strategy_partitions import source_hash
 from tradai_core.backtest_config import BacktestCosts, BacktestRunConfig
 from tradai_core.backtest_plan import BacktestWindow, plan_window
 from tradai_core.backtest_result import BacktestMetrics, BacktestResult
-from tradai_core.comparison import returns_from_equity
+from tradai_core.comparison import returns_on_grid
 from tradai_core.errors import ValidationError
 from tradai_core.registry import TAG_ARCTICDB_PIN, TAG_HOLDOUT_END, TAG_HOLDOUT_START
 from tradai_core.strategy_config import StrategyConfig
@@ -206,18 +205,14 @@ class ExecutedBacktest(BaseModel):
 
 
 def bar_returns(result: BacktestResult, window: BacktestWindow, timeframe: str) -> pd.Series:
-    """Per-bar returns of the realized equity carried forward on the candle grid of `[start, end)`."""
+    """Per-bar returns of the realized equity carried forward on the candle grid of `[start, end)`, every
+    bar of the window included (`returns_on_grid`)."""
     grid = pd.date_range(
         midnight(window.start), midnight(window.end), freq=timeframe_delta(timeframe), inclusive="left"
     )
     equity = result.equity_frame()["equity"]
     equity.index = pd.DatetimeIndex(equity.index).tz_convert("UTC")
-    equity = equity.groupby(level=0).last().sort_index()
-    positions = equity.index.searchsorted(grid, side="right") - 1
-    values = np.where(
-        positions >= 0, equity.to_numpy()[np.clip(positions, 0, None)], result.metrics.starting_balance
-    )
-    return returns_from_equity(pd.Series(values, index=grid, name="equity"))
+    return returns_on_grid(equity, grid, result.metrics.starting_balance)
 
 
 def execute(

@@ -197,12 +197,25 @@ def bars_to_detect(
     return math.ceil(z * z * periods_per_year * inflation * per_bar / (target_diff * target_diff))
 
 
-def returns_from_equity(equity: pd.Series) -> pd.Series:
-    """Per-bar simple returns of an equity curve (the first bar, which has no previous value, is dropped)."""
-    values = equity.astype(float)
+def returns_on_grid(equity: pd.Series, grid: pd.DatetimeIndex, starting_balance: float) -> pd.Series:
+    """Per-bar simple returns of realized equity carried forward on `grid`: one return for every bar.
+
+    The value at a bar is the equity after every trade closed at or before it; the first bar is measured
+    from `starting_balance`: dropping it would lose a trade closed in a window's first bar, and one bar at
+    every seam where windows are stitched together.
+    """
+    if starting_balance <= 0:
+        raise ValidationError(f"starting balance {starting_balance} is not positive", "pass the account's")
+    equity = equity.astype(float).groupby(level=0).last().sort_index()
+    values = np.full(len(grid), float(starting_balance))
+    if not equity.empty:
+        positions = equity.index.searchsorted(grid, side="right") - 1
+        known = positions >= 0
+        values[known] = equity.to_numpy()[positions[known]]
     if (values <= 0).any():
         raise ValidationError("equity curve has non-positive values", "pass account equity, not profit")
-    return values.pct_change().iloc[1:]
+    previous = np.concatenate([[float(starting_balance)], values[:-1]])
+    return pd.Series(values / previous - 1.0, index=grid, name="return")
 
 
 def periods_per_year_for(timeframe: str) -> float:
