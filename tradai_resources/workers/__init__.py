@@ -1,6 +1,5 @@
 """Process plumbing for Freqtrade: the child processes that run backtests, hyperopt trials and strategy
-checks, the
-pre-forked worker (zygote) they fork from, and what crosses between them. One module per role:
+checks, the pre-forked worker (zygote) they fork from, and what crosses between them. One module per role:
 
 - `jobs`: the job a child runs (`BacktestJob`, `HyperoptJob`, `StrategyCheckJob`), its file, the entry
   module its `kind` names (`JOB_ENTRIES`);
