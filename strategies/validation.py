@@ -445,6 +445,30 @@ def validate_strategy(
     return _validate(name, folder, config=config, require_config=require_config)[0]
 
 
+class StrategyCheck(BaseModel):
+    """A strategy's validation report and what a backtest plan reads off its validated class (frozen, JSON:
+    it is computed in a worker process that has Freqtrade loaded, and read back by the Dagster process)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    report: StrategyValidationReport
+    startup_candle_count: int = 0
+    """Candles the strategy needs before the window (0 when it does not validate)."""
+
+
+def check_strategy(
+    name: str,
+    folder: Path = STRATEGIES_DIR,
+    *,
+    config: StrategyConfig | None = None,
+    require_config: bool = True,
+) -> StrategyCheck:
+    """`validate_strategy` plus the validated class's `startup_candle_count`, importing the module once."""
+    report, cls = _validate(name, folder, config=config, require_config=require_config)
+    startup = getattr(cls, "startup_candle_count", 0) if cls is not None else 0
+    return StrategyCheck(report=report, startup_candle_count=int(startup))
+
+
 def _validate(
     name: str, folder: Path, *, config: StrategyConfig | None, require_config: bool
 ) -> tuple[StrategyValidationReport, type[TradAIStrategy] | None]:

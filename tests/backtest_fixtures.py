@@ -47,11 +47,13 @@ def backtest_lab(
     history_start: date,
     candle_days: tuple[str, str],
     strategies: tuple[str, ...] = ("rsi_mean_reversion",),
+    instance: DagsterInstance | None = None,
     **settings_fields: Any,
 ) -> BacktestLab:
     """A lab in `home`: the `strategies` modules (with their YAML) copied into its strategies folder, and
-    every pair's candles of `candle_days` (first, last day) materialized from `candles_dir`.
-    `settings_fields` set any other `TradAISettings` field (history end, pairs, holdout days)."""
+    every pair's candles of `candle_days` (first, last day) materialized from `candles_dir` into `instance`
+    (default: an ephemeral one). `settings_fields` set any other `TradAISettings` field (history end,
+    pairs, holdout days)."""
     settings = TradAISettings(
         home=home, history_start=history_start, **{"history_end": HISTORY_END, **settings_fields}
     )
@@ -60,7 +62,7 @@ def backtest_lab(
     for module in strategies:
         for suffix in (".py", ".yaml"):
             shutil.copy(STRATEGIES_DIR / f"{module}{suffix}", folder / f"{module}{suffix}")
-    instance = DagsterInstance.ephemeral()
+    instance = instance or DagsterInstance.ephemeral()
     resources: dict[str, Any] = {
         "candle_store": ArcticDBResource(uri=settings.resolved_arcticdb_uri),
         "freqtrade": FreqtradeResource(work_dir=str(home / "backtests")),

@@ -3,6 +3,10 @@ candles from ArcticDB, the full report in MLflow, and nothing half-written when 
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 from datetime import date
 from pathlib import Path
@@ -11,11 +15,11 @@ import lightgbm
 import mlflow
 import numpy as np
 import pytest
-from dagster import AssetKey, DagsterEventType, ExecuteInProcessResult
+from dagster import AssetKey, DagsterEventType, DagsterInstance, ExecuteInProcessResult
 
 from strategies.config import load_strategy_config
 from strategies.validation import STRATEGIES_DIR
-from tests.backtest_fixtures import BacktestLab, backtest_lab, run_backtest
+from tests.backtest_fixtures import HISTORY_END, BacktestLab, backtest_lab, run_backtest
 from tradai_assets.backtests import build_backtest_assets, model_problem
 from tradai_core.backtest_plan import plan_window
 from tradai_core.registry import TAG_HOLDOUT_START
@@ -249,3 +253,82 @@ def test_run_config_pairs_outside_the_universe_fail_the_gate_clearly(lab: Backte
     assert "SOL/USDT are not in the pair universe" in coverage.description
     assert "add them to TRADAI_PAIRS" in coverage.description
     assert not reported(result)
+
+
+STEPS_PROBE = """
+import json, sys
+from datetime import date
+from pathlib import Path
+from dagster import AssetKey, DagsterInstance, materialize
+from tradai_assets.backtests import build_backtest_assets
+from tradai_core.settings import TradAISettings
+from tradai_resources.arcticdb_store import ArcticDBResource
+from tradai_resources.freqtrade_backtester import FreqtradeResource
+from tradai_resources.mlflow_tracking import MLflowResource
+
+home, instance_dir, window = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+settings = TradAISettings(
+    home=home, history_start=date(2022, 7, 1), history_end=date.fromisoformat(sys.argv[4])
+)
+resources = {
+    "candle_store": ArcticDBResource(uri=settings.resolved_arcticdb_uri),
+    "freqtrade": FreqtradeResource(work_dir=str(home / "backtests")),
+    "mlflow": MLflowResource(tracking_uri=settings.resolved_mlflow_uri),
+}
+loaded = lambda: sorted({name.split(".")[0] for name in sys.modules} & {"freqtrade", "ccxt"})
+ops = {"ops": {"backtest_plan": {"config": window}, "backtest_report": {"config": window}}}
+assets = build_backtest_assets(settings, home / "strategies")
+out = {}
+with DagsterInstance.from_config(instance_dir) as instance:
+    plan = materialize(
+        assets, selection=[AssetKey("backtest_plan")], resources=resources, instance=instance,
+        partition_key="RsiMeanReversion", run_config={"ops": {"backtest_plan": {"config": window}}},
+    )
+    out["plan"] = [plan.success, loaded()]
+    both = materialize(
+        assets, resources=resources, instance=instance, partition_key="RsiMeanReversion", run_config=ops
+    )
+    reports = both.asset_materializations_for_node("backtest_report")
+    out["report"] = [both.success and len(reports) == 1, loaded()]
+print(json.dumps(out))
+"""
+
+
+def test_neither_backtest_step_imports_freqtrade_or_ccxt_in_the_dagster_process(
+    tmp_path: Path, demo_candles_dir: Path
+) -> None:
+    """The strategy is validated in a child forked from the Freqtrade worker (issue #14): the Dagster
+    process that runs the plan and the report never imports Freqtrade's strategy API, ccxt with it."""
+    instance_dir = tmp_path / "dagster"
+    instance_dir.mkdir()
+    (tmp_path / "home").mkdir()
+    with DagsterInstance.from_config(str(instance_dir)) as instance:
+        backtest_lab(
+            tmp_path / "home",
+            demo_candles_dir,
+            history_start=date(2022, 7, 1),
+            candle_days=("2022-07-20", "2022-08-31"),
+            instance=instance,
+        )
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TRADAI_")}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            STEPS_PROBE,
+            str(tmp_path / "home"),
+            str(instance_dir),
+            json.dumps(WINDOW),
+            HISTORY_END.isoformat(),
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["plan"] == [True, []], f"after backtest_plan: {out['plan']}"
+    assert out["report"] == [True, []], f"after backtest_report: {out['report']}"

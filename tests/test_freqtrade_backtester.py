@@ -33,7 +33,7 @@ from conftest import DEMO_CANDLES, load_recorded
 from dagster import DagsterInstance, asset, materialize_to_memory
 
 from strategies.config import load_strategy_config
-from strategies.validation import STRATEGIES_DIR, discover_strategies
+from strategies.validation import STRATEGIES_DIR, check_strategy, discover_strategies
 from tradai_core.backtest_result import (
     BacktestMetrics,
     Trade,
@@ -60,6 +60,7 @@ from tradai_resources.freqtrade_backtester import (
 )
 from tradai_resources.freqtrade_workspace import FREQTRADE_USER_SUBDIRS, prepare_workspace
 from tradai_resources.workers.backtest_child import NetworkBlockedError, network_guard, offline_markets
+from tradai_resources.workers.jobs import EXIT_BAD_JOB
 from tradai_resources.workers.protocol import ForkRequest
 from tradai_resources.workers.zygote_client import ZygoteTimeoutError, running_zygotes, zygote_for
 
@@ -432,8 +433,10 @@ def test_when_the_zygote_cannot_start_the_backtest_runs_in_a_fresh_interpreter(
     with caplog.at_level(logging.WARNING, logger="tradai_resources.freqtrade_backtester"):
         result = resource.backtest("RsiMeanReversion", STRATEGIES_DIR, candles, RUN)
     assert result.trades == reference.result.trades and result.metrics == reference.result.metrics
-    (warning,) = [r.getMessage() for r in caplog.records if "zygote is unavailable" in r.getMessage()]
-    assert "exit code 3" in warning and "no zygote here" in warning
+    # said for the strategy's check and for the backtest, each then run in a fresh interpreter
+    warnings = [r.getMessage() for r in caplog.records if "zygote is unavailable" in r.getMessage()]
+    assert len(warnings) == 2
+    assert all("exit code 3" in warning for warning in warnings) and "no zygote here" in warnings[0]
     assert list((tmp_path / "work").iterdir()) == []
     assert zygote_for(str(python), {}, tmp_path).failed_to_start  # not started again by later backtests
 
@@ -458,6 +461,44 @@ def test_a_fresh_interpreter_per_backtest_by_choice_gives_the_same_result(
     spawned = FreqtradeResource(work_dir=str(tmp_path / "work"), start_method="spawn")
     result = spawned.backtest("RsiMeanReversion", STRATEGIES_DIR, candles, RUN)
     assert result.trades == reference.result.trades and result.metrics == reference.result.metrics
+
+
+def test_a_strategy_is_checked_in_a_child_and_one_that_ends_its_process_is_reported_invalid(
+    reference: SimpleNamespace, tmp_path: Path
+) -> None:
+    """The validator runs in a child forked from the zygote (issue #14: the caller never imports
+    Freqtrade): same check as in process, and a module that kills its interpreter at import takes only
+    that child with it, reported as an invalid strategy saying what happened."""
+    work = tmp_path / "work"
+    resource = FreqtradeResource(work_dir=str(work), start_method="prefork")
+    assert resource.check_strategy("RsiMeanReversion", STRATEGIES_DIR) == check_strategy(
+        "RsiMeanReversion", STRATEGIES_DIR
+    )
+    folder = write_crashing(tmp_path / "strategies")
+    module = folder / "crashing.py"
+    module.write_text("import os\nos._exit(3)\n" + module.read_text())
+    checked = resource.check_strategy("Crashing", folder)
+    [issue] = checked.report.errors
+    assert issue.check == "validation" and "failed (exit code 3)" in issue.message
+    assert "tradai strategy validate Crashing" in issue.message
+    assert list(work.iterdir()) == []
+    assert [zygote.pid for zygote in running_zygotes()] == [reference.zygote_pid]
+
+
+def test_the_zygote_runs_the_entry_a_job_file_names_and_refuses_an_unknown_kind(
+    reference: SimpleNamespace, tmp_path: Path
+) -> None:
+    (zygote,) = running_zygotes()
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"kind": "nope", "result_path": "r.json", "error_path": "e.json"}))
+    err = tmp_path / "child.stderr"
+    request = ForkRequest(
+        job_path=str(job), cwd=str(tmp_path), stdout_path=str(tmp_path / "out"), stderr_path=str(err), env={}
+    )
+    done = zygote.run(request, 60)
+    assert done.returncode == EXIT_BAD_JOB
+    assert "unknown job kind 'nope'" in err.read_text()
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "e.json").exists()
 
 
 def test_a_process_forked_from_the_parent_never_uses_the_parents_zygote(reference: SimpleNamespace) -> None:

@@ -119,14 +119,16 @@ def plan_backtest(
     *,
     timeframe: str | None = None,
     lineage: Mapping[str, str] | None = None,
+    startup: int | None = None,
 ) -> BacktestPlan:
     """The plan of a backtest of a validated strategy over `[start, end)`, startup candles added before.
-    `pairs` None: the strategy config's; `timeframe` defaults to the strategy config's."""
+    `pairs` None: the strategy config's; `timeframe` defaults to the strategy config's; `startup` (the
+    class's `startup_candle_count`, from a `StrategyCheck`) is read off the class when not given."""
     assert report.path is not None
     folder = Path(report.path).parent
-    window = plan_window(
-        start, end, timeframe or strategy_config.timeframe, startup_candles(report.name, folder)
-    )
+    if startup is None:
+        startup = startup_candles(report.name, folder)
+    window = plan_window(start, end, timeframe or strategy_config.timeframe, startup)
     return BacktestPlan(
         strategy=report.name,
         folder=folder,

@@ -29,19 +29,13 @@ from dagster import (
 )
 
 from strategies.metadata import StrategyCategory
-from strategies.validation import (
-    STRATEGIES_DIR,
-    StrategyValidationReport,
-    validate_strategy,
-)
+from strategies.validation import STRATEGIES_DIR, StrategyValidationReport
 from tradai_assets.backtest_charts import monthly_returns_metadata, trade_charts
 from tradai_assets.backtest_runner import (
     execute,
     plan_backtest,
     run_and_record,
-    startup_candles,
     training_overlap,
-    validated_strategy,
 )
 from tradai_assets.hyperopt import load_tuned_parameters
 from tradai_assets.keys import ohlcv_key
@@ -171,10 +165,6 @@ def model_problem(
         return str(error), lineage
 
 
-def _startup_candles(report: StrategyValidationReport) -> int:
-    return startup_candles(report.name, Path(report.path or "").parent)
-
-
 def metrics_markdown(result: BacktestResult) -> str:
     """The headline metrics as a two-column markdown table."""
     m = result.metrics
@@ -251,10 +241,15 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
         op_tags=IN_PROCESS_TAGS,
     )
     def backtest_plan(
-        context: AssetExecutionContext, config: BacktestConfig, mlflow: MLflowResource
+        context: AssetExecutionContext,
+        config: BacktestConfig,
+        freqtrade: FreqtradeResource,
+        mlflow: MLflowResource,
     ) -> MaterializeResult:
         name = context.partition_key
-        report = validate_strategy(name, folder)
+        # validated in a worker child that has Freqtrade loaded: this process never imports it
+        checked = freqtrade.check_strategy(name, folder)
+        report = checked.report
         metadata: dict[str, object] = {
             "strategy": name,
             "validation": MetadataValue.md("```\n" + report.summary() + "\n```"),
@@ -277,7 +272,7 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
             context.log.error(report.summary())
             return MaterializeResult(metadata=metadata, check_results=checks)
         strategy_config = effective_config(report, config, mlflow)
-        window = resolve_window(settings, config, strategy_config, _startup_candles(report))
+        window = resolve_window(settings, config, strategy_config, checked.startup_candle_count)
         try:
             selection: PairSelection | None = select_backtest_pairs(settings, config, strategy_config)
         except ValidationError as error:
@@ -369,9 +364,12 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
         mlflow: MLflowResource,
     ) -> MaterializeResult:
         name = context.partition_key
-        report = validated_strategy(name, folder)
+        checked = freqtrade.check_strategy(name, folder)  # in a worker child, as in the plan
+        report = checked.report
+        report.raise_for_errors()
+        startup = checked.startup_candle_count
         strategy_config = effective_config(report, config, mlflow)
-        window = resolve_window(settings, config, strategy_config, _startup_candles(report))
+        window = resolve_window(settings, config, strategy_config, startup)
         selection = select_backtest_pairs(settings, config, strategy_config)
         if selection.dropped:
             context.log.warning("%s: backtesting %s", name, selection.describe())
@@ -385,7 +383,14 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
                 if problem:
                     raise ValidationError(problem, "see the backtest_plan check model_ready")
             plan = plan_backtest(
-                report, strategy_config, window.start, window.end, selection.pairs, config, lineage=lineage
+                report,
+                strategy_config,
+                window.start,
+                window.end,
+                selection.pairs,
+                config,
+                lineage=lineage,
+                startup=startup,
             )
             # the indicators for the charts come from the backtest's own child, computed once
             backtest = execute(

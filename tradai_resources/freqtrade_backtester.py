@@ -3,8 +3,9 @@
     result = FreqtradeResource().backtest("RsiMeanReversion", STRATEGIES_DIR, candles, run)
 
 How one backtest runs:
-1. the strategy is validated (`strategies.validation`); an invalid one fails here, with every problem
-   listed, before any work is done;
+1. the strategy is validated (`strategies.validation`, in a child process like the backtest's: see
+   `check_strategy`, so this process never imports Freqtrade); an invalid one fails here, with every
+   problem listed, before any work is done;
 2. a fresh temporary workspace is laid out (`tradai_resources.freqtrade_workspace`): the candles
    as Freqtrade data files, the strategy module copied *alone* into a new folder (a `<Strategy>.json`
    left by hyperopt beside the source is never loaded; the config's buy/sell params are written as that
@@ -53,7 +54,7 @@ import pandas as pd
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
-from strategies.validation import validate_strategy
+from strategies.validation import Severity, StrategyCheck, StrategyValidationReport, ValidationIssue
 from tradai_core.backtest_config import BacktestRunConfig, resolve_pairs
 from tradai_core.backtest_result import (
     BacktestMetrics,
@@ -69,7 +70,7 @@ from tradai_replay.markets import exchange_info_for, load_exchange_info, pair_to
 from tradai_resources.freqtrade_workspace import BacktestWorkspace, prepare_workspace
 from tradai_resources.workers.backtest_child import SNAPSHOT_EXCHANGES
 from tradai_resources.workers.env import child_environment
-from tradai_resources.workers.jobs import BacktestJob, write_job
+from tradai_resources.workers.jobs import JOB_ENTRIES, BacktestJob, StrategyCheckJob, write_job
 from tradai_resources.workers.processes import kill_group, log_tail
 from tradai_resources.workers.protocol import ForkRequest
 from tradai_resources.workers.zygote_client import (
@@ -95,8 +96,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_EXCHANGE_INFO = PROJECT_ROOT / "demo_data" / "exchange" / "binance_spot_exchangeInfo.json"
-WORKER_MODULE = "tradai_resources.workers.backtest_child"
+WORKER_MODULE = JOB_ENTRIES["backtest"]
+CHECK_MODULE = JOB_ENTRIES["strategy_check"]
 STDERR_TAIL_LINES = 25
+CHECK_TIMEOUT_S = 300.0
+"""A strategy check (importing its module, reading its class) running longer is killed."""
 
 
 class ChartedBacktest(NamedTuple):
@@ -269,8 +273,7 @@ class FreqtradeResource(ConfigurableResource):
         unusable candles, BacktestError when the engine fails (with the tail of its log).
         """
         strategy_dir = Path(strategy_dir)
-        self.prestart()  # the zygote loads Freqtrade while we validate and write the candles
-        report = validate_strategy(strategy_name, strategy_dir, config=strategy_config)
+        report = self.check_strategy(strategy_name, strategy_dir, config=strategy_config).report
         report.raise_for_errors()
         config = strategy_config or report.config
         if config is None or report.path is None:  # pragma: no cover - reported as errors above
@@ -294,6 +297,55 @@ class FreqtradeResource(ConfigurableResource):
                 snapshot = root / "exchange_info.json"
                 snapshot.write_text(json.dumps(markets), encoding="utf-8")
             return self._run_worker(workspace, config, run, snapshot, indicators)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+    def check_strategy(
+        self, strategy_name: str, strategy_dir: Path, *, config: StrategyConfig | None = None
+    ) -> StrategyCheck:
+        """Validate `strategy_name` in `strategy_dir` (`strategies.validation.check_strategy`: every
+        problem listed, and the class's startup candles) in a child process — forked from the worker,
+        which has Freqtrade loaded — so this process never imports Freqtrade, ccxt or SciPy (issue #14).
+        Never raises for a bad strategy: a check whose process crashed or ran past `CHECK_TIMEOUT_S` comes
+        back as an invalid report saying so. `config` defaults to the YAML beside the module."""
+        root = Path(tempfile.mkdtemp(prefix=f"check-{strategy_name}-", dir=self._work_root()))
+        try:
+            result_path, error_path = root / "result.json", root / "error.json"
+            job = StrategyCheckJob(
+                strategy=strategy_name,
+                folder=str(Path(strategy_dir).resolve()),
+                config=config,
+                result_path=str(result_path),
+                error_path=str(error_path),
+            )
+            request = ForkRequest(
+                job_path=str(write_job(job, root / "job.json")),
+                cwd=str(root),
+                stdout_path=str(root / "check.stdout"),
+                stderr_path=str(root / "check.stderr"),
+                env=self._child_env(),
+            )
+            try:
+                returncode = self._run_job(request, CHECK_MODULE, CHECK_TIMEOUT_S)
+            except _TimedOut:
+                return _failed_check(
+                    strategy_name,
+                    f"checking the strategy took longer than {CHECK_TIMEOUT_S:g} s and was stopped; does its "
+                    "module do slow work (or wait) at import? Import it alone to see",
+                )
+            if returncode == 0 and result_path.is_file():
+                return StrategyCheck.model_validate_json(result_path.read_text(encoding="utf-8"))
+            reason = ""
+            if error_path.is_file():
+                error = json.loads(error_path.read_text(encoding="utf-8"))
+                reason = f": {error.get('type')}: {error.get('message')}"
+            tail = log_tail(root / "check.stderr", STDERR_TAIL_LINES)
+            return _failed_check(
+                strategy_name,
+                f"the process checking the strategy failed (exit code {returncode}){reason}; fix what its "
+                f"log says and validate again (`tradai strategy validate {strategy_name}`)"
+                + (f"\n--- last lines of its log ---\n{tail}" if tail else ""),
+            )
         finally:
             shutil.rmtree(root, ignore_errors=True)
 
@@ -358,7 +410,7 @@ class FreqtradeResource(ConfigurableResource):
             env=self._child_env(),
         )
         try:
-            returncode = self._run_prefork(request) if self._prefork() else self._run_spawn(request)
+            returncode = self._run_job(request, WORKER_MODULE, self.timeout_seconds)
         except _TimedOut:
             raise BacktestError(
                 f"backtest of {config.name} timed out after {self.timeout_seconds:g} s and was killed",
@@ -390,15 +442,22 @@ class FreqtradeResource(ConfigurableResource):
         )
         return result
 
-    def _run_prefork(self, request: ForkRequest) -> int:
+    def _run_job(self, request: ForkRequest, module: str, timeout: float) -> int:
+        """Run the job file of `request` (run by `module`, the entry its kind names) in a child forked from
+        the zygote, else in a fresh interpreter; its exit code. Raises _TimedOut past `timeout` s."""
+        if self._prefork():
+            return self._run_prefork(request, module, timeout)
+        return self._run_spawn(request, module, timeout)
+
+    def _run_prefork(self, request: ForkRequest, module: str, timeout: float) -> int:
         """Run the job in a child forked from the zygote; its time limit counts from the fork."""
         try:
             zygote = self._zygote()
         except (ZygoteError, OSError) as exc:
             logger.warning("the worker zygote is unavailable (%s); starting a fresh interpreter instead", exc)
-            return self._run_spawn(request)
+            return self._run_spawn(request, module, timeout)
         try:
-            done = zygote.run(request, self.timeout_seconds)
+            done = zygote.run(request, timeout)
         except ZygoteTimeoutError:
             raise _TimedOut from None
         except ZygoteError as exc:
@@ -408,15 +467,15 @@ class FreqtradeResource(ConfigurableResource):
                     "re-run the backtest; if it repeats, set FreqtradeResource.start_method='spawn'",
                 ) from exc
             logger.warning("the worker zygote is unavailable (%s); starting a fresh interpreter instead", exc)
-            return self._run_spawn(request)
+            return self._run_spawn(request, module, timeout)
         logger.info(
             "the backtest's process used %.1f s of CPU, %.0f MB at most", done.cpu_seconds, done.max_rss_mb
         )
         return done.returncode
 
-    def _run_spawn(self, request: ForkRequest) -> int:
-        """Run the job in a fresh interpreter (`python -m tradai_resources.workers.backtest_child JOB`)."""
-        command = [self._python(), "-m", WORKER_MODULE, request.job_path]
+    def _run_spawn(self, request: ForkRequest, module: str, timeout: float) -> int:
+        """Run the job in a fresh interpreter (`python -m MODULE JOB`)."""
+        command = [self._python(), "-m", module, request.job_path]
         with open(request.stdout_path, "wb") as out, open(request.stderr_path, "wb") as err:
             try:
                 process = subprocess.Popen(
@@ -434,7 +493,7 @@ class FreqtradeResource(ConfigurableResource):
                     "set FreqtradeResource.python_executable to a Python with the project installed",
                 ) from exc
             try:
-                return process.wait(timeout=self.timeout_seconds)
+                return process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 kill_group(process.pid)
                 process.wait()
@@ -443,3 +502,9 @@ class FreqtradeResource(ConfigurableResource):
                 kill_group(process.pid)
                 process.wait()
                 raise
+
+
+def _failed_check(strategy_name: str, message: str) -> StrategyCheck:
+    """The check of a strategy whose checking process failed: invalid, saying why."""
+    issue = ValidationIssue(check="validation", message=message, severity=Severity.ERROR)
+    return StrategyCheck(report=StrategyValidationReport(name=strategy_name, issues=(issue,)))

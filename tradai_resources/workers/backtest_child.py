@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import IO, Any, Final, NoReturn
 from urllib.parse import urlsplit
 
-from tradai_resources.workers.jobs import BacktestJob, run_job_file
+from tradai_resources.workers.jobs import BacktestJob, run_job_file, run_job_path
 from tradai_resources.workers.protocol import ForkRequest
 
 logger = logging.getLogger(__name__)
@@ -379,8 +379,11 @@ PRELOAD_MODULES: Final[tuple[str, ...]] = (
     "freqtrade.resolvers",
     "freqtrade.strategy",
     "strategies.base",
+    "strategies.validation",
+    "tradai_resources.workers.strategy_check_child",
 )
-"""Modules a backtest imports, imported once by the zygote (import only: no Freqtrade code is run)."""
+"""Modules a backtest or a strategy check imports, imported once by the zygote (import only: no Freqtrade
+code is run)."""
 
 EXIT_CHILD_SETUP_FAILED: Final[int] = 70
 
@@ -395,7 +398,8 @@ def _reseed_numpy() -> None:
 
 def become_job(request: ForkRequest, inherited: list[Callable[[], None]]) -> NoReturn:
     """In the forked child: drop the zygote's descriptors and signal set-up, take the job's session,
-    files, folder and environment, run the job like `python -m ... job.json`, and exit with its code."""
+    files, folder and environment, run the job like `python -m MODULE job.json` (the module its `kind`
+    names: `jobs.JOB_ENTRIES`), and exit with its code."""
     code = EXIT_CHILD_SETUP_FAILED
     try:
         signal.set_wakeup_fd(-1)
@@ -416,9 +420,8 @@ def become_job(request: ForkRequest, inherited: list[Callable[[], None]]) -> NoR
         os.environ.clear()
         os.environ.update(request.env)
         tempfile.tempdir = None  # recomputed from the job's environment
-        sys.argv = [str(Path(__file__)), request.job_path]
         _reseed_numpy()
-        code = main([request.job_path])
+        code = run_job_path(request.job_path)  # with the entry the job's kind names
     except BaseException:
         with contextlib.suppress(Exception):
             traceback.print_exc()
