@@ -39,9 +39,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -68,19 +66,16 @@ from tradai_core.strategy_config import StrategyConfig
 from tradai_replay.markets import exchange_info_for, load_exchange_info, pair_to_symbol
 from tradai_resources.freqtrade_workspace import BacktestWorkspace, prepare_workspace
 from tradai_resources.workers.backtest_child import SNAPSHOT_EXCHANGES
-from tradai_resources.workers.env import child_environment
 from tradai_resources.workers.jobs import BacktestJob, write_job
-from tradai_resources.workers.processes import kill_group, log_tail
-from tradai_resources.workers.protocol import ForkRequest
-from tradai_resources.workers.zygote_client import (
-    SharedZygote,
-    WorkerZygote,
-    ZygoteError,
-    ZygoteTimeoutError,
-    shared_folder,
-    shared_zygote_for,
-    zygote_for,
+from tradai_resources.workers.launch import (
+    ChildLauncher,
+    ChildLostError,
+    ChildTimeoutError,
+    InterpreterError,
+    child_env,
 )
+from tradai_resources.workers.processes import log_tail
+from tradai_resources.workers.protocol import ForkRequest
 
 __all__ = [
     "BacktestMetrics",
@@ -95,7 +90,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_EXCHANGE_INFO = PROJECT_ROOT / "demo_data" / "exchange" / "binance_spot_exchangeInfo.json"
-WORKER_MODULE = "tradai_resources.workers.backtest_child"
 STDERR_TAIL_LINES = 25
 
 
@@ -209,35 +203,16 @@ class FreqtradeResource(ConfigurableResource):
     def prestart(self) -> None:
         """Start this process's zygote in the background if it is not running (prefork only). Never
         raises: if the zygote cannot start, backtests say so in a warning and run in fresh interpreters."""
-        if self._prefork():
-            try:
-                self._zygote()
-            except (ZygoteError, OSError) as exc:
-                logger.warning(
-                    "the Freqtrade worker zygote is unavailable (%s); backtests start fresh interpreters", exc
-                )
+        self._launcher().prestart()
 
-    def _prefork(self) -> bool:
-        return self.start_method in ("prefork", "shared") and hasattr(os, "fork")
-
-    def _zygote(self) -> WorkerZygote | SharedZygote:
-        """The zygote backtests fork from, started in the background if needed (ZygoteError if it cannot)."""
-        if self.start_method == "shared":
-            folder = shared_folder(self.shared_worker_folder)
-            return shared_zygote_for(
-                self._python(), self._child_env(), PROJECT_ROOT, folder, self.shared_worker_idle_seconds
-            )
-        return zygote_for(self._python(), self._child_env(), PROJECT_ROOT)
-
-    def _python(self) -> str:
-        return self.python_executable or sys.executable
-
-    def _child_env(self) -> dict[str, str]:
-        """The child's environment: the allowlisted variables only (`workers.env`), never a secret."""
-        env = child_environment(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-        env["PYTHONUNBUFFERED"] = "1"
-        return env
+    def _launcher(self) -> ChildLauncher:
+        """How backtest children start (`workers.launch`): the same zygote the study-workers fork from."""
+        return ChildLauncher(
+            python=self.python_executable or sys.executable,
+            start_method=self.start_method,
+            shared_folder=self.shared_worker_folder,
+            shared_idle_seconds=self.shared_worker_idle_seconds,
+        )
 
     def _work_root(self) -> Path:
         return work_root(self.work_dir, "backtests")
@@ -355,10 +330,10 @@ class FreqtradeResource(ConfigurableResource):
             cwd=str(workspace.root),
             stdout_path=str(stdout_path),
             stderr_path=str(stderr_path),
-            env=self._child_env(),
+            env=child_env(),
         )
         try:
-            returncode = self._run_prefork(request) if self._prefork() else self._run_spawn(request)
+            returncode = self._run_child(request)
         except _TimedOut:
             raise BacktestError(
                 f"backtest of {config.name} timed out after {self.timeout_seconds:g} s and was killed",
@@ -390,56 +365,23 @@ class FreqtradeResource(ConfigurableResource):
         )
         return result
 
-    def _run_prefork(self, request: ForkRequest) -> int:
-        """Run the job in a child forked from the zygote; its time limit counts from the fork."""
+    def _run_child(self, request: ForkRequest) -> int:
+        """Run the job in a child (forked from the zygote, else a fresh interpreter); its exit code."""
         try:
-            zygote = self._zygote()
-        except (ZygoteError, OSError) as exc:
-            logger.warning("the worker zygote is unavailable (%s); starting a fresh interpreter instead", exc)
-            return self._run_spawn(request)
-        try:
-            done = zygote.run(request, self.timeout_seconds)
-        except ZygoteTimeoutError:
+            done = self._launcher().run(request, self.timeout_seconds)
+        except ChildTimeoutError:
             raise _TimedOut from None
-        except ZygoteError as exc:
-            if exc.started:
-                raise BacktestError(
-                    f"the backtest's worker process was lost: {exc}",
-                    "re-run the backtest; if it repeats, set FreqtradeResource.start_method='spawn'",
-                ) from exc
-            logger.warning("the worker zygote is unavailable (%s); starting a fresh interpreter instead", exc)
-            return self._run_spawn(request)
+        except ChildLostError as exc:
+            raise BacktestError(
+                f"the backtest's worker process was lost: {exc}",
+                "re-run the backtest; if it repeats, set FreqtradeResource.start_method='spawn'",
+            ) from exc
+        except InterpreterError as exc:
+            raise ConfigurationError(
+                f"cannot start the backtest's interpreter: {exc}",
+                "set FreqtradeResource.python_executable to a Python with the project installed",
+            ) from exc
         logger.info(
             "the backtest's process used %.1f s of CPU, %.0f MB at most", done.cpu_seconds, done.max_rss_mb
         )
         return done.returncode
-
-    def _run_spawn(self, request: ForkRequest) -> int:
-        """Run the job in a fresh interpreter (`python -m tradai_resources.workers.backtest_child JOB`)."""
-        command = [self._python(), "-m", WORKER_MODULE, request.job_path]
-        with open(request.stdout_path, "wb") as out, open(request.stderr_path, "wb") as err:
-            try:
-                process = subprocess.Popen(
-                    command,
-                    cwd=request.cwd,
-                    env=request.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise ConfigurationError(
-                    f"cannot start the backtest's interpreter {command[0]}: {exc}",
-                    "set FreqtradeResource.python_executable to a Python with the project installed",
-                ) from exc
-            try:
-                return process.wait(timeout=self.timeout_seconds)
-            except subprocess.TimeoutExpired:
-                kill_group(process.pid)
-                process.wait()
-                raise _TimedOut from None
-            except BaseException:
-                kill_group(process.pid)
-                process.wait()
-                raise

@@ -1,9 +1,13 @@
 """Process plumbing for Freqtrade: the child processes that run backtests and hyperopt trials, the
 pre-forked worker (zygote) they fork from, and what crosses between them. One module per role:
 
-- `jobs`: the job a child runs (`ChildJob`, as `BacktestJob` or `HyperoptJob`), its file, its entry point;
-- `backtest_child`: one backtest, offline (`python -m ...backtest_child JOB`, or forked: `become_job`);
-- `hyperopt_child`: one study-worker's share of an Optuna study (`python -m ...hyperopt_child JOB`);
+- `jobs`: the job a child runs (`ChildJob`, as `BacktestJob` or `HyperoptJob`), its file, the module its
+  kind names (`JOB_MODULES`);
+- `backtest_child`: one backtest, offline (`python -m ...backtest_child JOB`); `become_job`: a child forked
+  from the zygote becomes the job its file names (backtest or study-worker);
+- `hyperopt_child`: one study-worker's share of an Optuna study (`python -m ...hyperopt_child JOB`, or
+  forked);
+- `launch`: run a job in a child as a resource is configured to (shared or private zygote, or spawn);
 - `zygote_server`: the zygote, a process's own (`--zygote`) or every process's (`--shared`);
 - `zygote_client`: the parent side: start or find a zygote, run a job in it, stop shared ones;
 - `protocol`: the fork request and the answers on a job socket;

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
 import json
 import logging
 import os
@@ -62,7 +63,7 @@ from pathlib import Path
 from typing import IO, Any, Final, NoReturn
 from urllib.parse import urlsplit
 
-from tradai_resources.workers.jobs import BacktestJob, run_job_file
+from tradai_resources.workers.jobs import EXIT_BAD_JOB, BacktestJob, job_module, run_job_file
 from tradai_resources.workers.protocol import ForkRequest
 
 logger = logging.getLogger(__name__)
@@ -379,8 +380,19 @@ PRELOAD_MODULES: Final[tuple[str, ...]] = (
     "freqtrade.resolvers",
     "freqtrade.strategy",
     "strategies.base",
+    # a study-worker's (hyperopt_child, and the pre-screen's Numba kernel: ~3 s of LLVM to import)
+    "sqlalchemy.dialects.sqlite",
+    "optuna.storages",
+    "optuna.samplers",
+    "freqtrade.data.converter",
+    "freqtrade.optimize.hyperopt.hyperopt_auto",
+    "freqtrade.optimize.hyperopt_tools",
+    "freqtrade.util.dry_run_wallet",
+    "tradai_resources.workers.hyperopt_child",
+    "tradai_core.prescreen_kernel",
 )
-"""Modules a backtest imports, imported once by the zygote (import only: no Freqtrade code is run)."""
+"""Modules a backtest or a study-worker imports, imported once by the zygote (import only: no Freqtrade
+code is run, nothing is compiled)."""
 
 EXIT_CHILD_SETUP_FAILED: Final[int] = 70
 
@@ -393,9 +405,23 @@ def _reseed_numpy() -> None:
         numpy.random.seed()
 
 
+def _run_job(job_path: str) -> int:
+    """Run the job file `job_path` with the `main` of the module its kind names, as `python -m` would."""
+    try:
+        module = job_module(Path(job_path))
+    except ValueError as exc:
+        sys.stderr.write(f"invalid job file: {exc}\n")
+        return EXIT_BAD_JOB
+    entry = importlib.import_module(module)
+    sys.argv = [str(entry.__file__), job_path]
+    code: int = entry.main([job_path])
+    return code
+
+
 def become_job(request: ForkRequest, inherited: list[Callable[[], None]]) -> NoReturn:
     """In the forked child: drop the zygote's descriptors and signal set-up, take the job's session,
-    files, folder and environment, run the job like `python -m ... job.json`, and exit with its code."""
+    files, folder and environment, run the job like `python -m MODULE job.json` — MODULE by the kind the
+    job file names (`jobs.job_module`: a backtest, a study-worker) — and exit with its code."""
     code = EXIT_CHILD_SETUP_FAILED
     try:
         signal.set_wakeup_fd(-1)
@@ -416,9 +442,8 @@ def become_job(request: ForkRequest, inherited: list[Callable[[], None]]) -> NoR
         os.environ.clear()
         os.environ.update(request.env)
         tempfile.tempdir = None  # recomputed from the job's environment
-        sys.argv = [str(Path(__file__)), request.job_path]
         _reseed_numpy()
-        code = main([request.job_path])
+        code = _run_job(request.job_path)
     except BaseException:
         with contextlib.suppress(Exception):
             traceback.print_exc()

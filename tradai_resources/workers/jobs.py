@@ -1,7 +1,10 @@
 """The job a child process runs, as one model: what every Freqtrade child gets (the `freqtrade` argument
 list, the market snapshot, where to write its result or its error), plus what a backtest or a study-worker
 adds. The parent writes it as a JSON file (`write_job`); the child reads it, runs it, and writes its result
-atomically or a short `error.json` (`run_job_file`)."""
+atomically or a short `error.json` (`run_job_file`).
+
+A job file names its `kind`, and `JOB_MODULES` maps each kind to the module that runs it: the one
+`python -m MODULE JOB` starts, and whose `main([JOB])` a child forked from the zygote calls (`job_module`)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Final, TypeVar
+from typing import IO, Any, Final, Literal, TypeVar
 
 import pydantic
 from pydantic import BaseModel, ConfigDict
@@ -44,6 +47,8 @@ class ChildJob(BaseModel):
 class BacktestJob(ChildJob):
     """One backtest (`backtest_child`)."""
 
+    kind: Literal["backtest"] = "backtest"
+
     vectorized_tick_size: bool = True
     indicators_path: str | None = None
     """Where to write, as Feather, the indicator columns the strategy's `populate_indicators` added during
@@ -52,6 +57,8 @@ class BacktestJob(ChildJob):
 
 class HyperoptJob(ChildJob):
     """One study-worker's share of a study's trials (`hyperopt_child`)."""
+
+    kind: Literal["hyperopt"] = "hyperopt"
 
     storage_url: str
     study_name: str
@@ -69,6 +76,28 @@ class HyperoptJob(ChildJob):
 
 
 JobT = TypeVar("JobT", bound=ChildJob)
+
+JOB_MODULES: Final[dict[str, str]] = {
+    "backtest": "tradai_resources.workers.backtest_child",
+    "hyperopt": "tradai_resources.workers.hyperopt_child",
+}
+"""Job kind → the module running it; each has `main(argv) -> exit code` and runs as `python -m MODULE JOB`."""
+DEFAULT_KIND: Final[str] = "backtest"
+"""The kind of a job file that names none (or cannot be read: the backtest worker then says what is wrong)."""
+
+
+def job_module(path: Path) -> str:
+    """The module that runs the job file `path`, by the `kind` it names (`JOB_MODULES`). A file that cannot
+    be read or parsed, or names no kind, goes to the default kind's module, whose `main` reports it as an
+    invalid job file; ValueError for a kind no module runs."""
+    try:
+        kind = json.loads(Path(path).read_text(encoding="utf-8")).get("kind", DEFAULT_KIND)
+    except (OSError, ValueError, AttributeError):
+        kind = DEFAULT_KIND
+    if not isinstance(kind, str) or kind not in JOB_MODULES:
+        shown = repr(kind[:40]) if isinstance(kind, str) else f"a {type(kind).__name__}"
+        raise ValueError(f"job file {path} names the kind {shown}; known kinds: {', '.join(JOB_MODULES)}")
+    return JOB_MODULES[kind]
 
 
 def write_job(job: ChildJob, path: Path) -> Path:
