@@ -61,6 +61,7 @@ from tradai_core.backtest_result import (
     parse_backtest_stats,
 )
 from tradai_core.errors import BacktestError, ConfigurationError
+from tradai_core.registry import ExportedModel
 from tradai_core.settings import DEFAULT_WORKER_MODE, PROJECT_ROOT, TradAISettings, WorkerMode
 from tradai_core.strategy_config import StrategyConfig
 from tradai_replay.markets import exchange_info_for, load_exchange_info, pair_to_symbol
@@ -228,7 +229,7 @@ class FreqtradeResource(ConfigurableResource):
         run: BacktestRunConfig,
         *,
         strategy_config: StrategyConfig | None = None,
-        model_store_uri: str | None = None,
+        model: ExportedModel | None = None,
         indicators: dict[str, pd.DataFrame] | None = None,
     ) -> BacktestResult:
         """Backtest `strategy_name` (a class in `strategy_dir`) on `candles` with Freqtrade's engine.
@@ -238,11 +239,11 @@ class FreqtradeResource(ConfigurableResource):
 
         `candles` maps each pair to our store's frame (UTC DatetimeIndex `date`, float OHLCV), covering the
         timerange plus the strategy's startup candles. `strategy_config` defaults to the YAML beside the
-        strategy. `model_store_uri` names the MLflow store a model strategy loads its model from (it reaches
-        the strategy through Freqtrade's config, in a private workspace removed after the run; never
-        logged). Raises StrategyValidationError for an invalid strategy, ValidationError/NotFoundError for
-        unusable candles, BacktestError when the engine fails (with the tail of its log).
-        """
+        strategy. `model` is the booster a model strategy trades, exported by the caller
+        (`MLflowResource.export_booster`, pinned by version): it is copied into the workspace and named in
+        Freqtrade's config; the child never sees a tracking URI. Raises StrategyValidationError for an
+        invalid strategy, ValidationError/NotFoundError for unusable candles or a model file that is not the
+        one exported, BacktestError when the engine fails (with the tail of its log)."""
         strategy_dir = Path(strategy_dir)
         self.prestart()  # the zygote loads Freqtrade while we validate and write the candles
         report = validate_strategy(strategy_name, strategy_dir, config=strategy_config)
@@ -259,9 +260,7 @@ class FreqtradeResource(ConfigurableResource):
         snapshot = self._snapshot_path()
         root = Path(tempfile.mkdtemp(prefix=f"bt-{strategy_name}-", dir=self._work_root()))
         try:
-            workspace = prepare_workspace(
-                root, Path(report.path), config, run, candles, model_store_uri=model_store_uri
-            )
+            workspace = prepare_workspace(root, Path(report.path), config, run, candles, model=model)
             markets = backtest_exchange_info(
                 load_exchange_info(snapshot), resolve_pairs(config, run), candles
             )
@@ -280,7 +279,7 @@ class FreqtradeResource(ConfigurableResource):
         run: BacktestRunConfig,
         *,
         strategy_config: StrategyConfig | None = None,
-        model_store_uri: str | None = None,
+        model: ExportedModel | None = None,
     ) -> ChartedBacktest:
         """`backtest`, plus per pair the indicator columns the strategy computed during that very backtest
         (in the child, with the backtest's parameters; indexed by candle open time), for the charts."""
@@ -291,7 +290,7 @@ class FreqtradeResource(ConfigurableResource):
             candles,
             run,
             strategy_config=strategy_config,
-            model_store_uri=model_store_uri,
+            model=model,
             indicators=indicators,
         )
         return ChartedBacktest(result=result, indicators=indicators)

@@ -59,6 +59,7 @@ from tradai_core.hyperopt import (
     worker_shares,
 )
 from tradai_core.prescreen import PrescreenPlan, PrescreenSummary
+from tradai_core.registry import ExportedModel
 from tradai_core.settings import DEFAULT_WORKER_MODE, TradAISettings, WorkerMode
 from tradai_core.strategy_config import StrategyConfig
 from tradai_replay.markets import load_exchange_info
@@ -310,10 +311,12 @@ class HyperoptResource(ConfigurableResource):
         *,
         strategy_config: StrategyConfig | None = None,
         importance_seed: int | None = None,
+        model: ExportedModel | None = None,
     ) -> StudyReport:
         """Run `spec.n_trials` more trials of the study of `strategy_name` on `run.timerange` (in-sample).
 
         `candles` cover the timerange plus the strategy's startup candles, as for a backtest. Raises
+        `model` is the booster a model strategy trades (as for `FreqtradeResource.backtest`). Raises
         StrategyValidationError for an invalid strategy, ConfigurationError for an untunable strategy or
         a study whose settings changed, BacktestError when a worker fails or the run times out.
         """
@@ -343,13 +346,15 @@ class HyperoptResource(ConfigurableResource):
             "objective": spec.objective.value,
             "min_trades": spec.min_trades,
         }
+        if model is not None:  # trials of another model version measured another strategy
+            pins["model"] = {"name": model.name, "version": model.version}
         study = self._open_study(name, pins)
         trials_before = len(trial_records(study))
         snapshot = self._snapshot_path()
         started = time.monotonic()
         root = Path(tempfile.mkdtemp(prefix=f"ho-{strategy_name}-", dir=self._work_root()))
         try:
-            workspace = prepare_workspace(root, strategy_file, config, run, candles)
+            workspace = prepare_workspace(root, strategy_file, config, run, candles, model=model)
             markets = backtest_exchange_info(load_exchange_info(snapshot), pairs, candles)
             if markets is not None:  # pairs the snapshot lacks get markets, as for a backtest
                 snapshot = root / "exchange_info.json"

@@ -22,7 +22,7 @@ argument list is parsed by Freqtrade's own `Arguments`, the config is built by F
 - **Every outbound socket is refused** (`network_guard`), so a change that makes Freqtrade reach for the
   network fails the run instead of silently hitting an exchange. The guard is down for one step only,
   between building the engine and starting it: each strategy's `prefetch()` hook (`TradAIStrategy`)
-  fetches what it declares it needs, such as an ML strategy's model from an MLflow tracking server.
+  fetches what it declares it needs (the ML strategy reads its exported model file there: no network).
 - **Historic price precision is computed arithmetically** (`vectorized_tick_size`): Freqtrade estimates
   each month's tick size by printing every open/high/low/close as a string, a quarter of a 12-pair
   backtest's time; `tradai_core.tick_size` gives the identical Series and candle columns without the
