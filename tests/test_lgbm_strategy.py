@@ -27,6 +27,7 @@ from tradai_assets.models import register_trained_model, store_training_set
 from tradai_core.backtest_config import BacktestCosts, BacktestRunConfig, build_freqtrade_config
 from tradai_core.errors import BacktestError, ConfigurationError, NotFoundError, ValidationError
 from tradai_core.features import FEATURE_NAMES, WARMUP_BARS, compute_features
+from tradai_core.hyperopt import StudySpec
 from tradai_core.labels import LabelSpec
 from tradai_core.registry import CHALLENGER, CHAMPION, ExportedModel
 from tradai_core.training import (
@@ -39,6 +40,7 @@ from tradai_core.training import (
 from tradai_core.walk_forward import WalkForwardSpec
 from tradai_resources.arcticdb_store import ArcticDBResource
 from tradai_resources.freqtrade_backtester import FreqtradeResource
+from tradai_resources.freqtrade_hyperopt import HyperoptResource
 from tradai_resources.freqtrade_workspace import prepare_strategy_dir
 from tradai_resources.mlflow_tracking import MLflowResource
 
@@ -339,3 +341,22 @@ def test_a_missing_or_corrupt_model_file_in_the_child_fails_with_a_clear_error(
         load_model({}, NAME, CHAMPION)
     with pytest.raises(ConfigurationError, match="the strategy trades tradai-lgbm-1h \\(challenger\\)"):
         load_model(config, NAME, CHALLENGER)
+
+
+def test_a_study_of_the_model_strategy_trades_the_exported_model_in_its_forked_workers(
+    trained: Trained, tmp_path: Path
+) -> None:
+    spec = StudySpec(n_trials=2, workers=2, seed=1, min_trades=0, startup_trials=2)
+    run = BacktestRunConfig.for_dates(*HOLDOUT, pairs=PAIRS)
+    study = HyperoptResource(
+        storage_url=f"sqlite:///{tmp_path / 'study.db'}",
+        work_dir=str(tmp_path / "ho"),
+        start_method="prefork",
+    )
+    with pytest.raises(BacktestError, match="names no exported model"):
+        study.optimize("LgbmClassifier", STRATEGIES_DIR, trained.candles, run, spec)
+    model = export(trained, tmp_path / "model")
+    spec = spec.model_copy(update={"study_name": "with-model"})
+    report = study.optimize("LgbmClassifier", STRATEGIES_DIR, trained.candles, run, spec, model=model)
+    assert report.trials_run == 2  # both workers read the model from the file (without it they fail)
+    assert list((tmp_path / "ho").iterdir()) == []
