@@ -7,10 +7,13 @@ version behind an alias for that probability, enters long above `entry_threshold
 `exit_threshold`.
 
 - **Which model.** The alias is the `model_alias` buy parameter: `champion` by default; a validation
-  backtest sets `buy_params: {model_alias: challenger}` in its strategy config. The model is loaded once
-  per process from the MLflow store the backtest's Freqtrade config names (`self.config["tradai"]`, see
-  `strategies.model_store`). A missing model or alias fails the backtest with the registry's not-found
-  message; it never silently trades nothing.
+  backtest sets `buy_params: {model_alias: challenger}` in its strategy config. The platform's parent
+  process resolves that alias to a version once, exports the version's booster into the backtest's
+  workspace, and names the file in Freqtrade's config (`self.config["tradai"]`, see
+  `strategies.model_store`); the strategy reads that file only — never a registry or a tracking URI — so
+  the version the backtest records is the version that traded. A missing alias fails in the parent with the
+  registry's not-found message; a missing or corrupt file fails the backtest saying so; it never silently
+  trades nothing.
 - **No lookahead.** A feature at candle t uses candles up to t only, and the prediction at t uses the
   features at t only; Freqtrade acts on a signal at the next candle's open.
 - **Outages.** Freqtrade fills missing candles with flat, zero-volume ones; the model was trained on the
@@ -29,7 +32,7 @@ from freqtrade.strategy import CategoricalParameter, DecimalParameter
 from pandas import DataFrame
 
 from strategies.base import StrategyCategory, StrategyMetadata, StrategyStatus, TradAIStrategy
-from strategies.model_store import load_model, model_store_uri
+from strategies.model_store import load_model
 from tradai_core.features import FEATURE_NAMES, WARMUP_BARS, compute_features
 from tradai_core.registry import CHAMPION, MODEL_ALIASES, default_model_name
 
@@ -78,16 +81,14 @@ class LgbmClassifier(TradAIStrategy):
         return default_model_name(self.timeframe)
 
     def prefetch(self) -> None:
-        """Load the model before the backtest goes offline (the store may be a tracking server): the alias
-        comes from the strategy's parameters, applied here as Freqtrade's bot start would apply them."""
+        """Read the exported model before the backtest starts, so a missing or corrupt file fails at once:
+        the alias comes from the strategy's parameters, applied here as Freqtrade's bot start would."""
         self.ft_load_hyper_params()
-        load_model(self.model_name, str(self.model_alias.value), model_store_uri(self.config))
+        load_model(self.config, self.model_name, str(self.model_alias.value))
 
     def populate_indicators(self, dataframe: DataFrame, metadata: dict) -> DataFrame:
         """The model's probability (`ml_probability`) for every candle with a full feature warm-up."""
-        booster, version = load_model(
-            self.model_name, str(self.model_alias.value), model_store_uri(self.config)
-        )
+        booster, version = load_model(self.config, self.model_name, str(self.model_alias.value))
         real = ~filler_candles(dataframe)
         candles = dataframe.loc[real, ["date", "open", "high", "low", "close", "volume"]].set_index("date")
         features = compute_features(candles)

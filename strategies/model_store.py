@@ -1,105 +1,103 @@
-"""Where a model strategy finds its model: the MLflow store named in Freqtrade's config, read with mlflow.
+"""Where a model strategy finds its model: the booster file the platform exported into the backtest's
+workspace, named in Freqtrade's config.
 
-A backtest hands the store to the strategy the way Freqtrade hands it everything else, in the config
-(`config["tradai"]["mlflow_tracking_uri"]`, written by the backtester), so the strategy needs no Dagster
-resource and no environment swapped around it. Without that section (a stock `freqtrade` run, a
-hyperopt worker) the settings' store applies (`TRADAI_MLFLOW_URI`, else the local default).
+The parent process (the Dagster side) resolves the model version once, exports that version's booster
+(`MLflowResource.export_booster`), and the backtester copies it into the backtest's workspace and names it
+in the config's `tradai` section (`tradai_core.registry.ExportedModel`: file, name, version, SHA-256). The
+strategy reads that file and nothing else: the process running strategy code never sees a tracking URI
+(which may carry credentials), and it trades exactly the version the backtest records — an alias moved
+after the parent's lookup changes nothing. A config naming no export, a missing file, or a file that is not
+the one exported fails the backtest with a message saying so; the strategy never falls back to a registry.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import tempfile
 import threading
 from collections.abc import Mapping
 from typing import Any
 
-from tradai_core.errors import ConfigurationError, NotFoundError
-from tradai_core.features import FEATURE_NAMES, feature_set_hash
-from tradai_core.registry import FREQTRADE_MODEL_STORE, FREQTRADE_SECTION, TAG_FEATURE_SET_HASH
-from tradai_core.settings import TradAISettings
-from tradai_core.urls import redact_uri
+import pydantic
+
+from tradai_core.errors import ConfigurationError, NotFoundError, ValidationError
+from tradai_core.features import FEATURE_NAMES
+from tradai_core.registry import ExportedModel
 
 logger = logging.getLogger(__name__)
 
-_MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
+# (file, SHA-256) → booster: one read per process.
+_BOOSTERS: dict[tuple[str, str], Any] = {}
+_BOOSTERS_LOCK = threading.Lock()
 
-# (tracking URI, model name, alias) → (booster, version): one load per process.
-_MODELS: dict[tuple[str, str, str], tuple[Any, int]] = {}
-_MODELS_LOCK = threading.Lock()
-
-
-def model_store_uri(config: Mapping[str, Any] | None) -> str:
-    """The MLflow store named in a Freqtrade config's `tradai` section, else the settings' store."""
-    section = (config or {}).get(FREQTRADE_SECTION) or {}
-    return str(section.get(FREQTRADE_MODEL_STORE) or TradAISettings().resolved_mlflow_uri)
+RUN_IT_THROUGH_TRADAI = (
+    "backtest it through TradAI (the backtest assets, or FreqtradeResource.backtest with "
+    "model=MLflowResource.export_booster(...)), which exports the model version into the workspace"
+)
 
 
-def _not_found(client: Any, name: str, alias: str, uri: str) -> NotFoundError:
-    """The registry's "no such model or alias", saying what exists and what to do."""
-    from mlflow.exceptions import MlflowException
-
+def exported_model(config: Mapping[str, Any] | None) -> ExportedModel:
+    """The exported booster a Freqtrade config names; ConfigurationError when it names none."""
     try:
-        versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
-    except MlflowException:
-        versions = []
-    if not versions:
-        return NotFoundError(
-            f"no model version of {name!r} has alias {alias!r}: no model named {name!r} is registered in "
-            f"{redact_uri(uri)}",
-            "train and register one first (materialize the model asset / run the retraining job)",
+        model = ExportedModel.from_freqtrade(config)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigurationError(
+            f"the Freqtrade config's tradai.model section is malformed ({problems})", RUN_IT_THROUGH_TRADAI
+        ) from None
+    if model is None:
+        raise ConfigurationError(
+            "the Freqtrade config names no exported model (tradai.model): a model strategy trades the "
+            "booster file the platform exports for its backtest and never reads a model registry itself",
+            RUN_IT_THROUGH_TRADAI,
         )
-    return NotFoundError(
-        f"no model version of {name!r} has alias {alias!r} (versions: {', '.join(map(str, versions))})",
-        f"train one with the retraining job, or set the alias {alias!r} in the MLflow UI",
-    )
+    return model
 
 
-def load_model(name: str, alias: str, uri: str) -> tuple[Any, int]:
-    """The LightGBM booster of the version `alias` points at in the store `uri`, and that version;
-    cached per process.
+def load_model(config: Mapping[str, Any] | None, name: str, alias: str) -> tuple[Any, int]:
+    """The booster of model `name` the config's export holds, and its version; cached per process.
 
-    Raises NotFoundError when the model or the alias is missing, ConfigurationError when the version was
-    trained on other features than this code computes.
+    Raises ConfigurationError when the config names no export or another model or alias, NotFoundError
+    when the file is missing, ValidationError when it is not the file exported (altered, cut short) or not
+    a LightGBM model on the platform's features.
     """
-    key = (uri, name, alias)
-    with _MODELS_LOCK:
-        if key not in _MODELS:
-            _MODELS[key] = _load(name, alias, uri)
-        return _MODELS[key]
-
-
-def _load(name: str, alias: str, uri: str) -> tuple[Any, int]:
-    import mlflow.artifacts
-    import mlflow.lightgbm
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    try:
-        version = client.get_model_version_by_alias(name, alias)
-    except MlflowException as exc:
-        if str(getattr(exc, "error_code", "")) not in _MISSING:
-            raise
-        raise _not_found(client, name, alias, uri) from exc
-    number = int(version.version)
-    trained_on = (version.tags or {}).get(TAG_FEATURE_SET_HASH)
-    if trained_on != feature_set_hash():
+    model = exported_model(config)
+    if model.name != name or (model.alias is not None and model.alias != alias):
         raise ConfigurationError(
-            f"{name} version {number} ({alias}) was trained on feature set {trained_on}, "
-            f"but this code computes feature set {feature_set_hash()}",
-            "retrain the model on the current features (materialize features, training_set, model)",
+            f"the exported model is {model.name} v{model.version} ({model.alias}); the strategy trades "
+            f"{name} ({alias})",
+            "export the model the strategy's parameters name (model_alias), then backtest again",
         )
-    # The version's artifact location, resolved by this store's client, then fetched with no process-wide
-    # MLflow state involved (a `models:/` URI would be resolved against the global registry instead).
-    source = client.get_model_version_download_uri(name, str(number))
-    with tempfile.TemporaryDirectory(prefix="tradai-model-") as folder:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=folder, tracking_uri=uri)
-        booster = mlflow.lightgbm.load_model(local)
+    key = (str(model.path), model.sha256)
+    with _BOOSTERS_LOCK:
+        if key not in _BOOSTERS:
+            _BOOSTERS[key] = _read(model)
+        return _BOOSTERS[key], model.version
+
+
+def _read(model: ExportedModel) -> Any:
+    import lightgbm
+
+    what = f"the exported model file of {model.name} v{model.version} ({model.path})"
+    try:
+        data = model.path.read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError(f"{what} is missing", RUN_IT_THROUGH_TRADAI) from None
+    except OSError as exc:
+        raise NotFoundError(f"{what} cannot be read: {exc}", RUN_IT_THROUGH_TRADAI) from None
+    if hashlib.sha256(data).hexdigest() != model.sha256:
+        raise ValidationError(
+            f"{what} is corrupt: its SHA-256 is not the exported file's (altered or cut short)",
+            RUN_IT_THROUGH_TRADAI,
+        )
+    try:
+        booster = lightgbm.Booster(model_str=data.decode("utf-8"))
+    except (lightgbm.basic.LightGBMError, UnicodeDecodeError, ValueError) as exc:
+        raise ValidationError(f"{what} is not a LightGBM model: {exc}", RUN_IT_THROUGH_TRADAI) from None
     if tuple(booster.feature_name()) != FEATURE_NAMES:
-        raise ConfigurationError(
-            f"{name} version {number} expects features {booster.feature_name()}",
+        raise ValidationError(
+            f"{model.name} v{model.version} expects features {booster.feature_name()}, not the platform's",
             "retrain the model on the current features",
         )
-    logger.info("loaded %s version %s (alias %s) from %s", name, number, alias, redact_uri(uri))
-    return booster, number
+    logger.info("trading %s v%d from its exported file", model.name, model.version)
+    return booster

@@ -25,6 +25,7 @@ from strategies.validation import STRATEGIES_DIR
 from tradai_core.backtest_config import BacktestRunConfig
 from tradai_core.settings import PROJECT_ROOT
 from tradai_resources.freqtrade_backtester import FreqtradeResource
+from tradai_resources.freqtrade_hyperopt import HyperoptResource
 from tradai_resources.workers.jobs import EXIT_BAD_JOB
 from tradai_resources.workers.protocol import ForkRequest
 from tradai_resources.workers.zygote_client import (
@@ -241,6 +242,13 @@ def test_the_code_location_forks_backtests_from_the_shared_worker_unless_configu
     default = freqtrade(TradAISettings(home=tmp_path, worker_dir=tmp_path / "workers"))
     assert (default.start_method, default.shared_worker_folder) == ("shared", str(tmp_path / "workers"))
     assert freqtrade(TradAISettings(home=tmp_path, backtest_workers="prefork")).start_method == "prefork"
+    for settings in (  # study-workers fork from the same worker
+        TradAISettings(home=tmp_path, worker_dir=tmp_path / "workers"),
+        TradAISettings(home=tmp_path, backtest_workers="prefork"),
+    ):
+        hyperopt = build_definitions(settings).resources["hyperopt"]
+        assert isinstance(hyperopt, HyperoptResource)
+        assert hyperopt._launcher() == freqtrade(settings)._launcher()
 
 
 def test_tradai_workers_stop_ends_the_shared_workers_of_the_configured_folder(

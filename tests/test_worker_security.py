@@ -50,6 +50,8 @@ CANARIES = {
     "TRADAI_ARCTICDB_URI": "s3://canary-user:canary-password@bucket/arctic",
     "TRADAI_OPTUNA_STORAGE": "postgresql+psycopg2://canary:canary-db-password@db/optuna",
     "AWS_SECRET_ACCESS_KEY": "canary-aws-secret-0d2e",
+    # a model strategy trades a booster file its parent exported: no tracking URI reaches a child either
+    "TRADAI_MLFLOW_URI": "http://tradai:canary-mlflow-password@127.0.0.1:9/",
 }
 
 
@@ -221,7 +223,6 @@ def _env_probe_strategy(folder: Path, out: Path) -> Path:
 def _plant_canaries(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in CANARIES.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("TRADAI_MLFLOW_URI", "sqlite:////tmp/canary-models.db")  # the ML strategy needs it
 
 
 def _assert_no_canary(out: Path) -> None:
@@ -229,7 +230,7 @@ def _assert_no_canary(out: Path) -> None:
     for value in CANARIES.values():
         assert value not in json.dumps(seen["environ"])
         assert value not in seen["proc"]  # nor in the environment the process was started with
-    assert seen["environ"]["TRADAI_MLFLOW_URI"] == "sqlite:////tmp/canary-models.db"
+    assert "TRADAI_MLFLOW_URI" not in seen["environ"]
     assert seen["environ"]["PATH"] == os.environ["PATH"]
     assert str(PROJECT_ROOT) in seen["environ"]["PYTHONPATH"]
 

@@ -23,6 +23,7 @@ An MLflow run is opened only after the engine succeeded, so a crash leaves no ru
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -37,7 +38,14 @@ from tradai_core.backtest_plan import BacktestWindow, plan_window
 from tradai_core.backtest_result import BacktestMetrics, BacktestResult
 from tradai_core.comparison import returns_on_grid
 from tradai_core.errors import ValidationError
-from tradai_core.registry import TAG_ARCTICDB_PIN, TAG_HOLDOUT_END, TAG_HOLDOUT_START
+from tradai_core.registry import (
+    CHAMPION,
+    TAG_ARCTICDB_PIN,
+    TAG_HOLDOUT_END,
+    TAG_HOLDOUT_START,
+    ExportedModel,
+    default_model_name,
+)
 from tradai_core.strategy_config import StrategyConfig
 from tradai_core.timeframes import timeframe_delta
 from tradai_resources.arcticdb_store import ArcticDBResource
@@ -217,6 +225,35 @@ def bar_returns(result: BacktestResult, window: BacktestWindow, timeframe: str) 
     return returns_on_grid(equity, grid, result.metrics.starting_balance)
 
 
+def export_strategy_model(
+    strategy_config: StrategyConfig, lineage: Mapping[str, str], mlflow: MLflowResource, folder: Path
+) -> tuple[dict[str, str], ExportedModel | None]:
+    """For a model strategy (a `model_alias` buy parameter, or a lineage naming a model): the version
+    `lineage` names — else the one its alias names now, looked up once here — exported into `folder`, and
+    the lineage naming that version. `(lineage, None)` for any other strategy. NotFoundError when the
+    alias or the version is missing."""
+    alias = strategy_config.buy_params.get("model_alias") or lineage.get("model_alias")
+    if alias is None and "model" not in lineage:
+        return dict(lineage), None
+    alias = str(alias or CHAMPION)
+    name = lineage.get("model") or default_model_name(strategy_config.timeframe)
+    if "model_version" in lineage:
+        version = int(lineage["model_version"])
+    else:
+        version = mlflow.get_version_by_alias(name, alias).version
+    model = mlflow.export_booster(name, version, folder, alias=alias)
+    return {**lineage, "model": name, "model_alias": alias, "model_version": str(version)}, model
+
+
+def model_to_trade(
+    plan: BacktestPlan, mlflow: MLflowResource, folder: Path
+) -> tuple[BacktestPlan, ExportedModel | None]:
+    """The model a plan trades, exported into `folder` (`export_strategy_model`), and the plan whose
+    lineage names the version exported: `(plan, None)` for a strategy that trades no model."""
+    lineage, model = export_strategy_model(plan.strategy_config, plan.lineage, mlflow, folder)
+    return (plan if model is None else plan.model_copy(update={"lineage": lineage})), model
+
+
 def execute(
     plan: BacktestPlan,
     *,
@@ -234,8 +271,10 @@ def execute(
     Candles are read from ArcticDB over the window (startup included) unless the caller gives the frames
     and versions it read already (`candles`). `pin` is `(name, note)` of the ArcticDB pin that keeps the
     candle versions readable, or the name of a pin the caller took already. With `charted`, the strategy's
-    indicators from the backtest come back for the charts. A model strategy loads its model from this
-    run's MLflow store (named in Freqtrade's config).
+    indicators from the backtest come back for the charts. A model strategy trades the booster of the
+    version its plan names, exported here from this run's MLflow store into the backtest's workspace
+    (`model_to_trade`): the child never sees the tracking URI, and the executed plan's lineage is the
+    version that traded.
     """
     if candles is None:
         frames, versions = candle_store.read_pairs(
@@ -244,15 +283,17 @@ def execute(
     else:
         frames, versions = candles[0], dict(candles[1])
     indicators: dict[str, pd.DataFrame] = {}
-    result = freqtrade.backtest(
-        plan.strategy,
-        plan.folder,
-        frames,
-        plan.run,
-        strategy_config=plan.strategy_config,
-        model_store_uri=mlflow.tracking_uri,
-        indicators=indicators if charted else None,
-    )
+    with tempfile.TemporaryDirectory(prefix="tradai-model-") as folder:
+        plan, model = model_to_trade(plan, mlflow, Path(folder))
+        result = freqtrade.backtest(
+            plan.strategy,
+            plan.folder,
+            frames,
+            plan.run,
+            strategy_config=plan.strategy_config,
+            model=model,
+            indicators=indicators if charted else None,
+        )
     # the candle versions this backtest names stay readable
     snapshot = pin if isinstance(pin, str) else candle_store.pin_versions(pin[0], versions, note=pin[1]).name
     return ExecutedBacktest(

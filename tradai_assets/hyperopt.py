@@ -19,6 +19,7 @@ Backtests use tuned parameters only when their run config names them (`load_tune
 `tradai_core.tuned_params.apply_tuned`); nothing is ever written beside a strategy.
 """
 
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,13 @@ from dagster import (
 from pydantic import Field
 
 from strategies.validation import STRATEGIES_DIR, load_strategy_class, validate_strategy
-from tradai_assets.backtest_runner import ExecutedBacktest, execute, plan_backtest, record
+from tradai_assets.backtest_runner import (
+    ExecutedBacktest,
+    execute,
+    export_strategy_model,
+    plan_backtest,
+    record,
+)
 from tradai_assets.hyperopt_prescreen import prescreen_metadata, prescreen_sentence
 from tradai_assets.keys import ohlcv_key
 from tradai_assets.plots import plt, png_markdown
@@ -365,14 +372,18 @@ def build_hyperopt_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
             config.n_trials,
             config.workers,
         )
-        study = hyperopt.optimize(
-            name,
-            folder,
-            candles,
-            config.run(windows.in_sample_timerange),
-            config.spec(),
-            strategy_config=strategy_config,
-        )
+        # a model strategy's study and its confirmation trade one version, exported from here once
+        with tempfile.TemporaryDirectory(prefix="tradai-model-") as exported:
+            lineage, model = export_strategy_model(strategy_config, {}, mlflow, Path(exported))
+            study = hyperopt.optimize(
+                name,
+                folder,
+                candles,
+                config.run(windows.in_sample_timerange),
+                config.spec(),
+                strategy_config=strategy_config,
+                model=model,
+            )
         pin = candle_store.pin_versions(  # the candle versions this study names stay readable
             f"tradai.hyperopt.{context.run.run_id}.{name}", versions, note=f"hyperopt study {name}"
         )
@@ -382,7 +393,14 @@ def build_hyperopt_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
         )
         # the confirmation backtest takes the one backtest path, on the candles the study read
         plan = plan_backtest(
-            report, tuned_config, windows.oos_start, windows.oos_end, None, config, timeframe=tf
+            report,
+            tuned_config,
+            windows.oos_start,
+            windows.oos_end,
+            None,
+            config,
+            timeframe=tf,
+            lineage=lineage,
         )
         oos_candles = {
             pair: frame.loc[pd.Timestamp(plan.window.data_start) :] for pair, frame in candles.items()

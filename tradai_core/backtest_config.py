@@ -16,7 +16,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tradai_core.errors import ValidationError
-from tradai_core.registry import FREQTRADE_MODEL_STORE, FREQTRADE_SECTION
+from tradai_core.registry import ExportedModel
 from tradai_core.strategy_config import StrategyConfig
 
 logger = logging.getLogger(__name__)
@@ -116,21 +116,16 @@ def resolve_pairs(strategy: StrategyConfig, run: BacktestRunConfig) -> tuple[str
     return tuple(pairs)
 
 
-def model_store_config(model_store_uri: str) -> dict[str, Any]:
-    """The platform's section of a Freqtrade config: where a model strategy loads its model from."""
-    return {FREQTRADE_SECTION: {FREQTRADE_MODEL_STORE: model_store_uri}}
-
-
 def build_freqtrade_config(
-    strategy: StrategyConfig, run: BacktestRunConfig, *, model_store_uri: str | None = None
+    strategy: StrategyConfig, run: BacktestRunConfig, *, model: ExportedModel | None = None
 ) -> dict[str, Any]:
     """Freqtrade's config dict (JSON-ready) for backtesting `strategy` under `run`, offline, spot.
 
     Paths (data, strategy folder, user-data folder) are not in it: they are command-line arguments, as for
     the stock CLI. Strategy attribute overrides from `strategy.parameters` become top-level keys, which is
     how Freqtrade lets a config override a strategy. The backtest cache is off (it ignores changed data).
-    `model_store_uri` goes into the platform's own `tradai` section, where a model strategy reads the
-    MLflow store to load its model from (`self.config`; see `strategies.model_store`).
+    `model`, the booster file a model strategy trades, goes into the platform's own `tradai` section
+    (`self.config`; see `strategies.model_store`): a file pinned by version, never a tracking URI.
     """
     pairs = resolve_pairs(strategy, run)
     config: dict[str, Any] = {
@@ -163,8 +158,8 @@ def build_freqtrade_config(
     if run.fee is not None:
         config["fee"] = run.fee
     config.update(strategy.parameters)
-    if model_store_uri is not None:
-        config.update(model_store_config(model_store_uri))
+    if model is not None:
+        config.update(model.freqtrade_section())
     if strategy.freqai is not None:
         config["freqai"] = strategy.freqai.to_freqtrade()
         config["freqaimodel"] = strategy.freqai.freqaimodel

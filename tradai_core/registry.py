@@ -7,7 +7,11 @@ a tag is one edit and a reader can never look for a key no writer sets.
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict
 
 MODEL_NAME_PREFIX: Final[str] = "tradai-lgbm"
 
@@ -56,8 +60,39 @@ TAG_AUDIT_PREFIX: Final[str] = "tradai.audit."
 MODEL_ARTIFACT: Final[str] = "model"
 REFERENCE_ARTIFACT: Final[str] = "reference/feature_distribution.json"
 
-# -- how the model store reaches a strategy inside Freqtrade's process
+# -- how a model reaches a strategy inside Freqtrade's process: a file, never a tracking URI
 FREQTRADE_SECTION: Final[str] = "tradai"
 """Top-level key of the platform's own section in the Freqtrade config a backtest is given."""
-FREQTRADE_MODEL_STORE: Final[str] = "mlflow_tracking_uri"
-"""Key in that section naming the MLflow store a model strategy loads its model from."""
+
+
+class ExportedModel(BaseModel):
+    """One registered model version's LightGBM booster, exported by the parent (the Dagster side) into a
+    file of the backtest's workspace: the child running the strategy reads this file only, so it never
+    sees a tracking URI (which may carry credentials), and it trades exactly the version the parent
+    resolved and records — an alias moved meanwhile changes nothing. `sha256` is the file's digest: a
+    file altered or cut short is refused, not traded."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    version: int
+    alias: str | None = None
+    """The alias the version was resolved from, when it was (for messages; the version is what counts)."""
+    path: Path
+    sha256: str
+
+    def moved_to(self, path: Path) -> ExportedModel:
+        """The same export, copied to `path` (same digest)."""
+        return self.model_copy(update={"path": Path(path)})
+
+    def freqtrade_section(self) -> dict[str, Any]:
+        """The platform's section of a Freqtrade config naming this export (JSON-ready)."""
+        return {FREQTRADE_SECTION: {"model": self.model_dump(mode="json")}}
+
+    @classmethod
+    def from_freqtrade(cls, config: Mapping[str, Any] | None) -> ExportedModel | None:
+        """The export a Freqtrade config names (`freqtrade_section`), None when it names none.
+        pydantic's ValidationError when the section is malformed."""
+        section = (config or {}).get(FREQTRADE_SECTION) or {}
+        raw = section.get("model") if isinstance(section, Mapping) else None
+        return None if raw is None else cls.model_validate(raw)

@@ -78,8 +78,9 @@ class TradAISettings(BaseSettings):
     data_dir: Path | None = Field(default=None, description="Default: <home>/data (scratch files).")
     backtest_workers: WorkerMode = Field(
         default=DEFAULT_WORKER_MODE,
-        description="Where backtest processes fork from: one pre-loaded Freqtrade worker shared by every "
-        "run and step process of this user (shared), one per process (prefork), or none (spawn).",
+        description="Where backtest and hyperopt study-worker processes fork from: one pre-loaded Freqtrade "
+        "worker shared by every run and step process of this user (shared), one per process (prefork), or "
+        "none (spawn).",
     )
     worker_dir: Path | None = Field(
         default=None,

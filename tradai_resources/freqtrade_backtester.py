@@ -40,9 +40,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -64,24 +62,22 @@ from tradai_core.backtest_result import (
     parse_backtest_stats,
 )
 from tradai_core.errors import BacktestError, ConfigurationError
+from tradai_core.registry import ExportedModel
 from tradai_core.settings import DEFAULT_WORKER_MODE, PROJECT_ROOT, TradAISettings, WorkerMode
 from tradai_core.strategy_config import StrategyConfig
 from tradai_replay.markets import exchange_info_for, load_exchange_info, pair_to_symbol
 from tradai_resources.freqtrade_workspace import BacktestWorkspace, prepare_workspace
 from tradai_resources.workers.backtest_child import SNAPSHOT_EXCHANGES
-from tradai_resources.workers.env import child_environment
-from tradai_resources.workers.jobs import JOB_ENTRIES, BacktestJob, StrategyCheckJob, write_job
-from tradai_resources.workers.processes import kill_group, log_tail
-from tradai_resources.workers.protocol import ForkRequest
-from tradai_resources.workers.zygote_client import (
-    SharedZygote,
-    WorkerZygote,
-    ZygoteError,
-    ZygoteTimeoutError,
-    shared_folder,
-    shared_zygote_for,
-    zygote_for,
+from tradai_resources.workers.jobs import BacktestJob, StrategyCheckJob, write_job
+from tradai_resources.workers.launch import (
+    ChildLauncher,
+    ChildLostError,
+    ChildTimeoutError,
+    InterpreterError,
+    child_env,
 )
+from tradai_resources.workers.processes import log_tail
+from tradai_resources.workers.protocol import ForkRequest
 
 __all__ = [
     "BacktestMetrics",
@@ -96,8 +92,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_EXCHANGE_INFO = PROJECT_ROOT / "demo_data" / "exchange" / "binance_spot_exchangeInfo.json"
-WORKER_MODULE = JOB_ENTRIES["backtest"]
-CHECK_MODULE = JOB_ENTRIES["strategy_check"]
 STDERR_TAIL_LINES = 25
 CHECK_TIMEOUT_S = 300.0
 """A strategy check (importing its module, reading its class) running longer is killed."""
@@ -213,35 +207,16 @@ class FreqtradeResource(ConfigurableResource):
     def prestart(self) -> None:
         """Start this process's zygote in the background if it is not running (prefork only). Never
         raises: if the zygote cannot start, backtests say so in a warning and run in fresh interpreters."""
-        if self._prefork():
-            try:
-                self._zygote()
-            except (ZygoteError, OSError) as exc:
-                logger.warning(
-                    "the Freqtrade worker zygote is unavailable (%s); backtests start fresh interpreters", exc
-                )
+        self._launcher().prestart()
 
-    def _prefork(self) -> bool:
-        return self.start_method in ("prefork", "shared") and hasattr(os, "fork")
-
-    def _zygote(self) -> WorkerZygote | SharedZygote:
-        """The zygote backtests fork from, started in the background if needed (ZygoteError if it cannot)."""
-        if self.start_method == "shared":
-            folder = shared_folder(self.shared_worker_folder)
-            return shared_zygote_for(
-                self._python(), self._child_env(), PROJECT_ROOT, folder, self.shared_worker_idle_seconds
-            )
-        return zygote_for(self._python(), self._child_env(), PROJECT_ROOT)
-
-    def _python(self) -> str:
-        return self.python_executable or sys.executable
-
-    def _child_env(self) -> dict[str, str]:
-        """The child's environment: the allowlisted variables only (`workers.env`), never a secret."""
-        env = child_environment(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-        env["PYTHONUNBUFFERED"] = "1"
-        return env
+    def _launcher(self) -> ChildLauncher:
+        """How backtest children start (`workers.launch`): the same zygote the study-workers fork from."""
+        return ChildLauncher(
+            python=self.python_executable or sys.executable,
+            start_method=self.start_method,
+            shared_folder=self.shared_worker_folder,
+            shared_idle_seconds=self.shared_worker_idle_seconds,
+        )
 
     def _work_root(self) -> Path:
         return work_root(self.work_dir, "backtests")
@@ -257,7 +232,7 @@ class FreqtradeResource(ConfigurableResource):
         run: BacktestRunConfig,
         *,
         strategy_config: StrategyConfig | None = None,
-        model_store_uri: str | None = None,
+        model: ExportedModel | None = None,
         indicators: dict[str, pd.DataFrame] | None = None,
     ) -> BacktestResult:
         """Backtest `strategy_name` (a class in `strategy_dir`) on `candles` with Freqtrade's engine.
@@ -267,11 +242,11 @@ class FreqtradeResource(ConfigurableResource):
 
         `candles` maps each pair to our store's frame (UTC DatetimeIndex `date`, float OHLCV), covering the
         timerange plus the strategy's startup candles. `strategy_config` defaults to the YAML beside the
-        strategy. `model_store_uri` names the MLflow store a model strategy loads its model from (it reaches
-        the strategy through Freqtrade's config, in a private workspace removed after the run; never
-        logged). Raises StrategyValidationError for an invalid strategy, ValidationError/NotFoundError for
-        unusable candles, BacktestError when the engine fails (with the tail of its log).
-        """
+        strategy. `model` is the booster a model strategy trades, exported by the caller
+        (`MLflowResource.export_booster`, pinned by version): it is copied into the workspace and named in
+        Freqtrade's config; the child never sees a tracking URI. Raises StrategyValidationError for an
+        invalid strategy, ValidationError/NotFoundError for unusable candles or a model file that is not the
+        one exported, BacktestError when the engine fails (with the tail of its log)."""
         strategy_dir = Path(strategy_dir)
         report = self.check_strategy(strategy_name, strategy_dir, config=strategy_config).report
         report.raise_for_errors()
@@ -287,9 +262,7 @@ class FreqtradeResource(ConfigurableResource):
         snapshot = self._snapshot_path()
         root = Path(tempfile.mkdtemp(prefix=f"bt-{strategy_name}-", dir=self._work_root()))
         try:
-            workspace = prepare_workspace(
-                root, Path(report.path), config, run, candles, model_store_uri=model_store_uri
-            )
+            workspace = prepare_workspace(root, Path(report.path), config, run, candles, model=model)
             markets = backtest_exchange_info(
                 load_exchange_info(snapshot), resolve_pairs(config, run), candles
             )
@@ -323,10 +296,10 @@ class FreqtradeResource(ConfigurableResource):
                 cwd=str(root),
                 stdout_path=str(root / "check.stdout"),
                 stderr_path=str(root / "check.stderr"),
-                env=self._child_env(),
+                env=child_env(),
             )
             try:
-                returncode = self._run_job(request, CHECK_MODULE, CHECK_TIMEOUT_S)
+                returncode = self._run_child(request, CHECK_TIMEOUT_S)
             except _TimedOut:
                 return _failed_check(
                     strategy_name,
@@ -357,7 +330,7 @@ class FreqtradeResource(ConfigurableResource):
         run: BacktestRunConfig,
         *,
         strategy_config: StrategyConfig | None = None,
-        model_store_uri: str | None = None,
+        model: ExportedModel | None = None,
     ) -> ChartedBacktest:
         """`backtest`, plus per pair the indicator columns the strategy computed during that very backtest
         (in the child, with the backtest's parameters; indexed by candle open time), for the charts."""
@@ -368,7 +341,7 @@ class FreqtradeResource(ConfigurableResource):
             candles,
             run,
             strategy_config=strategy_config,
-            model_store_uri=model_store_uri,
+            model=model,
             indicators=indicators,
         )
         return ChartedBacktest(result=result, indicators=indicators)
@@ -407,10 +380,10 @@ class FreqtradeResource(ConfigurableResource):
             cwd=str(workspace.root),
             stdout_path=str(stdout_path),
             stderr_path=str(stderr_path),
-            env=self._child_env(),
+            env=child_env(),
         )
         try:
-            returncode = self._run_job(request, WORKER_MODULE, self.timeout_seconds)
+            returncode = self._run_child(request, self.timeout_seconds)
         except _TimedOut:
             raise BacktestError(
                 f"backtest of {config.name} timed out after {self.timeout_seconds:g} s and was killed",
@@ -442,66 +415,27 @@ class FreqtradeResource(ConfigurableResource):
         )
         return result
 
-    def _run_job(self, request: ForkRequest, module: str, timeout: float) -> int:
-        """Run the job file of `request` (run by `module`, the entry its kind names) in a child forked from
-        the zygote, else in a fresh interpreter; its exit code. Raises _TimedOut past `timeout` s."""
-        if self._prefork():
-            return self._run_prefork(request, module, timeout)
-        return self._run_spawn(request, module, timeout)
-
-    def _run_prefork(self, request: ForkRequest, module: str, timeout: float) -> int:
-        """Run the job in a child forked from the zygote; its time limit counts from the fork."""
+    def _run_child(self, request: ForkRequest, timeout: float) -> int:
+        """Run the job in a child (forked from the zygote, else a fresh interpreter), the module its kind
+        names; its exit code. Raises _TimedOut past `timeout` s."""
         try:
-            zygote = self._zygote()
-        except (ZygoteError, OSError) as exc:
-            logger.warning("the worker zygote is unavailable (%s); starting a fresh interpreter instead", exc)
-            return self._run_spawn(request, module, timeout)
-        try:
-            done = zygote.run(request, timeout)
-        except ZygoteTimeoutError:
+            done = self._launcher().run(request, timeout)
+        except ChildTimeoutError:
             raise _TimedOut from None
-        except ZygoteError as exc:
-            if exc.started:
-                raise BacktestError(
-                    f"the backtest's worker process was lost: {exc}",
-                    "re-run the backtest; if it repeats, set FreqtradeResource.start_method='spawn'",
-                ) from exc
-            logger.warning("the worker zygote is unavailable (%s); starting a fresh interpreter instead", exc)
-            return self._run_spawn(request, module, timeout)
+        except ChildLostError as exc:
+            raise BacktestError(
+                f"the Freqtrade worker process was lost: {exc}",
+                "re-run; if it repeats, set FreqtradeResource.start_method='spawn'",
+            ) from exc
+        except InterpreterError as exc:
+            raise ConfigurationError(
+                f"cannot start the backtest's interpreter: {exc}",
+                "set FreqtradeResource.python_executable to a Python with the project installed",
+            ) from exc
         logger.info(
             "the backtest's process used %.1f s of CPU, %.0f MB at most", done.cpu_seconds, done.max_rss_mb
         )
         return done.returncode
-
-    def _run_spawn(self, request: ForkRequest, module: str, timeout: float) -> int:
-        """Run the job in a fresh interpreter (`python -m MODULE JOB`)."""
-        command = [self._python(), "-m", module, request.job_path]
-        with open(request.stdout_path, "wb") as out, open(request.stderr_path, "wb") as err:
-            try:
-                process = subprocess.Popen(
-                    command,
-                    cwd=request.cwd,
-                    env=request.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                raise ConfigurationError(
-                    f"cannot start the backtest's interpreter {command[0]}: {exc}",
-                    "set FreqtradeResource.python_executable to a Python with the project installed",
-                ) from exc
-            try:
-                return process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                kill_group(process.pid)
-                process.wait()
-                raise _TimedOut from None
-            except BaseException:
-                kill_group(process.pid)
-                process.wait()
-                raise
 
 
 def _failed_check(strategy_name: str, message: str) -> StrategyCheck:

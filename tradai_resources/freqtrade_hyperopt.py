@@ -9,9 +9,13 @@ How a study runs:
    costs, objective — and a study whose pins differ is refused rather than silently mixed;
 3. one workspace is laid out (`tradai_resources.freqtrade_workspace`: candles as Freqtrade files, the
    strategy copied alone into a fresh folder, Freqtrade's config), shared read-only by the workers;
-4. `workers` study-worker processes (`python -m tradai_resources.workers.hyperopt_child`) start at once,
-   each building Freqtrade's `Backtesting` once and then evaluating its share of the trials against the
-   shared storage (see the worker's docstring); a failing worker stops the others;
+4. `workers` study-worker processes (`tradai_resources.workers.hyperopt_child`) start at once, each
+   building Freqtrade's `Backtesting` once and then evaluating its share of the trials against the shared
+   storage (see the worker's docstring); a failing worker stops the others. Like a backtest, each is
+   forked from the pre-loaded Freqtrade worker (`start_method`, `workers.launch`: the same zygote the
+   backtester forks from, so it starts in milliseconds instead of importing Freqtrade, ccxt, SciPy and
+   pandas), or started as a fresh interpreter (`spawn`, and the fallback); the child gets the allowlisted
+   environment only: the storage URL, which may carry a password, travels in its 0600 job file;
 5. the finished trials are read back from the storage: best trial, Deflated Sharpe Ratio over every
    distinct trial, parameter importances;
 6. the workspace is removed in every case.
@@ -25,18 +29,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
 from strategies.validation import find_strategy_file, load_strategy_class, validate_strategy
@@ -55,7 +59,8 @@ from tradai_core.hyperopt import (
     worker_shares,
 )
 from tradai_core.prescreen import PrescreenPlan, PrescreenSummary
-from tradai_core.settings import PROJECT_ROOT, TradAISettings
+from tradai_core.registry import ExportedModel
+from tradai_core.settings import DEFAULT_WORKER_MODE, TradAISettings, WorkerMode
 from tradai_core.strategy_config import StrategyConfig
 from tradai_replay.markets import load_exchange_info
 from tradai_resources.freqtrade_backtester import backtest_exchange_info, snapshot_path, work_root
@@ -63,16 +68,21 @@ from tradai_resources.freqtrade_workspace import BacktestWorkspace, prepare_work
 from tradai_resources.hyperopt_space import search_space
 from tradai_resources.mlflow_tracking import redact_uri
 from tradai_resources.workers.backtest_child import SNAPSHOT_EXCHANGES
-from tradai_resources.workers.env import child_environment
 from tradai_resources.workers.hyperopt_child import make_storage
 from tradai_resources.workers.jobs import HyperoptJob, write_job
-from tradai_resources.workers.processes import kill_group, log_tail
+from tradai_resources.workers.launch import (
+    ChildLauncher,
+    ChildLostError,
+    ChildTimeoutError,
+    InterpreterError,
+    child_env,
+)
+from tradai_resources.workers.processes import log_tail
+from tradai_resources.workers.protocol import ForkRequest
 
 logger = logging.getLogger(__name__)
 
-WORKER_MODULE = "tradai_resources.workers.hyperopt_child"
 STDERR_TAIL_LINES = 30
-POLL_SECONDS = 0.2
 FINGERPRINT_ATTR = "tradai.fingerprint"
 PINS_ATTR = "tradai.pins"
 PRESCREEN_ATTR = "tradai.prescreen.unconfirmed_daily_sharpes"
@@ -147,6 +157,15 @@ def trial_records(study: Any) -> list[TrialRecord]:
     return sorted(records, key=lambda r: r.number)
 
 
+class _Worker(NamedTuple):
+    """One study-worker to launch: its index, its fork request, where it writes its summary or its error."""
+
+    index: int
+    request: ForkRequest
+    result_path: Path
+    error_path: Path
+
+
 class HyperoptResource(ConfigurableResource):
     """Runs Optuna studies whose trials are Freqtrade backtests, one process per core, offline."""
 
@@ -165,6 +184,25 @@ class HyperoptResource(ConfigurableResource):
     )
     timeout_seconds: float = Field(default=6 * 3600.0, gt=0, description="A study run longer is killed.")
     python_executable: str | None = Field(default=None, description="Interpreter for the workers.")
+    start_method: WorkerMode = Field(
+        default=DEFAULT_WORKER_MODE,
+        description="As FreqtradeResource's, and the same worker: shared: fork each study-worker from the "
+        "pre-loaded Freqtrade worker shared by every process of this user and checkout; prefork: from such a "
+        "worker of this process; spawn: a fresh interpreter per study-worker (pays the import time).",
+    )
+    shared_worker_folder: str | None = Field(
+        default=None,
+        description="start_method=shared: private folder (0700) for the shared worker's socket; default: "
+        "TRADAI_WORKER_DIR, else $XDG_RUNTIME_DIR/tradai, else <tmp>/tradai-<uid>.",
+    )
+    shared_worker_idle_seconds: float = Field(
+        default=600.0, gt=0, description="start_method=shared: the shared worker stops after this long idle."
+    )
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """Dagster sets the resource up for a step: start the zygote now, so it loads Freqtrade while the
+        step reads candles (a step that declares this resource is about to run a study)."""
+        self._launcher().prestart()
 
     # -- plumbing
 
@@ -181,6 +219,15 @@ class HyperoptResource(ConfigurableResource):
 
     def _work_root(self) -> Path:
         return work_root(self.work_dir, "hyperopt")
+
+    def _launcher(self) -> ChildLauncher:
+        """How study-workers start (`workers.launch`): forked from the zygote backtests fork from."""
+        return ChildLauncher(
+            python=self.python_executable or sys.executable,
+            start_method=self.start_method,
+            shared_folder=self.shared_worker_folder,
+            shared_idle_seconds=self.shared_worker_idle_seconds,
+        )
 
     def _snapshot_path(self) -> Path:
         return snapshot_path(self.exchange_info_path, "HyperoptResource")
@@ -264,14 +311,17 @@ class HyperoptResource(ConfigurableResource):
         *,
         strategy_config: StrategyConfig | None = None,
         importance_seed: int | None = None,
+        model: ExportedModel | None = None,
     ) -> StudyReport:
         """Run `spec.n_trials` more trials of the study of `strategy_name` on `run.timerange` (in-sample).
 
         `candles` cover the timerange plus the strategy's startup candles, as for a backtest. Raises
+        `model` is the booster a model strategy trades (as for `FreqtradeResource.backtest`). Raises
         StrategyValidationError for an invalid strategy, ConfigurationError for an untunable strategy or
         a study whose settings changed, BacktestError when a worker fails or the run times out.
         """
         strategy_dir = Path(strategy_dir)
+        self._launcher().prestart()  # the zygote loads Freqtrade while the study and workspace are set up
         report = validate_strategy(strategy_name, strategy_dir, config=strategy_config)
         report.raise_for_errors()
         config = strategy_config or report.config
@@ -296,13 +346,15 @@ class HyperoptResource(ConfigurableResource):
             "objective": spec.objective.value,
             "min_trades": spec.min_trades,
         }
+        if model is not None:  # trials of another model version measured another strategy
+            pins["model"] = {"name": model.name, "version": model.version}
         study = self._open_study(name, pins)
         trials_before = len(trial_records(study))
         snapshot = self._snapshot_path()
         started = time.monotonic()
         root = Path(tempfile.mkdtemp(prefix=f"ho-{strategy_name}-", dir=self._work_root()))
         try:
-            workspace = prepare_workspace(root, strategy_file, config, run, candles)
+            workspace = prepare_workspace(root, strategy_file, config, run, candles, model=model)
             markets = backtest_exchange_info(load_exchange_info(snapshot), pairs, candles)
             if markets is not None:  # pairs the snapshot lacks get markets, as for a backtest
                 snapshot = root / "exchange_info.json"
@@ -380,9 +432,7 @@ class HyperoptResource(ConfigurableResource):
                 seed=worker_seed(spec.seed, 0, trials_before),
             )
         shares = [spec.n_trials] if plan else worker_shares(spec.n_trials, spec.workers)
-        env = child_environment(os.environ)  # allowlisted: a study-worker never sees a secret
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-        env["PYTHONUNBUFFERED"] = "1"
+        env = child_env()
         argv = hyperopt_argv(
             workspace,
             config.name,
@@ -393,7 +443,6 @@ class HyperoptResource(ConfigurableResource):
             seed=spec.seed,
             min_trades=spec.min_trades,
         )
-        workers: list[tuple[subprocess.Popen[bytes], Path, Path, Path]] = []
         logger.info(
             "study %s: %d trials on %d worker(s) over %s, storage %s",
             study_name,
@@ -402,68 +451,86 @@ class HyperoptResource(ConfigurableResource):
             run.timerange,
             self.redacted_storage_url(),
         )
-        try:
-            for index, share in enumerate(shares):
-                folder = workspace.root / f"worker-{index}"
-                folder.mkdir()
-                job = HyperoptJob(
-                    argv=tuple(argv),
-                    strategy=config.name,
-                    exchange=config.exchange,
-                    exchange_info_path=str(snapshot),
-                    storage_url=self.resolved_storage_url(),
-                    study_name=study_name,
-                    n_trials=share,
-                    time_budget_seconds=spec.time_budget_seconds,
-                    sampler_seed=worker_seed(spec.seed, index, trials_before),
-                    startup_trials=spec.startup_trials,
-                    worker_index=index,
-                    objective=spec.objective,
-                    min_trades=spec.min_trades,
-                    search_space=space,
-                    prescreen=plan,
-                    result_path=str(folder / "result.json"),
-                    error_path=str(folder / "error.json"),
-                )
-                job_path = write_job(job, folder / "job.json")  # 0600: the storage URL may carry a password
-                stderr_path = folder / "worker.stderr"
-                with (folder / "worker.stdout").open("wb") as out, stderr_path.open("wb") as err:
-                    process = subprocess.Popen(
-                        [self.python_executable or sys.executable, "-m", WORKER_MODULE, str(job_path)],
-                        cwd=folder,
-                        env=env,
-                        stdout=out,
-                        stderr=err,
-                        start_new_session=True,
+        workers: list[_Worker] = []
+        for index, share in enumerate(shares):
+            folder = workspace.root / f"worker-{index}"
+            folder.mkdir()
+            job = HyperoptJob(
+                argv=tuple(argv),
+                strategy=config.name,
+                exchange=config.exchange,
+                exchange_info_path=str(snapshot),
+                storage_url=self.resolved_storage_url(),
+                study_name=study_name,
+                n_trials=share,
+                time_budget_seconds=spec.time_budget_seconds,
+                sampler_seed=worker_seed(spec.seed, index, trials_before),
+                startup_trials=spec.startup_trials,
+                worker_index=index,
+                objective=spec.objective,
+                min_trades=spec.min_trades,
+                search_space=space,
+                prescreen=plan,
+                result_path=str(folder / "result.json"),
+                error_path=str(folder / "error.json"),
+            )
+            job_path = write_job(job, folder / "job.json")  # 0600: the storage URL may carry a password
+            request = ForkRequest(
+                job_path=str(job_path),
+                cwd=str(folder),
+                stdout_path=str(folder / "worker.stdout"),
+                stderr_path=str(folder / "worker.stderr"),
+                env=env,  # allowlisted: a study-worker never sees a secret (the URL is in the 0600 job)
+            )
+            workers.append(_Worker(index, request, folder / "result.json", folder / "error.json"))
+        return self._launch(config.name, study_name, workers)
+
+    def _launch(self, strategy: str, study_name: str, workers: list[_Worker]) -> list[dict[str, Any]]:
+        """Run every study-worker at once, each a child process of its own forked from the zygote (else a
+        fresh interpreter); return their summaries. The first that fails, or the time limit, stops all."""
+        launcher = self._launcher()
+        stop = threading.Event()
+        summaries: dict[int, dict[str, Any]] = {}
+        with ThreadPoolExecutor(max_workers=len(workers), thread_name_prefix="study-worker") as pool:
+            running = {pool.submit(launcher.run, w.request, self.timeout_seconds, stop): w for w in workers}
+            try:
+                for future in as_completed(running):
+                    worker = running[future]
+                    try:
+                        done = future.result()
+                    except ChildTimeoutError:
+                        raise BacktestError(
+                            f"study {study_name} timed out after {self.timeout_seconds:g} s and was stopped; "
+                            "finished trials are kept in the storage",
+                            "run it again to continue, or raise HyperoptResource.timeout_seconds",
+                        ) from None
+                    except ChildLostError as exc:
+                        raise BacktestError(
+                            f"a hyperopt worker for {strategy} was lost: {exc}",
+                            "run the study again (finished trials are kept); if it repeats, set "
+                            "HyperoptResource.start_method='spawn'",
+                        ) from exc
+                    except InterpreterError as exc:
+                        raise ConfigurationError(
+                            f"cannot start the hyperopt worker's interpreter: {exc}",
+                            "set HyperoptResource.python_executable to a Python with the project installed",
+                        ) from exc
+                    stderr_path = Path(worker.request.stderr_path)
+                    if done.returncode != 0 or not worker.result_path.is_file():
+                        raise self._worker_error(strategy, done.returncode, worker.error_path, stderr_path)
+                    logger.info(
+                        "study-worker %d used %.1f s of CPU, %.0f MB at most",
+                        worker.index,
+                        done.cpu_seconds,
+                        done.max_rss_mb,
                     )
-                workers.append((process, folder / "result.json", folder / "error.json", stderr_path))
-            deadline = time.monotonic() + self.timeout_seconds
-            while any(process.poll() is None for process, *_ in workers):
-                for process, result_path, error_path, stderr_path in workers:
-                    code = process.poll()
-                    if code is not None and (code != 0 or not result_path.is_file()):
-                        raise self._worker_error(config.name, code, error_path, stderr_path)
-                if time.monotonic() > deadline:
-                    raise BacktestError(
-                        f"study {study_name} timed out after {self.timeout_seconds:g} s and was stopped; "
-                        "finished trials are kept in the storage",
-                        "run it again to continue, or raise HyperoptResource.timeout_seconds",
-                    )
-                time.sleep(POLL_SECONDS)
-            summaries = []
-            for process, result_path, error_path, stderr_path in workers:
-                if process.returncode != 0 or not result_path.is_file():
-                    raise self._worker_error(config.name, process.returncode, error_path, stderr_path)
-                summaries.append(json.loads(result_path.read_text(encoding="utf-8")))
-            return summaries
-        finally:
-            for process, *_ in workers:
-                if process.poll() is None:
-                    kill_group(process.pid)
-                    process.wait()
+                    summaries[worker.index] = json.loads(worker.result_path.read_text(encoding="utf-8"))
+            finally:
+                stop.set()  # the others are killed (each with its process group) before the pool closes
+        return [summaries[worker.index] for worker in workers]
 
     @staticmethod
-    def _worker_error(strategy: str, code: int | None, error_path: Path, stderr_path: Path) -> BacktestError:
+    def _worker_error(strategy: str, code: int, error_path: Path, stderr_path: Path) -> BacktestError:
         reason = ""
         if error_path.is_file():
             error = json.loads(error_path.read_text(encoding="utf-8"))

@@ -11,6 +11,7 @@ and removed after each run by its owner, the backtester or the hyperopt resource
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ from tradai_core.backtest_config import (
     resolve_pairs,
 )
 from tradai_core.errors import NotFoundError, ValidationError
+from tradai_core.registry import ExportedModel
 from tradai_core.settings import pair_slug
 from tradai_core.strategy_config import StrategyConfig
 
@@ -71,6 +73,11 @@ class BacktestWorkspace:
     def config_path(self) -> Path:
         """Freqtrade's config file."""
         return self.root / "config.json"
+
+    @property
+    def model_dir(self) -> Path:
+        """The booster a model strategy trades, exported by the parent (`copy_model`)."""
+        return self.root / "model"
 
     def backtest_argv(self, strategy: str, timerange: str, *, export: str = "none") -> list[str]:
         """The `freqtrade` argument list for this workspace (the stock CLI takes exactly these)."""
@@ -171,11 +178,12 @@ def prepare_workspace(
     run: BacktestRunConfig,
     candles: Mapping[str, pd.DataFrame],
     *,
-    model_store_uri: str | None = None,
+    model: ExportedModel | None = None,
 ) -> BacktestWorkspace:
     """Lay out everything one backtest reads under `root` (which must exist and be empty): candle files,
-    the strategy folder (`prepare_strategy_dir`), a user-data folder with Freqtrade's empty sub-folders and
-    Freqtrade's config file (naming `model_store_uri` for a model strategy, see `build_freqtrade_config`)."""
+    the strategy folder (`prepare_strategy_dir`), a user-data folder with Freqtrade's empty sub-folders,
+    for a model strategy the booster it trades (`model`, copied into the workspace: `copy_model`), and
+    Freqtrade's config file (naming that copy, see `build_freqtrade_config`)."""
     workspace = BacktestWorkspace(root)
     pairs = resolve_pairs(strategy, run)
     write_candles(candles, pairs, workspace.datadir, strategy.timeframe)
@@ -183,6 +191,30 @@ def prepare_workspace(
     workspace.user_data_dir.mkdir()
     for name in FREQTRADE_USER_SUBDIRS:
         (workspace.user_data_dir / name).mkdir()
-    config = build_freqtrade_config(strategy, run, model_store_uri=model_store_uri)
+    if model is not None:
+        model = copy_model(model, workspace.model_dir)
+    config = build_freqtrade_config(strategy, run, model=model)
     workspace.config_path.write_text(json.dumps(config, indent=2))
     return workspace
+
+
+def copy_model(model: ExportedModel, folder: Path) -> ExportedModel:
+    """Copy an exported booster into `folder` (created), checking its digest; the copy. ValidationError
+    when the file is missing or is not the file exported (altered, cut short): nothing is traded then."""
+    try:
+        data = model.path.read_bytes()
+    except OSError as exc:
+        raise ValidationError(
+            f"the exported model file of {model.name} v{model.version} cannot be read: {exc}",
+            "export the model version again (run the backtest again)",
+        ) from exc
+    if hashlib.sha256(data).hexdigest() != model.sha256:
+        raise ValidationError(
+            f"the exported model file of {model.name} v{model.version} ({model.path}) is not the file "
+            "that was exported (its SHA-256 differs)",
+            "export the model version again (run the backtest again)",
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{model.name}-v{model.version}.txt"
+    target.write_bytes(data)
+    return model.moved_to(target)

@@ -15,6 +15,7 @@ runs. A process-wide lock serialises those blocks between threads.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import importlib
 import importlib.metadata
 import json
@@ -46,6 +47,8 @@ from tradai_core.registry import (
     TAG_AUDIT_LAST,
     TAG_AUDIT_MODEL,
     TAG_AUDIT_PREFIX,
+    TAG_FEATURE_SET_HASH,
+    ExportedModel,
 )
 from tradai_core.settings import PROJECT_ROOT, TradAISettings
 from tradai_core.urls import redact_uri, scrub
@@ -749,6 +752,48 @@ class MLflowResource(dg.ConfigurableResource):
         module = importlib.import_module(f"mlflow.{flavor}")
         with _mlflow_globals(self.tracking_uri, self.resolved_registry_uri):
             return module.load_model(f"models:/{name}/{version}")
+
+    def export_booster(
+        self, name: str, version: int, folder: Path, *, alias: str | None = None
+    ) -> ExportedModel:
+        """Write the LightGBM booster of `name` version `version` to a file in `folder` (LightGBM's own text
+        format) for a backtest child to trade: the child reads the file and never this store or its URI.
+        Pinned by version, so the file is that version whatever an alias does meanwhile.
+
+        Raises NotFoundError for a missing version, ValidationError when it was trained on other features
+        than this code computes (its feature-set tag, or the booster's feature names).
+        """
+        from tradai_core.features import FEATURE_NAMES, feature_set_hash  # pandas, TA-Lib: on first use
+
+        info = self.get_version(name, version)  # imports MLflow the resource's way (no telemetry)
+        import mlflow.artifacts
+        import mlflow.lightgbm
+
+        trained_on = info.tags.get(TAG_FEATURE_SET_HASH)
+        if trained_on != feature_set_hash():
+            raise ValidationError(
+                f"{name} v{version} was trained on feature set {trained_on}, but this code computes feature "
+                f"set {feature_set_hash()}",
+                "retrain the model on the current features (materialize features, training_set, model)",
+            )
+        client = self.client()
+        source = client.get_model_version_download_uri(name, str(version))
+        with tempfile.TemporaryDirectory(prefix="tradai-model-") as scratch:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=source, dst_path=scratch, tracking_uri=self.tracking_uri
+            )
+            booster = mlflow.lightgbm.load_model(local)
+        if tuple(booster.feature_name()) != FEATURE_NAMES:
+            raise ValidationError(
+                f"{name} v{version} expects features {booster.feature_name()}, not the platform's",
+                "retrain the model on the current features",
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}-v{version}.txt"
+        booster.save_model(str(path))
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        logger.info("exported %s v%d%s for a backtest", name, version, f" ({alias})" if alias else "")
+        return ExportedModel(name=name, version=version, alias=alias, path=path, sha256=digest)
 
     # -- the champion's audit history: one run per entry in the audit experiment (vocabulary: registry)
 

@@ -46,9 +46,11 @@ def build_resources(settings: TradAISettings) -> dict[str, Any]:
             start_method=settings.backtest_workers,
             shared_worker_folder=str(settings.worker_dir) if settings.worker_dir else None,
         ),
-        "hyperopt": HyperoptResource(
+        "hyperopt": HyperoptResource(  # its study-workers fork from the backtests' worker
             work_dir=str(settings.resolved_data_dir / "hyperopt"),
             storage_url=_secret("TRADAI_OPTUNA_STORAGE"),
+            start_method=settings.backtest_workers,
+            shared_worker_folder=str(settings.worker_dir) if settings.worker_dir else None,
         ),
         "mlflow": MLflowResource(
             tracking_uri=_secret_or("TRADAI_MLFLOW_URI", settings.mlflow_uri, settings.resolved_mlflow_uri)

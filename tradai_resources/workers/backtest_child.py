@@ -22,7 +22,7 @@ argument list is parsed by Freqtrade's own `Arguments`, the config is built by F
 - **Every outbound socket is refused** (`network_guard`), so a change that makes Freqtrade reach for the
   network fails the run instead of silently hitting an exchange. The guard is down for one step only,
   between building the engine and starting it: each strategy's `prefetch()` hook (`TradAIStrategy`)
-  fetches what it declares it needs, such as an ML strategy's model from an MLflow tracking server.
+  fetches what it declares it needs (the ML strategy reads its exported model file there: no network).
 - **Historic price precision is computed arithmetically** (`vectorized_tick_size`): Freqtrade estimates
   each month's tick size by printing every open/high/low/close as a string, a quarter of a 12-pair
   backtest's time; `tradai_core.tick_size` gives the identical Series and candle columns without the
@@ -382,8 +382,9 @@ PRELOAD_MODULES: Final[tuple[str, ...]] = (
     "strategies.validation",
     "tradai_resources.workers.strategy_check_child",
 )
-"""Modules a backtest or a strategy check imports, imported once by the zygote (import only: no Freqtrade
-code is run)."""
+"""Modules a backtest or a strategy check imports, imported once by the zygote at start (import only: no
+Freqtrade code is run, nothing is compiled). A study-worker's own modules come on demand
+(`jobs.KIND_PRELOADS`)."""
 
 EXIT_CHILD_SETUP_FAILED: Final[int] = 70
 
@@ -399,7 +400,7 @@ def _reseed_numpy() -> None:
 def become_job(request: ForkRequest, inherited: list[Callable[[], None]]) -> NoReturn:
     """In the forked child: drop the zygote's descriptors and signal set-up, take the job's session,
     files, folder and environment, run the job like `python -m MODULE job.json` (the module its `kind`
-    names: `jobs.JOB_ENTRIES`), and exit with its code."""
+    names: `jobs.JOB_MODULES`), and exit with its code."""
     code = EXIT_CHILD_SETUP_FAILED
     try:
         signal.set_wakeup_fd(-1)

@@ -4,9 +4,9 @@ Children get an explicit allowlist, never the parent's whole environment: the pa
 keys, the notification webhook, storage URLs with passwords and cloud credentials, none of which a
 backtest needs — and a shared zygote's job request travels over a socket to another process. What is kept:
 the interpreter and locale set-up (PATH, HOME, LANG/LC_*, TZ, temp folders, PYTHON*, the native library
-path), the thread-count knobs of the numeric libraries, and the two TradAI settings a strategy reads in the
-child: `TRADAI_HOME` (default locations) and `TRADAI_MLFLOW_URI` (the LgbmClassifier strategy loads its
-model from it; it may hold a password, so it is passed but never logged).
+path), the thread-count knobs of the numeric libraries, and `TRADAI_HOME` (default locations). No tracking
+URI: a model strategy trades a booster file its parent exported into the workspace
+(`strategies.model_store`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ ALLOWED_NAMES: Final[frozenset[str]] = frozenset(
         "VIRTUAL_ENV",
         "LD_LIBRARY_PATH",
         "TRADAI_HOME",
-        "TRADAI_MLFLOW_URI",
     }
 )
 """Variables passed to a child by exact name."""

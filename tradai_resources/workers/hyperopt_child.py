@@ -1,4 +1,5 @@
-"""Child process running one study-worker: `python -m tradai_resources.workers.hyperopt_child JOB`.
+"""Child process running one study-worker: `python -m tradai_resources.workers.hyperopt_child JOB`, or,
+as a rule, a child forked from the pre-loaded Freqtrade worker (`zygote_server`) that calls `main([JOB])`.
 
 One study-worker is one process (Freqtrade keeps process-global state and replaces the root logging
 handlers, as for a backtest) that evaluates its share of a study's trials against the shared Optuna

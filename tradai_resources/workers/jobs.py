@@ -2,9 +2,9 @@
 list, the market snapshot, where to write its result or its error), plus what a backtest or a study-worker
 adds; or a strategy check (`StrategyCheckJob`: the validator, run where Freqtrade is loaded already). The
 parent writes it as a JSON file (`write_job`); the child reads it, runs it, and writes its result
-atomically or a short `error.json` (`run_job_file`). Each job file names its `kind`, and `JOB_ENTRIES` the
-module whose `main(argv)` runs that kind — in a child forked from the zygote (`backtest_child.become_job`)
-or as `python -m MODULE JOB.json`."""
+atomically or a short `error.json` (`run_job_file`). Each job file names its `kind`, and `JOB_MODULES` the
+module whose `main([JOB])` runs that kind — in a child forked from the zygote (`run_job_path`, called by
+`backtest_child.become_job`) or as `python -m MODULE JOB` (`job_module`)."""
 
 from __future__ import annotations
 
@@ -92,32 +92,66 @@ class StrategyCheckJob(JobFile):
     """The config to check the class against; None: the YAML beside the module."""
 
 
-JOB_ENTRIES: Final[dict[str, str]] = {
+JOB_MODULES: Final[dict[str, str]] = {
     "backtest": "tradai_resources.workers.backtest_child",
     "hyperopt": "tradai_resources.workers.hyperopt_child",
     "strategy_check": "tradai_resources.workers.strategy_check_child",
 }
-"""Job kind → the module whose `main([job_path])` runs it (a job file without `kind` is a backtest)."""
+"""Job kind → the module running it; each has `main(argv) -> exit code` and runs as `python -m MODULE JOB`."""
+KIND_PRELOADS: Final[dict[str, tuple[str, ...]]] = {
+    "hyperopt": (
+        "sqlalchemy.dialects.sqlite",
+        "optuna.storages",
+        "optuna.samplers",
+        "freqtrade.data.converter",
+        "freqtrade.optimize.hyperopt.hyperopt_auto",
+        "freqtrade.optimize.hyperopt_tools",
+        "freqtrade.util.dry_run_wallet",
+        "tradai_resources.workers.hyperopt_child",
+        "tradai_core.prescreen_kernel",
+    ),
+}
+"""What the zygote imports, once, before it forks the first job of a kind, beyond what it preloads at start
+(`backtest_child.PRELOAD_MODULES`: backtests and strategy checks). A study-worker's Optuna, Freqtrade's
+hyperopt helpers and the pre-screen's Numba kernel (≈ 3 s of LLVM) would otherwise delay every zygote's
+start — and so the first backtest of a launch — for studies that may never come."""
+DEFAULT_KIND: Final[str] = "backtest"
+"""The kind of a job file that names none (or cannot be read: the backtest worker then says what is wrong)."""
 
 
-def job_entry(job_path: str | Path) -> str:
-    """The module that runs the job file at `job_path`, by the `kind` it names; ValueError for an unknown
-    kind or a file that is no JSON object (the message names the kind, never the file's values)."""
+def job_kind(path: str | Path) -> str:
+    """The kind the job file `path` names (`JOB_MODULES`). A file that cannot be read or parsed, or names no
+    kind, is of the default kind, whose module's `main` reports it as an invalid job file; ValueError for a
+    kind no module runs (the message never quotes the file's other values)."""
     try:
-        job = json.loads(Path(job_path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"unreadable job file ({type(exc).__name__})") from None
-    kind = job.get("kind", "backtest") if isinstance(job, dict) else None
-    if not isinstance(kind, str) or kind not in JOB_ENTRIES:
-        raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(JOB_ENTRIES)}")
-    return JOB_ENTRIES[kind]
+        text = Path(path).read_bytes()
+    except OSError:
+        return DEFAULT_KIND
+    return kind_named(text, str(path))
+
+
+def kind_named(text: bytes, where: str = "the job file") -> str:
+    """The kind the job file's contents `text` name (see `job_kind`)."""
+    try:
+        kind = json.loads(text).get("kind", DEFAULT_KIND)
+    except (ValueError, AttributeError):
+        kind = DEFAULT_KIND
+    if not isinstance(kind, str) or kind not in JOB_MODULES:
+        shown = repr(kind[:40]) if isinstance(kind, str) else f"a {type(kind).__name__}"
+        raise ValueError(f"job file {where} names the kind {shown}; known kinds: {', '.join(JOB_MODULES)}")
+    return kind
+
+
+def job_module(path: str | Path) -> str:
+    """The module that runs the job file `path`, by the kind it names (`job_kind`)."""
+    return JOB_MODULES[job_kind(path)]
 
 
 def run_job_path(job_path: str) -> int:
-    """In a forked child: run the job file at `job_path` with the entry its kind names, as
+    """In a forked child: run the job file at `job_path` with the module its kind names, as
     `python -m MODULE JOB` would; its exit code (`EXIT_BAD_JOB` for a file naming no known kind)."""
     try:
-        module = importlib.import_module(job_entry(job_path))
+        module = importlib.import_module(job_module(job_path))
     except ValueError as exc:
         sys.stderr.write(f"invalid job file {job_path}: {exc}\n")
         return EXIT_BAD_JOB
@@ -129,7 +163,7 @@ def run_job_path(job_path: str) -> int:
 JobT = TypeVar("JobT", bound=JobFile)
 
 
-def write_job(job: ChildJob, path: Path) -> Path:
+def write_job(job: JobFile, path: Path) -> Path:
     """Write `job` to `path`, readable by this user only (a study's storage URL may carry a password)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -83,6 +83,8 @@ BOOT_TIMEOUT_S: Final[float] = 180.0
 """How long the zygote may take to import Freqtrade and report ready."""
 ANSWER_TIMEOUT_S: Final[float] = 30.0
 """How long the zygote may take to answer with a child's pid, or with its exit code after a kill."""
+STOP_POLL_S: Final[float] = 0.2
+"""How often a requester waiting for its child looks at its `stop` event."""
 LOG_TAIL_LINES: Final[int] = 25
 
 
@@ -103,6 +105,10 @@ class ZygoteStaleError(ZygoteError):
 
 class ZygoteTimeoutError(TimeoutError):
     """A forked backtest ran past its time limit and was killed."""
+
+
+class ZygoteStoppedError(RuntimeError):
+    """A forked child was killed because its requester asked it to stop (`stop` set)."""
 
 
 def _with_log(reason: str, tail: str, started: bool) -> ZygoteError:
@@ -140,18 +146,31 @@ def _kill_child(child: ProcessInfo | None) -> None:
     kill_group(child.pid)
 
 
+def _kill_through(conn: socket.socket, lines: LineReader, child: ProcessInfo | None) -> None:
+    """Have the zygote kill the child on `conn` and wait for its exit report; kill it ourselves if the
+    zygote does not answer."""
+    killed = None
+    with contextlib.suppress(OSError, TimeoutError):
+        conn.sendall(KILL_COMMAND + b"\n")
+        killed = lines.read(time.monotonic() + ANSWER_TIMEOUT_S)
+    if killed is None:
+        _kill_child(child)
+
+
 def _await_child(
     conn: socket.socket,
     timeout: float,
     fail: Callable[[str, bool], ZygoteError],
     zygote_pid: int | None,
+    stop: threading.Event | None = None,
 ) -> ChildExit:
     """After a `ForkRequest` went out on `conn` to the zygote `zygote_pid`: wait for the child's pid, then
     for its exit.
 
-    Raises ZygoteTimeoutError after killing a child that ran longer than `timeout` seconds, ZygoteStaleError
-    when a shared zygote runs outdated code, and `fail(reason, started)` when the zygote did not fork or died
-    meanwhile. Any other exception here (an interrupt) kills the child before it propagates.
+    Raises ZygoteTimeoutError after killing a child that ran longer than `timeout` seconds,
+    ZygoteStoppedError after killing it once `stop` is set, ZygoteStaleError when a shared zygote runs
+    outdated code, and `fail(reason, started)` when the zygote did not fork or died meanwhile. Any other
+    exception here (an interrupt) kills the child before it propagates.
     """
     lines = LineReader(conn)
     try:
@@ -168,18 +187,20 @@ def _await_child(
         raise fail(f"the zygote answered no valid pid: {answer}", False) from None
     child = _verified_child(pid, zygote_pid)
     finished = False
+    end = time.monotonic() + timeout
     try:
-        try:
-            done = lines.read(time.monotonic() + timeout)
-        except TimeoutError:
-            killed = None
-            with contextlib.suppress(OSError, TimeoutError):
-                conn.sendall(KILL_COMMAND + b"\n")
-                killed = lines.read(time.monotonic() + ANSWER_TIMEOUT_S)
-            if killed is None:
-                _kill_child(child)
-            finished = True
-            raise ZygoteTimeoutError(f"killed after {timeout:g} s") from None
+        while True:
+            try:
+                done = lines.read(end if stop is None else min(end, time.monotonic() + STOP_POLL_S))
+                break
+            except TimeoutError:
+                stopped = stop is not None and stop.is_set()
+                if stopped or time.monotonic() >= end:
+                    _kill_through(conn, lines, child)
+                    finished = True
+                    if stopped:
+                        raise ZygoteStoppedError("stopped on request") from None
+                    raise ZygoteTimeoutError(f"killed after {timeout:g} s") from None
         if done is None:
             raise fail("the zygote exited while a backtest ran", True)
         finished = True
@@ -279,12 +300,13 @@ class WorkerZygote:
                 self._ready = ready
             return self._ready
 
-    def run(self, request: ForkRequest, timeout: float) -> ChildExit:
+    def run(self, request: ForkRequest, timeout: float, stop: threading.Event | None = None) -> ChildExit:
         """Run `request` in a fresh child forked from the zygote; return how it exited.
 
-        Raises ZygoteTimeoutError after killing a child that ran longer than `timeout` seconds, and
-        ZygoteError when the zygote cannot take the job or dies meanwhile. Any other exception here (an
-        interrupt) kills the child before it propagates.
+        Raises ZygoteTimeoutError after killing a child that ran longer than `timeout` seconds,
+        ZygoteStoppedError after killing it once `stop` is set, and ZygoteError when the zygote cannot take
+        the job or dies meanwhile. Any other exception here (an interrupt) kills the child before it
+        propagates.
         """
         self.wait_ready()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -297,7 +319,7 @@ class WorkerZygote:
                 raise self._fail(f"the zygote does not take jobs any more: {exc}", started=False) from exc
             finally:
                 theirs.close()
-            return _await_child(mine, timeout, self._fail, self.pid)
+            return _await_child(mine, timeout, self._fail, self.pid, stop)
         finally:
             mine.close()
 
@@ -518,7 +540,7 @@ class SharedZygote:
                 self.start()
             time.sleep(SHARED_BOOT_POLL_S)
 
-    def run(self, request: ForkRequest, timeout: float) -> ChildExit:
+    def run(self, request: ForkRequest, timeout: float, stop: threading.Event | None = None) -> ChildExit:
         """Run `request` in a fresh child forked from the shared zygote (see `WorkerZygote.run`). A zygote
         on outdated code, or one that idled out between connect attempts, is replaced transparently."""
         for _ in range(3):
@@ -532,7 +554,7 @@ class SharedZygote:
                 except OSError:
                     continue  # it stopped listening between our connect and send
                 peer = peer_credentials(conn)
-                return _await_child(conn, timeout, self._fail, peer[0] if peer else None)
+                return _await_child(conn, timeout, self._fail, peer[0] if peer else None, stop)
             except ZygoteStaleError as exc:
                 logger.info("%s; starting one on the current code", exc)
             finally:

@@ -24,6 +24,7 @@ import selectors
 import shutil
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -37,10 +38,11 @@ from tradai_resources.workers.folder import (
     open_own_file,
     open_private_folder,
 )
-from tradai_resources.workers.jobs import EXIT_BAD_JOB, EXIT_OK
+from tradai_resources.workers.jobs import EXIT_BAD_JOB, EXIT_OK, KIND_PRELOADS, kind_named
 from tradai_resources.workers.processes import kill_group, peer_credentials
 from tradai_resources.workers.protocol import (
     KILL_COMMAND,
+    MAX_REQUEST_BYTES,
     STALE_ANSWER,
     ForkRequest,
     read_request,
@@ -62,11 +64,11 @@ def preload(modules: tuple[str, ...] = PRELOAD_MODULES) -> tuple[list[str], dict
     return imported, failed
 
 
-def _preload_and_freeze() -> tuple[list[str], dict[str, str]]:
-    """Import `PRELOAD_MODULES` with the collector off, then freeze them out of it (see the module doc)."""
+def _preload_and_freeze(modules: tuple[str, ...] = PRELOAD_MODULES) -> tuple[list[str], dict[str, str]]:
+    """Import `modules` with the collector off, then freeze them out of it (see the module doc)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # whoever started us owns our lifetime, not the terminal
     gc.disable()  # no collections while importing: everything imported stays alive anyway
-    imported, failed = preload()
+    imported, failed = preload(modules)
     gc.collect()
     gc.freeze()  # children never scan (nor copy-on-write) the preloaded heap: ~2 s CPU less per backtest
     gc.enable()
@@ -97,6 +99,25 @@ def changed_source(recorded: Mapping[str, tuple[int, int]]) -> str | None:
     return None
 
 
+def _regular_job_kind(job_path: str) -> str | None:
+    """The kind a job file names, if it is a regular file of at most `MAX_REQUEST_BYTES` — read without
+    ever blocking the zygote (a FIFO or a device is the child's business); None otherwise, or for a file
+    the child will refuse."""
+    try:
+        fd = os.open(job_path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode) or status.st_size > MAX_REQUEST_BYTES:
+            return None
+        return kind_named(os.read(fd, MAX_REQUEST_BYTES), job_path)
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+
+
 class _Forker:
     """The zygote's loop: fork one child per job socket, report its pid and exit on that socket, kill it
     on request or when the requester goes away. Job sources (the control socket, a listening socket) are
@@ -119,6 +140,9 @@ class _Forker:
         self.children: dict[int, socket.socket] = {}
         self.closers: list[Callable[[], None]] = []
         """What a forked child must close besides the forker's own descriptors (sources, the lock)."""
+        self.preloaded_kinds: set[str] = set()
+        self.loaded_more = False
+        """True once a job kind's own modules were imported after start (`jobs.KIND_PRELOADS`)."""
 
     def add_source(self, source: socket.socket) -> None:
         """Watch `source`: `poll` returns it when it is readable."""
@@ -147,6 +171,7 @@ class _Forker:
             send_json(conn, {"error": f"bad request ({type(exc).__name__})"})
             conn.close()
             return
+        self._preload_kind(request.job_path)
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         pid = os.fork()
@@ -155,6 +180,24 @@ class _Forker:
         self.children[pid] = conn
         send_json(conn, {"pid": pid})
         self._selector.register(conn, selectors.EVENT_READ, pid)
+
+    def _preload_kind(self, job_path: str) -> None:
+        """Before the first job of a kind with modules of its own (`jobs.KIND_PRELOADS`), import them here,
+        once: that child and every later one of the kind start with them loaded, and a zygote that only
+        ever runs backtests never pays for them."""
+        kind = _regular_job_kind(job_path)
+        modules = KIND_PRELOADS.get(kind or "", ())
+        if not modules or kind in self.preloaded_kinds:
+            return
+        self.preloaded_kinds.add(kind)
+        _, failed = _preload_and_freeze(modules)
+        self.loaded_more = True
+        if failed:
+            sys.stderr.write(f"zygote: could not preload {failed} for {kind} jobs\n")
+        if threading.active_count() != 1:
+            sys.stderr.write(
+                f"zygote: {threading.active_count()} threads after preload; fork may be unsafe\n"
+            )
 
     def kill_all(self) -> None:
         """Kill every running child (each is reaped and reported as usual)."""
@@ -377,6 +420,10 @@ def serve_shared(
                 conn.close()
             else:
                 forker.fork_job(conn)
+                if forker.loaded_more:  # a job kind's own modules: watched from their import on
+                    forker.loaded_more = False
+                    for path, stamp in loaded_sources().items():
+                        sources.setdefault(path, stamp)
 
     listening = True
     last_busy = time.monotonic()
