@@ -24,7 +24,7 @@ from typing import Final
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tradai_core.errors import ValidationError
 from tradai_core.statistics import FREQTRADE_SENTINEL
@@ -76,6 +76,20 @@ class PrescreenPlan(BaseModel):
     agreement_sample: int = Field(ge=3, description="Random explored sets Freqtrade backtests for Spearman.")
     min_spearman: float = Field(default=MIN_SPEARMAN, ge=-1, le=1)
     seed: int = 0
+    workers: int = Field(
+        default=1, ge=1, description="Study-workers sharing the exploration and the Freqtrade confirmations."
+    )
+    exchange_dir: str | None = Field(
+        default=None,
+        description="Folder through which the workers tell each other what they explored and confirmed "
+        "(required with more than one worker).",
+    )
+
+    @model_validator(mode="after")
+    def _exchange_for_several(self) -> PrescreenPlan:
+        if self.workers > 1 and not self.exchange_dir:
+            raise ValueError(f"{self.workers} pre-screen workers need an exchange_dir to share their work")
+        return self
 
 
 class PrescreenSummary(BaseModel):

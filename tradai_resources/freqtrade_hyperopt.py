@@ -372,14 +372,18 @@ class HyperoptResource(ConfigurableResource):
     ) -> list[dict[str, Any]]:
         """Start one study-worker per share of the trials, wait for all; stop all when one fails."""
         plan = None
-        if spec.prescreen:  # one worker explores, then backtests the sample and the finalists
+        if spec.prescreen:  # every worker explores, then backtests its part of the sample and finalists
+            exchange = workspace.root / "prescreen"
+            exchange.mkdir()
             plan = PrescreenPlan(
                 explore_trials=spec.prescreen_trials,
                 top_k=spec.n_trials,
                 agreement_sample=spec.agreement_sample,
                 seed=worker_seed(spec.seed, 0, trials_before),
+                workers=spec.workers,
+                exchange_dir=str(exchange),
             )
-        shares = [spec.n_trials] if plan else worker_shares(spec.n_trials, spec.workers)
+        shares = [spec.n_trials] * spec.workers if plan else worker_shares(spec.n_trials, spec.workers)
         env = child_environment(os.environ)  # allowlisted: a study-worker never sees a secret
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
