@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -53,30 +52,34 @@ def _share(total: int, workers: int, index: int) -> int:
 
 def _confirm(
     study: Any,
-    objective: Callable[[Any], float],
+    objective: Any,
     params: list[dict[str, Any]],
     exchange: WorkerExchange | None,
 ) -> dict[str, float]:
-    """Backtest `params` with Freqtrade as trials of the shared study; {set key: value} of the trials this
-    worker ran (another worker may run some of the sets this one queued, and the reverse), each also
-    published to the other workers."""
-    if not params:
-        return {}
+    """Backtest `params` with Freqtrade, each added to the shared study as a finished trial (with the
+    record every trial carries), and published to the other workers; {set key: value}.
+
+    Added, not enqueued: with several workers on one SQLite storage, two of them could pop the same queued
+    trial."""
+    import optuna
+
+    space = objective.engine.space
+    distributions = space.distributions()
     ran: dict[str, float] = {}
-
-    def record(_study: Any, trial: Any) -> None:
-        if trial.value is None:
-            raise RuntimeError(f"the Freqtrade confirmation of {trial.params} has no value")
-        ran[_key(trial.params)] = float(trial.value)
+    for values in params:
+        applied = {spec.name: spec.normalize(values[spec.name]) for spec in space.parameters}
+        value, record = objective.run(study, applied, values)
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=values,
+                distributions={name: distributions[name] for name in values},
+                value=value,
+                user_attrs={"record": record},
+            )
+        )
+        ran[_key(values)] = value
         if exchange is not None:
-            exchange.publish({"confirmed": trial.params, "value": float(trial.value)})
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # enqueue_trial's "experimental" note
-        for values in params:
-            study.enqueue_trial(values, skip_if_exists=False)
-    # every worker queues all of its sets before it runs any, so a worker never finds the queue empty
-    study.optimize(objective, n_trials=len(params), callbacks=[record])
+            exchange.publish({"confirmed": values, "value": value})
     return ran
 
 
@@ -101,7 +104,7 @@ def _distinct_finalists(explored: list[Explored], skip: set[str], top_k: int) ->
 def run_prescreened(
     study: Any,
     engine: Any,
-    objective: Callable[[Any], float],
+    objective: Any,
     job: HyperoptJob,
     timeout: float | None,
     make_sampler: Callable[[int, int], Any],
@@ -132,7 +135,7 @@ def run_prescreened(
 def _run(
     study: Any,
     screen: PrescreenEngine,
-    objective: Callable[[Any], float],
+    objective: Any,
     job: HyperoptJob,
     plan: PrescreenPlan,
     timeout: float | None,
