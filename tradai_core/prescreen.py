@@ -32,6 +32,11 @@ from tradai_core.statistics import FREQTRADE_SENTINEL
 MIN_SPEARMAN: Final[float] = 0.9
 """Rank agreement with Freqtrade below which the pre-screen switches itself off for a strategy."""
 
+SETS_PER_SEARCH: Final[int] = 125
+"""Parameter sets per independent TPE search of the exploration (`searches_for`): TPE settles on one
+region within about a hundred sets, and where it settles depends on its seed far more than on how long it
+then runs, so a budget buys more spread as several seeded searches than as one long one."""
+
 UNMODELLED_CALLBACKS: Final[dict[str, str]] = {
     "custom_exit": "custom_exit decides exits per trade",
     "custom_stoploss": "custom_stoploss moves the stop per trade",
@@ -76,6 +81,9 @@ class PrescreenPlan(BaseModel):
     agreement_sample: int = Field(ge=3, description="Random explored sets Freqtrade backtests for Spearman.")
     min_spearman: float = Field(default=MIN_SPEARMAN, ge=-1, le=1)
     seed: int = 0
+    searches: int = Field(
+        default=1, ge=1, description="Independent seeded TPE searches sharing explore_trials (searches_for)."
+    )
     workers: int = Field(
         default=1, ge=1, description="Study-workers sharing the exploration and the Freqtrade confirmations."
     )
@@ -90,6 +98,24 @@ class PrescreenPlan(BaseModel):
         if self.workers > 1 and not self.exchange_dir:
             raise ValueError(f"{self.workers} pre-screen workers need an exchange_dir to share their work")
         return self
+
+
+def searches_for(explore_trials: int, workers: int = 1) -> int:
+    """How many independent TPE searches explore `explore_trials` sets: one per `SETS_PER_SEARCH` sets, at
+    least one per worker (and never more than there are sets)."""
+    return max(1, min(explore_trials, max(workers, round(explore_trials / SETS_PER_SEARCH))))
+
+
+def search_sizes(explore_trials: int, searches: int) -> list[int]:
+    """Sets per search: `explore_trials` split as evenly as possible."""
+    count = max(1, min(searches, explore_trials))
+    base, extra = divmod(explore_trials, count)
+    return [base + (1 if i < extra else 0) for i in range(count)]
+
+
+def search_seed(seed: int, search: int) -> int:
+    """Sampler seed of search `search`: `seed` itself for the first, as a study-worker's sampler."""
+    return (seed + 7919 * search) % 2**32
 
 
 class PrescreenSummary(BaseModel):

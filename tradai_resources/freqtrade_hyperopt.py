@@ -54,7 +54,7 @@ from tradai_core.hyperopt import (
     worker_seed,
     worker_shares,
 )
-from tradai_core.prescreen import PrescreenPlan, PrescreenSummary
+from tradai_core.prescreen import PrescreenPlan, PrescreenSummary, searches_for
 from tradai_core.settings import PROJECT_ROOT, TradAISettings
 from tradai_core.strategy_config import StrategyConfig
 from tradai_replay.markets import load_exchange_info
@@ -380,6 +380,7 @@ class HyperoptResource(ConfigurableResource):
                 top_k=spec.n_trials,
                 agreement_sample=spec.agreement_sample,
                 seed=worker_seed(spec.seed, 0, trials_before),
+                searches=searches_for(spec.prescreen_trials, spec.workers),
                 workers=spec.workers,
                 exchange_dir=str(exchange),
             )

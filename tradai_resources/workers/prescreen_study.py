@@ -25,7 +25,14 @@ from collections.abc import Callable
 from typing import Any
 
 from tradai_core.hyperopt import worker_shares
-from tradai_core.prescreen import PrescreenPlan, PrescreenSummary, agreement, sample_indices
+from tradai_core.prescreen import (
+    PrescreenPlan,
+    PrescreenSummary,
+    agreement,
+    sample_indices,
+    search_seed,
+    search_sizes,
+)
 from tradai_resources.workers.fast_tpe import vectorized_log_ndtr
 from tradai_resources.workers.jobs import HyperoptJob
 from tradai_resources.workers.prescreen_engine import PrescreenEngine, Unmodellable
@@ -48,6 +55,11 @@ def _share(total: int, workers: int, index: int) -> int:
     """Worker `index`'s part of `total` (0 when there are fewer items than workers)."""
     shares = worker_shares(total, workers) if total > 0 else []
     return shares[index] if index < len(shares) else 0
+
+
+def _left(timeout: float | None, started: float) -> float | None:
+    """What is left of `timeout` seconds since `started` (perf_counter)."""
+    return None if timeout is None else max(timeout - (time.perf_counter() - started), 0.001)
 
 
 def _confirm(
@@ -146,11 +158,7 @@ def _run(
 
     index, workers = job.worker_index, plan.workers
     space = job.search_space
-    distributions = space.distributions()
     started = time.perf_counter()
-    explore = optuna.create_study(
-        direction="maximize", sampler=make_sampler(job.sampler_seed, job.startup_trials)
-    )
     scored: dict[str, Explored] = {}
     own = {"trials": 0}
     confirmed: dict[str, float] = {}
@@ -161,15 +169,7 @@ def _run(
             return
         for peer, message in exchange.receive():
             if "set" in message:
-                params, record = message["set"], message["record"]
-                scored.setdefault(_key(params), (params, record))
-                explore.add_trial(
-                    optuna.trial.create_trial(
-                        params=params,
-                        distributions={name: distributions[name] for name in params},
-                        value=float(record["value"]),
-                    )
-                )
+                scored.setdefault(_key(message["set"]), (message["set"], message["record"]))
             elif "confirmed" in message:
                 confirmed[_key(message["confirmed"])] = float(message["value"])
             elif "done" in message:
@@ -186,13 +186,14 @@ def _run(
                 exchange.publish({"set": dict(trial.params), "record": record})
         return float(scored[key][1]["value"])
 
+    sizes = search_sizes(plan.explore_trials, plan.searches)
     with vectorized_log_ndtr():
-        explore.optimize(
-            score,
-            n_trials=_share(plan.explore_trials, workers, index),
-            timeout=timeout,
-            callbacks=[lambda *_: absorb()],
-        )
+        for search in range(index, len(sizes), workers):  # search j runs on worker j mod workers
+            explore = optuna.create_study(
+                direction="maximize", sampler=make_sampler(search_seed(plan.seed, search), job.startup_trials)
+            )
+            explore.optimize(score, n_trials=sizes[search], timeout=_left(timeout, started))
+            absorb()
     done[index] = {"done": own["trials"], "signals": screen.signal_computations}
     if exchange is not None:
         exchange.publish(done[index])
