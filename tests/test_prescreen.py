@@ -181,8 +181,9 @@ def test_the_vectorized_log_cdf_is_optunas_and_tpe_draws_the_same_sets() -> None
 
 def test_the_exploration_budget_is_split_into_seeded_searches() -> None:
     assert searches_for(60) == 1 and searches_for(60, workers=2) == 2
-    assert searches_for(500, workers=2) == 4 and searches_for(3, workers=8) == 3
-    assert search_sizes(500, 4) == [125] * 4 and search_sizes(7, 3) == [3, 2, 2]
+    assert searches_for(500, workers=2) == 2 and searches_for(1000, workers=2) == 4
+    assert searches_for(3, workers=8) == 3
+    assert search_sizes(1000, 4) == [250] * 4 and search_sizes(7, 3) == [3, 2, 2]
     assert search_seed(7, 0) == 7 and len({search_seed(7, i) for i in range(8)}) == 8
 
 

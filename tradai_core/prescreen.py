@@ -32,10 +32,11 @@ from tradai_core.statistics import FREQTRADE_SENTINEL
 MIN_SPEARMAN: Final[float] = 0.9
 """Rank agreement with Freqtrade below which the pre-screen switches itself off for a strategy."""
 
-SETS_PER_SEARCH: Final[int] = 125
-"""Parameter sets per independent TPE search of the exploration (`searches_for`): TPE settles on one
-region within about a hundred sets, and where it settles depends on its seed far more than on how long it
-then runs, so a budget buys more spread as several seeded searches than as one long one."""
+SETS_PER_SEARCH: Final[int] = 250
+"""Parameter sets per independent TPE search of the exploration (`searches_for`). Where TPE settles depends
+much on its seed, so a budget buys more as several seeded searches than as one long one; but on some
+landscapes (RsiMeanReversion's) a search keeps improving for a few hundred sets, so searches are not
+shorter than this."""
 
 UNMODELLED_CALLBACKS: Final[dict[str, str]] = {
     "custom_exit": "custom_exit decides exits per trade",
