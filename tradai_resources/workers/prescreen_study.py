@@ -80,7 +80,7 @@ def _confirm(
     ran: dict[str, float] = {}
     for values in params:
         applied = {spec.name: spec.normalize(values[spec.name]) for spec in space.parameters}
-        value, record = objective.run(study, applied, values)
+        value, record = objective.run(study, applied, values, "a pre-screen confirmation")
         study.add_trial(
             optuna.trial.create_trial(
                 params=values,
