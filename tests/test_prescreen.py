@@ -24,6 +24,9 @@ from tradai_core.prescreen import (
     MIN_SPEARMAN,
     agreement,
     fast_daily_returns,
+    search_seed,
+    search_sizes,
+    searches_for,
     spearman,
     unmodellable_reasons,
 )
@@ -31,9 +34,12 @@ from tradai_resources.freqtrade_backtester import DEFAULT_EXCHANGE_INFO
 from tradai_resources.freqtrade_hyperopt import HyperoptResource, hyperopt_argv
 from tradai_resources.freqtrade_workspace import prepare_workspace
 from tradai_resources.hyperopt_space import search_space
-from tradai_resources.workers.hyperopt_child import trial_engine
+from tradai_resources.workers.fast_tpe import log_ndtr, vectorized_log_ndtr
+from tradai_resources.workers.hyperopt_child import make_sampler, trial_engine
 from tradai_resources.workers.jobs import HyperoptJob
 from tradai_resources.workers.prescreen_engine import PrescreenEngine
+from tradai_resources.workers.prescreen_exchange import WorkerExchange
+from tradai_resources.workers.prescreen_study import _distinct_finalists
 
 PAIRS = ("BTC/USDT", "ETH/USDT", "ADA/USDT")
 IN_SAMPLE = BacktestRunConfig(timerange="20210101-20210301", pairs=PAIRS)
@@ -122,7 +128,97 @@ def test_the_simulation_makes_freqtrades_trades(
     assert compared == 6 and traded >= 2  # the comparison covered parameter sets that trade
 
 
+def test_indicators_that_read_tuned_values_are_computed_once_per_value_of_those(
+    candles: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    # BollingerBreakout's bands read buy_bb_std: indicators per buy_bb_std value, not per parameter set
+    job = _engine_job("BollingerBreakout", tmp_path, candles)
+    sampler = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=11))
+    with trial_engine(job) as (engine, _markets):
+        assert engine.static_parameters == ["buy_bb_std"]
+        screen = PrescreenEngine(engine)  # its own signals: indicators with the default, 2.0
+        stds = {2.0}
+        for i in range(12):
+            trial = sampler.ask()
+            values = {spec.name: spec.suggest(trial) for spec in job.search_space.parameters}
+            values["buy_bb_std"] = (2.0, 2.5)[i % 2]
+            stds.add(values["buy_bb_std"])
+            first = screen.evaluate(values)
+            again = screen.evaluate(values)  # from the caches: the same score
+            assert again["value"] == first["value"]
+        assert screen.indicator_computations == len(stds) == 2
+
+
 # -- pure logic
+
+
+def test_the_vectorized_log_cdf_is_optunas_and_tpe_draws_the_same_sets() -> None:
+    from optuna.samplers._tpe import _truncnorm
+
+    grid = np.concatenate([np.linspace(-400.0, 40.0, 8001), np.random.default_rng(3).normal(0, 30, 4000)])
+    np.testing.assert_allclose(log_ndtr(grid), _truncnorm._log_ndtr(grid), rtol=1e-9, atol=1e-15)
+
+    def draws(fast: bool) -> list[dict]:
+        study = optuna.create_study(direction="maximize", sampler=make_sampler(5, 10))
+
+        def objective(trial: optuna.Trial) -> float:
+            a = trial.suggest_int("a", 10, 40)
+            b = trial.suggest_float("b", 0.8, 1.0, step=0.01)
+            c = trial.suggest_float("c", -0.35, -0.02, step=0.001)
+            return -((a - 23) ** 2) / 100 - (b - 0.9) ** 2 + c
+
+        if fast:
+            with vectorized_log_ndtr() as used:
+                assert used and _truncnorm._log_ndtr is log_ndtr
+                study.optimize(objective, n_trials=60)
+        else:
+            study.optimize(objective, n_trials=60)
+        return [t.params for t in study.trials]
+
+    assert draws(fast=True) == draws(fast=False)
+    assert _truncnorm._log_ndtr is not log_ndtr  # restored after the exploration
+
+
+def test_the_exploration_budget_is_split_into_seeded_searches() -> None:
+    assert searches_for(60) == 1 and searches_for(60, workers=2) == 2
+    assert searches_for(500, workers=2) == 2 and searches_for(1000, workers=2) == 4
+    assert searches_for(3, workers=8) == 3
+    assert search_sizes(1000, 4) == [250] * 4 and search_sizes(7, 3) == [3, 2, 2]
+    assert search_seed(7, 0) == 7 and len({search_seed(7, i) for i in range(8)}) == 8
+
+
+def test_finalists_are_the_best_sets_one_per_simulated_outcome() -> None:
+    def scored(a: int, value: float, trades: int = 5, profit: float = 0.1) -> tuple[dict, dict]:
+        return {"a": a}, {"value": value, "trades": trades, "profit_total": profit}
+
+    explored = [
+        scored(1, 2.0),
+        scored(2, 2.0),  # the same trades as a=1 (e.g. an ROI table that never binds): one backtest
+        scored(3, 1.5),
+        scored(4, 1.9, trades=6),
+        scored(5, 3.0),  # already backtested for the agreement sample
+        scored(6, 0.5),
+    ]
+    skip = {'[["a", 5]]'}
+    assert _distinct_finalists(explored, skip, 3) == [{"a": 1}, {"a": 4}, {"a": 3}]
+
+
+def test_workers_read_each_others_whole_lines_only(tmp_path: Path) -> None:
+    first, second = WorkerExchange(tmp_path, 0, 2), WorkerExchange(tmp_path, 1, 2)
+    try:
+        first.publish({"set": {"a": 1}, "record": {"value": 0.5}})
+        with (tmp_path / "worker-0.jsonl").open("a") as handle:
+            handle.write('{"done": 1')  # a line still being written
+        assert list(second.receive()) == [(0, {"set": {"a": 1}, "record": {"value": 0.5}})]
+        assert list(first.receive()) == []
+        with (tmp_path / "worker-0.jsonl").open("a") as handle:
+            handle.write("}\n")
+        assert list(second.receive()) == [(0, {"done": 1})]
+        with pytest.raises(RuntimeError, match="waited"):
+            second.wait(lambda: False, lambda: None, "nothing", 0.1)
+    finally:
+        first.close()
+        second.close()
 
 
 def test_the_fast_daily_returns_are_the_studys_daily_returns() -> None:
@@ -198,6 +294,21 @@ def test_a_pre_screened_study_keeps_only_freqtrade_scores_and_counts_every_explo
         study.prescreened_total
     )
     assert study.dsr is None or study.dsr.n_trials == study.distinct_trials
+
+
+def test_two_workers_share_the_exploration_and_the_freqtrade_confirmations(
+    tmp_path: Path, candles: dict[str, pd.DataFrame]
+) -> None:
+    study = _study(tmp_path, "RsiMeanReversion", STRATEGIES_DIR, candles, workers=2, prescreen_trials=80)
+    summary = study.prescreen
+    assert summary is not None and summary.used and summary.agreement is not None
+    assert summary.explored == 80 and summary.agreement.sample == 6 and summary.finalists == 3
+    # the sample and the finalists, backtested once each, by both workers
+    assert study.trials_run == 6 + 3 and {t.worker for t in study.trials} == {0, 1}
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 9
+    # every explored set Freqtrade did not backtest is counted once in the DSR
+    assert study.prescreened_total == len(summary.unconfirmed_daily_sharpes) == summary.distinct - 9
+    assert study.dsr is None or study.dsr.n_trials == study.distinct_trials == summary.distinct
 
 
 def test_a_strategy_the_simulation_cannot_model_falls_back_to_freqtrade_trials(

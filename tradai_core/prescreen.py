@@ -24,13 +24,19 @@ from typing import Final
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tradai_core.errors import ValidationError
 from tradai_core.statistics import FREQTRADE_SENTINEL
 
 MIN_SPEARMAN: Final[float] = 0.9
 """Rank agreement with Freqtrade below which the pre-screen switches itself off for a strategy."""
+
+SETS_PER_SEARCH: Final[int] = 250
+"""Parameter sets per independent TPE search of the exploration (`searches_for`). Where TPE settles depends
+much on its seed, so a budget buys more as several seeded searches than as one long one; but on some
+landscapes (RsiMeanReversion's) a search keeps improving for a few hundred sets, so searches are not
+shorter than this."""
 
 UNMODELLED_CALLBACKS: Final[dict[str, str]] = {
     "custom_exit": "custom_exit decides exits per trade",
@@ -76,6 +82,41 @@ class PrescreenPlan(BaseModel):
     agreement_sample: int = Field(ge=3, description="Random explored sets Freqtrade backtests for Spearman.")
     min_spearman: float = Field(default=MIN_SPEARMAN, ge=-1, le=1)
     seed: int = 0
+    searches: int = Field(
+        default=1, ge=1, description="Independent seeded TPE searches sharing explore_trials (searches_for)."
+    )
+    workers: int = Field(
+        default=1, ge=1, description="Study-workers sharing the exploration and the Freqtrade confirmations."
+    )
+    exchange_dir: str | None = Field(
+        default=None,
+        description="Folder through which the workers tell each other what they explored and confirmed "
+        "(required with more than one worker).",
+    )
+
+    @model_validator(mode="after")
+    def _exchange_for_several(self) -> PrescreenPlan:
+        if self.workers > 1 and not self.exchange_dir:
+            raise ValueError(f"{self.workers} pre-screen workers need an exchange_dir to share their work")
+        return self
+
+
+def searches_for(explore_trials: int, workers: int = 1) -> int:
+    """How many independent TPE searches explore `explore_trials` sets: one per `SETS_PER_SEARCH` sets, at
+    least one per worker (and never more than there are sets)."""
+    return max(1, min(explore_trials, max(workers, round(explore_trials / SETS_PER_SEARCH))))
+
+
+def search_sizes(explore_trials: int, searches: int) -> list[int]:
+    """Sets per search: `explore_trials` split as evenly as possible."""
+    count = max(1, min(searches, explore_trials))
+    base, extra = divmod(explore_trials, count)
+    return [base + (1 if i < extra else 0) for i in range(count)]
+
+
+def search_seed(seed: int, search: int) -> int:
+    """Sampler seed of search `search`: `seed` itself for the first, as a study-worker's sampler."""
+    return (seed + 7919 * search) % 2**32
 
 
 class PrescreenSummary(BaseModel):

@@ -58,7 +58,7 @@ from tradai_core.hyperopt import (
     worker_seed,
     worker_shares,
 )
-from tradai_core.prescreen import PrescreenPlan, PrescreenSummary
+from tradai_core.prescreen import PrescreenPlan, PrescreenSummary, searches_for
 from tradai_core.registry import ExportedModel
 from tradai_core.settings import DEFAULT_WORKER_MODE, TradAISettings, WorkerMode
 from tradai_core.strategy_config import StrategyConfig
@@ -424,14 +424,19 @@ class HyperoptResource(ConfigurableResource):
     ) -> list[dict[str, Any]]:
         """Start one study-worker per share of the trials, wait for all; stop all when one fails."""
         plan = None
-        if spec.prescreen:  # one worker explores, then backtests the sample and the finalists
+        if spec.prescreen:  # every worker explores, then backtests its part of the sample and finalists
+            exchange = workspace.root / "prescreen"
+            exchange.mkdir()
             plan = PrescreenPlan(
                 explore_trials=spec.prescreen_trials,
                 top_k=spec.n_trials,
                 agreement_sample=spec.agreement_sample,
                 seed=worker_seed(spec.seed, 0, trials_before),
+                searches=searches_for(spec.prescreen_trials, spec.workers),
+                workers=spec.workers,
+                exchange_dir=str(exchange),
             )
-        shares = [spec.n_trials] if plan else worker_shares(spec.n_trials, spec.workers)
+        shares = [spec.n_trials] * spec.workers if plan else worker_shares(spec.n_trials, spec.workers)
         env = child_env()
         argv = hyperopt_argv(
             workspace,

@@ -271,32 +271,37 @@ class _Objective:
         self.duplicates = 0
 
     def __call__(self, trial: Any) -> float:
+        values = {spec.name: spec.suggest(trial) for spec in self.engine.space.parameters}
+        value, record = self.run(trial.study, values, trial.params, f"trial {trial.number}")
+        trial.set_user_attr("record", record)
+        return value
+
+    def run(
+        self, study: Any, values: dict[str, ParamValue], params: dict[str, Any], label: str = "a trial"
+    ) -> tuple[float, dict]:
+        """Backtest `values` (Optuna `params`) unless a finished trial of `study` had the same parameters;
+        (value, the trial's record). `label` names the trial in the log."""
         from optuna.trial import TrialState
 
-        values = {spec.name: spec.suggest(trial) for spec in self.engine.space.parameters}
-        for earlier in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if earlier.params == trial.params and "record" in earlier.user_attrs:
+        for earlier in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if earlier.params == params and "record" in earlier.user_attrs:
                 record = dict(earlier.user_attrs["record"])
                 record.update(duplicate_of=earlier.number, worker=self.worker_index, seconds=0.0)
-                trial.set_user_attr("record", record)
                 self.duplicates += 1
-                logger.info(
-                    "trial %d repeats trial %d: value %.4f", trial.number, earlier.number, earlier.value
-                )
-                return float(earlier.value)
+                logger.info("%s repeats trial %d: value %.4f", label, earlier.number, earlier.value)
+                return float(earlier.value), record
         record = self.engine.evaluate(values)
         record.update(duplicate_of=None, worker=self.worker_index)
-        trial.set_user_attr("record", record)
         self.backtests += 1
         logger.info(
-            "trial %d: value %.4f, %d trades, Sharpe %.3f in %.2f s",
-            trial.number,
+            "%s: value %.4f, %d trades, Sharpe %.3f in %.2f s",
+            label,
             record["value"],
             record["trades"],
             record["sharpe"],
             record["seconds"],
         )
-        return float(record["value"])
+        return float(record["value"]), record
 
 
 @contextmanager

@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 SIGNAL_CACHE_SIZE = 4096
 """Signal arrays kept per worker (one per distinct buy-space or sell-space value set; one byte per pair and
 candle each: 4096 × 6 pairs × 4 400 candles is ~100 MB at most)."""
+INDICATOR_CACHE_SIZE = 32
+"""Indicator frames kept per worker when `populate_indicators` reads tuned values (one set of frames per
+distinct value of those parameters: a few MB each)."""
 
 
 class Unmodellable(Exception):
@@ -112,6 +115,8 @@ class PrescreenEngine:
             raise Unmodellable(problems)
         self.engine = engine
         self.strategy = engine.strategy
+        self._indicators: OrderedDict[tuple[Any, ...], dict[str, pd.DataFrame]] = OrderedDict()
+        self.indicator_computations = 0
         backtesting = engine.backtesting
         self.config = backtesting.config
         self.min_date = pd.Timestamp(engine.min_date)
@@ -155,9 +160,23 @@ class PrescreenEngine:
         }
 
     def _frames(self) -> dict[str, pd.DataFrame]:
+        """Indicator frames for the strategy's current values (copies: the signals write into them).
+
+        When `populate_indicators` reads tuned values (Freqtrade flags those parameters, the engine's
+        `static_parameters`), they are computed once per distinct value set of just those parameters."""
         if self.engine.indicators_once:
             return {pair: frame.copy() for pair, frame in self.engine.preprocessed.items()}
-        return self.strategy.advise_all_indicators(self.engine.data)
+        key = tuple((name, self.engine.params[name].value) for name in self.engine.static_parameters)
+        frames = self._indicators.get(key)
+        if frames is None:
+            frames = self.strategy.advise_all_indicators(self.engine.data)
+            self.indicator_computations += 1
+            self._indicators[key] = frames
+            if len(self._indicators) > INDICATOR_CACHE_SIZE:
+                self._indicators.popitem(last=False)
+        else:
+            self._indicators.move_to_end(key)
+        return {pair: frame.copy() for pair, frame in frames.items()}
 
     def _signal_array(self, side: str) -> np.ndarray:
         """The grid's shifted entry (`side` "enter") or exit ("exit") flags with the strategy's current
@@ -218,14 +237,14 @@ class PrescreenEngine:
         """The simulation's input for `values` (applied to the strategy first). Entry signals are computed
         once per set of buy-space values and exit signals once per set of sell-space values (Freqtrade's
         convention: `populate_entry_trend` reads the buy space, `populate_exit_trend` the sell space; a
-        strategy that does otherwise shows up in the rank-agreement check); with only ROI, stoploss or
+        strategy that does otherwise shows up in the rank-agreement check) — and, when
+        `populate_indicators` reads tuned values, per value set of those too; with only ROI, stoploss or
         trailing values changing, no signal is recomputed."""
         arrays = []
+        static = tuple((name, values[name]) for name in self.engine.static_parameters)
         for side, space in (("enter", "buy"), ("exit", "sell")):
-            if self.engine.indicators_once:
-                key = (side, *((p.name, values[p.name]) for p in self.engine.space.in_space(space)))
-            else:  # indicators read tuned values: reuse only for the very same parameter set
-                key = (side, *sorted(values.items()))
+            # indicators that read tuned values: signals also depend on those values
+            key = (side, *static, *((p.name, values[p.name]) for p in self.engine.space.in_space(space)))
             cached = self._cache.get(key)
             if cached is None:
                 cached = self._signal_array(side)
