@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from dagster._core.storage.defs_state import base as defs_state
+from dagster._core.storage.defs_state.base import DefsStateStorage
 
 from tradai_core.candles import normalize_candles
 from tradai_resources.workers.zygote_client import stop_shared_zygotes
@@ -34,14 +35,31 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         reporter.write_line(f"Using --randomly-seed={seed}")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_defs_state_storage_of_a_collected_instance() -> Iterator[None]:
+    """Dagster 1.13 keeps a "current defs-state storage" (a ContextVar) set by `with instance:`; when the
+    context that set it is finalised late (a generator closed when the garbage collector gets to it, after
+    an exception), it restores the storage of an instance long gone, at any moment of a later test, and the
+    next `Definitions` load fails with "Attempted to resolve undefined DagsterInstance weakref" (CI, at two
+    random orders). In this suite such a storage counts as none: there is no instance to read state from.
+    Production processes keep one instance for their lifetime and never meet it."""
+    original = DefsStateStorage.__dict__["get"].__func__
+
+    def live_only(cls: type[DefsStateStorage]) -> DefsStateStorage | None:
+        storage = original(cls)
+        reference = getattr(storage, "_instance_weakref", None)
+        return None if reference is not None and reference() is None else storage
+
+    DefsStateStorage.get = classmethod(live_only)  # type: ignore[method-assign,assignment]
+    yield
+    DefsStateStorage.get = classmethod(original)  # type: ignore[method-assign,assignment]
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_dagster_instance() -> Iterator[None]:
-    """Clear Dagster's "current defs-state storage" before and after each test. Dagster 1.13 leaves it
-    pointing at an instance when `execute_in_process` fails on run config (tests/test_model_lifecycle.py
-    does so on purpose), and a module-scoped fixture's instance, closed after the last test of its module,
-    restores whatever storage was current when it opened; once that instance is collected, every later
-    `Definitions` load in the process fails with "Attempted to resolve undefined DagsterInstance weakref",
-    so one test would break the ones after it (seen in CI at one random order)."""
+    """Clear Dagster's "current defs-state storage" before and after each test as well: a test that enters
+    an instance and never exits it (or fails on run config inside `execute_in_process`) must not leave its
+    live storage to the tests after it."""
     defs_state._current_storage.set(None)
     yield
     defs_state._current_storage.set(None)
