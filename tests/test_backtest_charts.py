@@ -18,9 +18,13 @@ import pytest
 
 from strategies.validation import STRATEGIES_DIR
 from tests.backtest_fixtures import backtest_lab, run_backtest
-from tradai_assets.plots import ENTRY_COLOR, EXIT_COLOR, MAX_PNG_BYTES, png_bytes, trade_chart_figure
+from tests.conftest import load_recorded
+from tradai_core.backtest_charts import draw_backtest_charts
+from tradai_core.backtest_config import BacktestRunConfig
 from tradai_core.monthly_returns import monthly_returns
+from tradai_core.plots import ENTRY_COLOR, EXIT_COLOR, MAX_PNG_BYTES, png_bytes, trade_chart_figure
 from tradai_core.settings import TradAISettings
+from tradai_resources.freqtrade_backtester import ChartRequest, FreqtradeResource
 
 WINDOW = {"start": "2022-07-01", "end": "2022-09-01"}
 BACKTEST_ONLY = "InBacktestOnly"
@@ -138,3 +142,30 @@ def test_the_charts_indicators_come_from_the_backtest_itself(report: dict[str, o
     run_id = metadata["mlflow_run_id"].value  # type: ignore[index]
     page = Path(client.download_artifacts(run_id, "backtest/charts/BTC_USDT.html")).read_text()
     assert "━ rsi (" in page and "━ ema_trend</span>" in page
+
+
+def test_the_worker_draws_exactly_the_charts_the_report_would_draw_itself(
+    demo_candles_dir: Path, tmp_path: Path
+) -> None:
+    """The report's charts are drawn in the backtest's worker child (matplotlib stays out of the Dagster
+    process); they are the very images and pages drawn here from the same result, candles and indicators,
+    which is also what the report falls back to when the worker could not draw them."""
+    pairs = ("BTC/USDT", "ETH/USDT")
+    candles = {pair: load_recorded(demo_candles_dir, pair).loc["2022-06-20":"2022-08-01"] for pair in pairs}
+    start = pd.Timestamp("2022-07-01", tz="UTC")
+    request = ChartRequest(trading_start=start, equity_title="RsiMeanReversion 20220701-20220801")
+    charted = FreqtradeResource(work_dir=str(tmp_path)).backtest_charted(
+        "RsiMeanReversion",
+        STRATEGIES_DIR,
+        candles,
+        BacktestRunConfig(timerange="20220701-20220801", pairs=pairs),
+        request,
+    )
+    assert charted.charts is not None, "the worker drew no charts"
+    assert charted.result.metrics.trade_count > 0
+    assert set(charted.indicators) == set(pairs) and "rsi" in charted.indicators["BTC/USDT"]
+    here = draw_backtest_charts(charted.result, candles, charted.indicators, *request)
+    assert list(charted.charts.images) == list(pairs)  # the report's pair order
+    assert charted.charts == here
+    assert pixels_of(decode_png(charted.charts.images["BTC/USDT"]), ENTRY_COLOR) > 0
+    assert decode_png(charted.charts.equity)

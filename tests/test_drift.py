@@ -27,7 +27,6 @@ from tests.model_loop_fixtures import MODEL, NAME, PAIRS, Lab, empty_mlflow_db, 
 from tradai_assets.drift import drift_history, training_set_version
 from tradai_assets.keys import DRIFT_KEY, META_FEATURE_SET_HASH, MODEL_KEY, TRAINING_SET_KEY, features_library
 from tradai_assets.models import load_training_set
-from tradai_assets.plots import MAX_PNG_BYTES
 from tradai_core.drift import (
     DEFAULT_WINDOW_DAYS,
     drift_verdict,
@@ -38,6 +37,7 @@ from tradai_core.drift import (
 from tradai_core.errors import ValidationError
 from tradai_core.features import FEATURE_NAMES, compute_window_features, feature_set_hash
 from tradai_core.model_lifecycle import DriftEvent, DriftPolicy, decide_drift_action
+from tradai_core.plots import MAX_PNG_BYTES
 from tradai_core.psi import DriftSeverity, compute_psi, score_psi, summarize_reference
 from tradai_core.registry import CHAMPION
 from tradai_core.settings import pair_slug

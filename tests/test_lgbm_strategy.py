@@ -39,7 +39,7 @@ from tradai_core.training import (
 )
 from tradai_core.walk_forward import WalkForwardSpec
 from tradai_resources.arcticdb_store import ArcticDBResource
-from tradai_resources.freqtrade_backtester import FreqtradeResource
+from tradai_resources.freqtrade_backtester import ChartRequest, FreqtradeResource
 from tradai_resources.freqtrade_hyperopt import HyperoptResource
 from tradai_resources.freqtrade_workspace import prepare_strategy_dir
 from tradai_resources.mlflow_tracking import MLflowResource
@@ -278,10 +278,11 @@ def test_the_version_recorded_is_the_version_traded_even_if_the_alias_moves_afte
         freqtrade=FreqtradeResource(work_dir=str(tmp_path / "bt")),
         mlflow=mlflow,
         pin="already-pinned",
-        charted=True,
+        charts=ChartRequest(trading_start=pd.Timestamp(plan.window.start, tz="UTC"), equity_title="v1"),
         candles=(frames, {pair: "0" for pair in PAIRS}),
     )
     assert executed.plan.lineage["model_version"] == "1"  # what the backtest records
+    assert executed.charts is not None and set(executed.charts.images) == set(PAIRS)  # drawn by its worker
     v1 = MLflowResource(tracking_uri=mlflow.tracking_uri).load_model(NAME, CHALLENGER, flavor="lightgbm")
     assert v1.num_trees() == two_versions.booster.num_trees()  # (v2 is the challenger: sanity of the set-up)
     traded = executed.indicators["BTC/USDT"]["ml_probability"].dropna()

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict
 
 from strategies.validation import StrategyValidationReport, load_strategy_class, validate_strategy
 from tradai_assets.strategy_partitions import source_hash
+from tradai_core.backtest_charts import BacktestCharts
 from tradai_core.backtest_config import BacktestCosts, BacktestRunConfig
 from tradai_core.backtest_plan import BacktestWindow, plan_window
 from tradai_core.backtest_result import BacktestMetrics, BacktestResult
@@ -49,7 +50,7 @@ from tradai_core.registry import (
 from tradai_core.strategy_config import StrategyConfig
 from tradai_core.timeframes import timeframe_delta
 from tradai_resources.arcticdb_store import ArcticDBResource
-from tradai_resources.freqtrade_backtester import FreqtradeResource
+from tradai_resources.freqtrade_backtester import ChartedBacktest, ChartRequest, FreqtradeResource
 from tradai_resources.mlflow_tracking import MLflowResource, ModelVersionInfo, TrackedRun
 
 ARTIFACT_DIR = "backtest"
@@ -209,6 +210,8 @@ class ExecutedBacktest(BaseModel):
     result: BacktestResult
     candles: dict[str, pd.DataFrame]
     indicators: dict[str, pd.DataFrame]
+    charts: BacktestCharts | None = None
+    """The report's charts as the backtest's worker drew them (None when not asked or not drawn)."""
     data_versions: dict[str, str]
     arcticdb_snapshot: str
     bar_returns: pd.Series
@@ -263,18 +266,18 @@ def execute(
     freqtrade: FreqtradeResource,
     mlflow: MLflowResource,
     pin: tuple[str, str] | str,
-    charted: bool = False,
+    charts: ChartRequest | None = None,
     candles: tuple[dict[str, pd.DataFrame], Mapping[str, str]] | None = None,
 ) -> ExecutedBacktest:
     """Run `plan` with Freqtrade's engine on candles of `exchange`/`timeframe`.
 
     Candles are read from ArcticDB over the window (startup included) unless the caller gives the frames
     and versions it read already (`candles`). `pin` is `(name, note)` of the ArcticDB pin that keeps the
-    candle versions readable, or the name of a pin the caller took already. With `charted`, the strategy's
-    indicators from the backtest come back for the charts. A model strategy trades the booster of the
-    version its plan names, exported here from this run's MLflow store into the backtest's workspace
-    (`model_to_trade`): the child never sees the tracking URI, and the executed plan's lineage is the
-    version that traded.
+    candle versions readable, or the name of a pin the caller took already. With `charts`, the strategy's
+    indicators from the backtest come back, with the report's charts drawn by the backtest's worker. A
+    model strategy trades the booster of the version its plan names, exported here from this run's MLflow
+    store into the backtest's workspace (`model_to_trade`): the child never sees the tracking URI, and the
+    executed plan's lineage is the version that traded.
     """
     if candles is None:
         frames, versions = candle_store.read_pairs(
@@ -282,28 +285,39 @@ def execute(
         )
     else:
         frames, versions = candles[0], dict(candles[1])
-    indicators: dict[str, pd.DataFrame] = {}
     with tempfile.TemporaryDirectory(prefix="tradai-model-") as folder:
         plan, model = model_to_trade(plan, mlflow, Path(folder))
-        result = freqtrade.backtest(
-            plan.strategy,
-            plan.folder,
-            frames,
-            plan.run,
-            strategy_config=plan.strategy_config,
-            model=model,
-            indicators=indicators if charted else None,
-        )
+        if charts is None:
+            result = freqtrade.backtest(
+                plan.strategy,
+                plan.folder,
+                frames,
+                plan.run,
+                strategy_config=plan.strategy_config,
+                model=model,
+            )
+            charted = ChartedBacktest(result, indicators={}, charts=None)
+        else:
+            charted = freqtrade.backtest_charted(
+                plan.strategy,
+                plan.folder,
+                frames,
+                plan.run,
+                charts,
+                strategy_config=plan.strategy_config,
+                model=model,
+            )
     # the candle versions this backtest names stay readable
     snapshot = pin if isinstance(pin, str) else candle_store.pin_versions(pin[0], versions, note=pin[1]).name
     return ExecutedBacktest(
         plan=plan,
-        result=result,
+        result=charted.result,
         candles=dict(frames),
-        indicators=indicators,
+        indicators=charted.indicators,
+        charts=charted.charts,
         data_versions={str(key): str(value) for key, value in versions.items()},
         arcticdb_snapshot=snapshot,
-        bar_returns=bar_returns(result, plan.window, timeframe),
+        bar_returns=bar_returns(charted.result, plan.window, timeframe),
     )
 
 

@@ -39,9 +39,9 @@ from tradai_assets.backtest_runner import (
 )
 from tradai_assets.hyperopt import load_tuned_parameters
 from tradai_assets.keys import ohlcv_key
-from tradai_assets.plots import equity_and_drawdown_figure, png_markdown
 from tradai_assets.run_shape import IN_PROCESS_TAGS
 from tradai_assets.strategy_partitions import source_hash, strategy_partitions
+from tradai_core.backtest_charts import draw_backtest_charts
 from tradai_core.backtest_config import BacktestCosts
 from tradai_core.backtest_plan import (
     BacktestWindow,
@@ -62,7 +62,7 @@ from tradai_core.strategy_config import StrategyConfig
 from tradai_core.timeframes import timeframe_ms
 from tradai_core.tuned_params import apply_tuned
 from tradai_resources.arcticdb_store import ArcticDBResource
-from tradai_resources.freqtrade_backtester import FreqtradeResource
+from tradai_resources.freqtrade_backtester import ChartRequest, FreqtradeResource
 from tradai_resources.mlflow_tracking import MLflowResource
 
 BACKTEST_GROUP = "backtests"
@@ -392,7 +392,12 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
                 lineage=lineage,
                 startup=startup,
             )
-            # the indicators for the charts come from the backtest's own child, computed once
+            # the charts are drawn by the backtest's own child, from the indicators it computed, while this
+            # process sets up MLflow; drawn here only if that child could not
+            chart_request = ChartRequest(
+                trading_start=pd.Timestamp(window.start, tz="UTC"),
+                equity_title=f"{name} {window.timerange}",
+            )
             backtest = execute(
                 plan,
                 exchange=exchange,
@@ -401,15 +406,17 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
                 freqtrade=freqtrade,
                 mlflow=mlflow,
                 pin=(f"tradai.backtest.{context.run.run_id}.{name}", f"backtest {name}"),
-                charted=True,
+                charts=chart_request,
             )
             result, candles, versions = backtest.result, backtest.candles, backtest.data_versions
-            charts, chart_pages = trade_charts(
-                result, candles, backtest.indicators, pd.Timestamp(window.start, tz="UTC")
-            )
+            drawn = backtest.charts
+            if drawn is None:
+                context.log.warning(
+                    "%s: the backtest's worker drew no charts (its log says why); drawing here", name
+                )
+                drawn = draw_backtest_charts(result, candles, backtest.indicators, *chart_request)
+            charts, chart_pages = trade_charts(drawn)
             digest = plan.source_sha256
-            equity = result.equity_frame()["equity"]
-            plot = png_markdown(equity_and_drawdown_figure(equity, f"{name} {window.timerange}"), "equity")
             gaps = {pair: len(find_gaps(frame.index, timeframe_ms(tf))) for pair, frame in candles.items()}
             metrics = result.metrics
             ready.result()  # the store's set-up error, if any, fails the step here
@@ -437,7 +444,7 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
         return MaterializeResult(
             metadata={
                 "metrics": MetadataValue.md(metrics_markdown(result)),
-                "equity_and_drawdown": MetadataValue.md(plot),
+                "equity_and_drawdown": MetadataValue.md(drawn.equity),
                 "monthly_returns": monthly_returns_metadata(result),
                 "best_and_worst_pairs": MetadataValue.md(pairs_markdown(result)),
                 **charts,

@@ -55,11 +55,11 @@ from tradai_assets.keys import (
     features_library,
 )
 from tradai_assets.models import load_reference_distribution, load_training_set
-from tradai_assets.plots import plt, png_markdown
 from tradai_core.drift import DEFAULT_WINDOW_DAYS, DriftVerdict, drift_verdict, drift_window
 from tradai_core.errors import ConfigurationError, NotFoundError, ValidationError
 from tradai_core.features import FEATURE_NAMES, WARMUP_BARS, compute_window_features, feature_set_hash
 from tradai_core.lazy import LazyModule
+from tradai_core.plots import plt, png_markdown
 from tradai_core.psi import (
     DEFAULT_MIN_ROWS,
     MODERATE_PSI,

@@ -57,7 +57,6 @@ from tradai_assets.backtest_runner import (
 )
 from tradai_assets.hyperopt_prescreen import prescreen_metadata, prescreen_sentence
 from tradai_assets.keys import ohlcv_key
-from tradai_assets.plots import plt, png_markdown
 from tradai_assets.strategy_partitions import source_hash, strategy_partitions
 from tradai_core.backtest_config import BacktestCosts
 from tradai_core.backtest_plan import plan_window
@@ -76,6 +75,7 @@ from tradai_core.hyperopt import (
     overfitting_gate,
 )
 from tradai_core.lazy import LazyModule
+from tradai_core.plots import plt, png_markdown
 from tradai_core.settings import TradAISettings
 from tradai_core.strategy_config import StrategyConfig
 from tradai_core.tuned_params import TunedParameters, apply_values, tuned_artifact_path

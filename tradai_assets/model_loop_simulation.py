@@ -28,9 +28,9 @@ from dagster import (
 from pydantic import Field
 
 from tradai_assets.keys import LIFECYCLE_GROUP
-from tradai_assets.plots import equity_and_drawdown_figure, png_bytes, png_markdown
 from tradai_assets.simulation_engine import SimulationResult, SimulationSpec, check_policies, simulate
 from tradai_core.errors import ValidationError
+from tradai_core.plots import equity_and_drawdown_figure, png_bytes, png_markdown
 from tradai_core.policy_simulation import POLICIES, SimulationPlan, table_markdown, timeline_markdown
 from tradai_core.settings import PROJECT_ROOT, TradAISettings
 from tradai_resources.freqtrade_backtester import FreqtradeResource

@@ -58,7 +58,6 @@ from tradai_assets.keys import (
     VALIDATION_KEYS,
     ohlcv_key,
 )
-from tradai_assets.plots import equity_and_drawdown_figure, plt, png_markdown
 from tradai_core.backtest_config import BacktestCosts
 from tradai_core.backtest_result import BacktestMetrics
 from tradai_core.comparison import (
@@ -71,6 +70,7 @@ from tradai_core.comparison import (
 )
 from tradai_core.errors import ValidationError
 from tradai_core.model_lifecycle import ChampionPerformance, RollbackLimits, assess_performance
+from tradai_core.plots import equity_and_drawdown_figure, plt, png_markdown
 from tradai_core.registry import (
     CHALLENGER,
     CHAMPION,

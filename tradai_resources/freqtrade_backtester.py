@@ -45,6 +45,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -53,6 +54,7 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
 from strategies.validation import Severity, StrategyCheck, StrategyValidationReport, ValidationIssue
+from tradai_core.backtest_charts import BacktestCharts, indicator_frames
 from tradai_core.backtest_config import BacktestRunConfig, resolve_pairs
 from tradai_core.backtest_result import (
     BacktestMetrics,
@@ -66,9 +68,9 @@ from tradai_core.registry import ExportedModel
 from tradai_core.settings import DEFAULT_WORKER_MODE, PROJECT_ROOT, TradAISettings, WorkerMode
 from tradai_core.strategy_config import StrategyConfig
 from tradai_replay.markets import exchange_info_for, load_exchange_info, pair_to_symbol
-from tradai_resources.freqtrade_workspace import BacktestWorkspace, prepare_workspace
+from tradai_resources.freqtrade_workspace import BacktestWorkspace, candle_file, prepare_workspace
 from tradai_resources.workers.backtest_child import SNAPSHOT_EXCHANGES
-from tradai_resources.workers.jobs import BacktestJob, StrategyCheckJob, write_job
+from tradai_resources.workers.jobs import BacktestJob, ChartJob, StrategyCheckJob, write_job
 from tradai_resources.workers.launch import (
     ChildLauncher,
     ChildLostError,
@@ -83,6 +85,7 @@ __all__ = [
     "BacktestMetrics",
     "BacktestResult",
     "BacktestRunConfig",
+    "ChartRequest",
     "ChartedBacktest",
     "EquityPoint",
     "FreqtradeResource",
@@ -97,11 +100,21 @@ CHECK_TIMEOUT_S = 300.0
 """A strategy check (importing its module, reading its class) running longer is killed."""
 
 
+class ChartRequest(NamedTuple):
+    """What the report's charts need besides the backtest itself: where trading starts (startup candles
+    are left out) and the equity chart's title."""
+
+    trading_start: datetime
+    equity_title: str
+
+
 class ChartedBacktest(NamedTuple):
-    """A backtest's result and, per pair, the indicator frame its strategy computed (empty if none)."""
+    """A backtest's result, per pair the indicator frame its strategy computed (empty if none), and the
+    charts its worker child drew (None if it could not: the engine's log says why)."""
 
     result: BacktestResult
     indicators: dict[str, pd.DataFrame]
+    charts: BacktestCharts | None
 
 
 def read_indicators(path: Path) -> dict[str, pd.DataFrame]:
@@ -110,14 +123,15 @@ def read_indicators(path: Path) -> dict[str, pd.DataFrame]:
     if not path.is_file():
         logger.warning("no indicators from the backtest for the charts (see the engine's log)")
         return {}
-    table = pd.read_feather(path)
-    if table.empty:
-        return {}
-    table["date"] = pd.to_datetime(table["date"], utc=True).dt.as_unit("ns")
-    return {
-        str(pair): frame.drop(columns="pair").set_index("date")
-        for pair, frame in table.groupby("pair", sort=False)
-    }
+    return indicator_frames(pd.read_feather(path))
+
+
+def read_charts(path: Path) -> BacktestCharts | None:
+    """The charts the worker child drew, or None (with a warning) when it could not."""
+    if not path.is_file():
+        logger.warning("the backtest's worker did not draw the charts (see the engine's log)")
+        return None
+    return BacktestCharts.model_validate_json(path.read_text(encoding="utf-8"))
 
 
 class _TimedOut(Exception):
@@ -233,12 +247,8 @@ class FreqtradeResource(ConfigurableResource):
         *,
         strategy_config: StrategyConfig | None = None,
         model: ExportedModel | None = None,
-        indicators: dict[str, pd.DataFrame] | None = None,
     ) -> BacktestResult:
         """Backtest `strategy_name` (a class in `strategy_dir`) on `candles` with Freqtrade's engine.
-
-        With `indicators` (a dict to fill), the strategy's indicator columns from the backtest are put there
-        per pair (see `backtest_charted`).
 
         `candles` maps each pair to our store's frame (UTC DatetimeIndex `date`, float OHLCV), covering the
         timerange plus the strategy's startup candles. `strategy_config` defaults to the YAML beside the
@@ -247,6 +257,46 @@ class FreqtradeResource(ConfigurableResource):
         Freqtrade's config; the child never sees a tracking URI. Raises StrategyValidationError for an
         invalid strategy, ValidationError/NotFoundError for unusable candles or a model file that is not the
         one exported, BacktestError when the engine fails (with the tail of its log)."""
+        return self._backtest(
+            strategy_name, strategy_dir, candles, run, strategy_config=strategy_config, model=model
+        ).result
+
+    def backtest_charted(
+        self,
+        strategy_name: str,
+        strategy_dir: Path,
+        candles: Mapping[str, pd.DataFrame],
+        run: BacktestRunConfig,
+        charts: ChartRequest,
+        *,
+        strategy_config: StrategyConfig | None = None,
+        model: ExportedModel | None = None,
+    ) -> ChartedBacktest:
+        """`backtest`, plus per pair the indicator columns the strategy computed during that very backtest
+        (in the child, with the backtest's parameters; indexed by candle open time), and the report's charts
+        drawn by that child from them (`tradai_core.backtest_charts`: beside this process's own work, with
+        matplotlib loaded in the worker, not here)."""
+        return self._backtest(
+            strategy_name,
+            strategy_dir,
+            candles,
+            run,
+            strategy_config=strategy_config,
+            model=model,
+            charts=charts,
+        )
+
+    def _backtest(
+        self,
+        strategy_name: str,
+        strategy_dir: Path,
+        candles: Mapping[str, pd.DataFrame],
+        run: BacktestRunConfig,
+        *,
+        strategy_config: StrategyConfig | None,
+        model: ExportedModel | None,
+        charts: ChartRequest | None = None,
+    ) -> ChartedBacktest:
         strategy_dir = Path(strategy_dir)
         report = self.check_strategy(strategy_name, strategy_dir, config=strategy_config).report
         report.raise_for_errors()
@@ -269,7 +319,7 @@ class FreqtradeResource(ConfigurableResource):
             if markets is not None:
                 snapshot = root / "exchange_info.json"
                 snapshot.write_text(json.dumps(markets), encoding="utf-8")
-            return self._run_worker(workspace, config, run, snapshot, indicators)
+            return self._run_worker(workspace, config, run, snapshot, charts)
         finally:
             shutil.rmtree(root, ignore_errors=True)
 
@@ -322,40 +372,27 @@ class FreqtradeResource(ConfigurableResource):
         finally:
             shutil.rmtree(root, ignore_errors=True)
 
-    def backtest_charted(
-        self,
-        strategy_name: str,
-        strategy_dir: Path,
-        candles: Mapping[str, pd.DataFrame],
-        run: BacktestRunConfig,
-        *,
-        strategy_config: StrategyConfig | None = None,
-        model: ExportedModel | None = None,
-    ) -> ChartedBacktest:
-        """`backtest`, plus per pair the indicator columns the strategy computed during that very backtest
-        (in the child, with the backtest's parameters; indexed by candle open time), for the charts."""
-        indicators: dict[str, pd.DataFrame] = {}
-        result = self.backtest(
-            strategy_name,
-            strategy_dir,
-            candles,
-            run,
-            strategy_config=strategy_config,
-            model=model,
-            indicators=indicators,
-        )
-        return ChartedBacktest(result=result, indicators=indicators)
-
     def _run_worker(
         self,
         workspace: BacktestWorkspace,
         config: StrategyConfig,
         run: BacktestRunConfig,
         snapshot: Path,
-        indicators: dict[str, pd.DataFrame] | None = None,
-    ) -> BacktestResult:
+        charts: ChartRequest | None = None,
+    ) -> ChartedBacktest:
         result_path, error_path = workspace.root / "result.json", workspace.root / "error.json"
-        indicators_path = workspace.root / "indicators.feather"
+        indicators_path, charts_path = workspace.root / "indicators.feather", workspace.root / "charts.json"
+        chart_job = None
+        if charts is not None:
+            chart_job = ChartJob(
+                path=str(charts_path),
+                candle_files={
+                    pair: str(candle_file(workspace.datadir, pair, config.timeframe))
+                    for pair in resolve_pairs(config, run)
+                },
+                trading_start=charts.trading_start,
+                equity_title=charts.equity_title,
+            )
         job = BacktestJob(
             argv=tuple(workspace.backtest_argv(config.name, run.timerange)),
             strategy=config.name,
@@ -364,7 +401,8 @@ class FreqtradeResource(ConfigurableResource):
             result_path=str(result_path),
             error_path=str(error_path),
             vectorized_tick_size=self.vectorized_tick_size,
-            indicators_path=str(indicators_path) if indicators is not None else None,
+            indicators_path=str(indicators_path) if charts is not None else None,
+            charts=chart_job,
         )
         job_path = write_job(job, workspace.root / "job.json")
         stdout_path, stderr_path = workspace.root / "worker.stdout", workspace.root / "worker.stderr"
@@ -404,8 +442,6 @@ class FreqtradeResource(ConfigurableResource):
         result = parse_backtest_stats(
             payload["strategy"][config.name], config.name, payload["freqtrade_version"]
         )
-        if indicators is not None:
-            indicators.update(read_indicators(indicators_path))
         logger.info(
             "backtest of %s done in %.1f s: %d trades, profit %.2f%%",
             config.name,
@@ -413,7 +449,11 @@ class FreqtradeResource(ConfigurableResource):
             result.metrics.trade_count,
             result.metrics.total_profit_pct,
         )
-        return result
+        if charts is None:
+            return ChartedBacktest(result=result, indicators={}, charts=None)
+        return ChartedBacktest(
+            result=result, indicators=read_indicators(indicators_path), charts=read_charts(charts_path)
+        )
 
     def _run_child(self, request: ForkRequest, timeout: float) -> int:
         """Run the job in a child (forked from the zygote, else a fresh interpreter), the module its kind

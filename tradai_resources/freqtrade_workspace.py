@@ -152,7 +152,12 @@ def write_candles(
                 f"load candles for every backtested pair; given: {sorted(candles)}",
             )
         rows = check_candles(pair, candles[pair])
-        rows.to_feather(datadir / f"{pair_slug(pair)}-{timeframe}.{DATA_FORMAT}", compression="uncompressed")
+        rows.to_feather(candle_file(datadir, pair, timeframe), compression="uncompressed")
+
+
+def candle_file(datadir: Path, pair: str, timeframe: str) -> Path:
+    """Where a pair's candle file is in a Freqtrade data folder (`<datadir>/BTC_USDT-1h.feather`)."""
+    return datadir / f"{pair_slug(pair)}-{timeframe}.{DATA_FORMAT}"
 
 
 def prepare_strategy_dir(strategy_file: Path, strategy: StrategyConfig, target_dir: Path) -> Path:

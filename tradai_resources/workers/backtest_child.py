@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import json
 import logging
 import os
@@ -62,7 +63,7 @@ from pathlib import Path
 from typing import IO, Any, Final, NoReturn
 from urllib.parse import urlsplit
 
-from tradai_resources.workers.jobs import BacktestJob, run_job_file, run_job_path
+from tradai_resources.workers.jobs import BacktestJob, ChartJob, run_job_file, run_job_path, write_atomic
 from tradai_resources.workers.protocol import ForkRequest
 
 logger = logging.getLogger(__name__)
@@ -230,10 +231,11 @@ def vectorized_tick_size(enabled: bool = True) -> Iterator[bool]:
         backtesting.get_tick_size_over_time = original
 
 
-def run_backtest(job: BacktestJob) -> dict[str, Any]:
+def run_backtest(job: BacktestJob) -> tuple[dict[str, Any], Any]:
     """Run the job's backtest with Freqtrade's own argument parser, config builder and engine.
 
-    Returns Freqtrade's full results dict (`metadata`, `strategy`, `strategy_comparison`).
+    Returns Freqtrade's full results dict (`metadata`, `strategy`, `strategy_comparison`) and, when the job
+    asks for indicators or charts, the indicator table the strategy computed during it (else None).
     """
     from freqtrade.commands import Arguments
     from freqtrade.commands.optimize_commands import setup_optimize_configuration
@@ -247,7 +249,8 @@ def run_backtest(job: BacktestJob) -> dict[str, Any]:
         with guard() as building:
             config = setup_optimize_configuration(args, RunMode.BACKTEST)
             backtesting = Backtesting(config)
-        analyzed = _capture_indicators(backtesting) if job.indicators_path else None
+        wanted = job.indicators_path is not None or job.charts is not None
+        analyzed = _capture_indicators(backtesting) if wanted else None
         # The one step that may use the network, with the guard down: what each strategy declares it
         # needs (an ML strategy's model, from a tracking server), fetched before the backtest starts.
         for strategy in backtesting.strategylist:
@@ -266,9 +269,10 @@ def run_backtest(job: BacktestJob) -> dict[str, Any]:
     results = backtesting.results
     if job.strategy not in results.get("strategy", {}):
         raise RuntimeError(f"Freqtrade produced no result for strategy {job.strategy}")
-    if job.indicators_path and analyzed is not None:
-        _write_indicators(Path(job.indicators_path), analyzed)
-    return results
+    table = _indicator_table(analyzed) if analyzed is not None else None
+    if job.indicators_path and table is not None:
+        _write_indicators(Path(job.indicators_path), table)
+    return results, table
 
 
 CANDLE_COLUMNS: Final[frozenset[str]] = frozenset({"date", "open", "high", "low", "close", "volume"})
@@ -299,9 +303,9 @@ def _capture_indicators(backtesting: Any) -> dict[str, Any]:
     return captured
 
 
-def _write_indicators(path: Path, analyzed: Mapping[str, Any]) -> None:
-    """The float columns the strategy added (signals excluded), all pairs in one Feather file with `pair`
-    and `date`. The charts are a view of the report: a failure here is logged, never fails the backtest."""
+def _indicator_table(analyzed: Mapping[str, Any]) -> Any:
+    """The float columns the strategy added (signals excluded), all pairs in one frame with `pair` and
+    `date`; None if they cannot be read (the charts are a view of the report: logged, never fatal)."""
     import pandas as pd
 
     try:
@@ -315,12 +319,47 @@ def _write_indicators(path: Path, analyzed: Mapping[str, Any]) -> None:
                 and pd.api.types.is_float_dtype(frame[column])
             ]
             frames.append(frame[["date", *added]].assign(pair=pair))
-        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    except Exception:
+        sys.stderr.write("indicators not read for the charts:\n")
+        traceback.print_exc(file=sys.stderr)
+        return None
+
+
+def _write_indicators(path: Path, table: Any) -> None:
+    """The indicator table as one Feather file (written whole or not at all; a failure is logged)."""
+    try:
         partial = path.with_name(path.name + ".partial")
         table.to_feather(partial)
         os.replace(partial, path)
     except Exception:
         sys.stderr.write("indicators not written for the charts:\n")
+        traceback.print_exc(file=sys.stderr)
+
+
+def _draw_charts(job: ChartJob, stats_json: str, strategy: str, indicators: Any) -> None:
+    """Draw the report's charts from the result exactly as the parent parses it (the same JSON), the
+    candle files the backtest read and the strategy's indicators, and write them to `job.path` whole. A
+    failure is logged and leaves no file: the parent then draws them itself."""
+    try:
+        import pandas as pd
+
+        from tradai_core.backtest_charts import draw_backtest_charts, indicator_frames
+        from tradai_core.backtest_result import parse_backtest_stats
+
+        payload = json.loads(stats_json)
+        result = parse_backtest_stats(payload["strategy"][strategy], strategy, payload["freqtrade_version"])
+        candles = {
+            pair: pd.read_feather(path).assign(date=lambda f: f["date"].dt.as_unit("ns")).set_index("date")
+            for pair, path in job.candle_files.items()
+        }
+        frames = indicator_frames(indicators) if indicators is not None else {}
+        charts = draw_backtest_charts(
+            result, candles, frames, pd.Timestamp(job.trading_start), job.equity_title
+        )
+        write_atomic(Path(job.path), lambda handle: handle.write(charts.model_dump_json()))
+    except Exception:
+        sys.stderr.write("charts not drawn in the worker (the report draws them):\n")
         traceback.print_exc(file=sys.stderr)
 
 
@@ -338,8 +377,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _results(job: BacktestJob) -> Callable[[IO[str]], Any]:
-    """Run the backtest; the writer of its result file (Freqtrade's own stats, by Freqtrade's JSON writer)."""
-    results = run_backtest(job)
+    """Run the backtest (and draw its charts, if asked); the writer of its result file (Freqtrade's own
+    stats, by Freqtrade's JSON writer)."""
+    results, indicators = run_backtest(job)
     from freqtrade import __version__ as freqtrade_version
     from freqtrade.misc import dump_json_to_file
 
@@ -349,7 +389,12 @@ def _results(job: BacktestJob) -> Callable[[IO[str]], Any]:
         "strategy": results["strategy"],
         "strategy_comparison": results["strategy_comparison"],
     }
-    return lambda handle: dump_json_to_file(handle, payload)
+    buffer = io.StringIO()
+    dump_json_to_file(buffer, payload)
+    stats_json = buffer.getvalue()
+    if job.charts is not None:
+        _draw_charts(job.charts, stats_json, job.strategy, indicators)
+    return lambda handle: handle.write(stats_json)
 
 
 # --- forked from the zygote ---------------------------------------------------------------------------------
@@ -385,6 +430,16 @@ PRELOAD_MODULES: Final[tuple[str, ...]] = (
 """Modules a backtest or a strategy check imports, imported once by the zygote at start (import only: no
 Freqtrade code is run, nothing is compiled). A study-worker's own modules come on demand
 (`jobs.KIND_PRELOADS`)."""
+
+IDLE_PRELOADS: Final[tuple[str, ...]] = (
+    "matplotlib.pyplot",
+    "matplotlib.dates",
+    "matplotlib.collections",
+    "tradai_core.backtest_charts",
+)
+"""What the report's charts, drawn in the backtest's child, import: the zygote imports them once it has
+forked its first job, while that job runs, rather than at start (which every launch's first backtest or
+check waits for) or in each child (≈ 0.4 s of CPU per report)."""
 
 EXIT_CHILD_SETUP_FAILED: Final[int] = 70
 

@@ -14,6 +14,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Final, Literal, TypeVar
 
@@ -51,6 +52,20 @@ class ChildJob(JobFile):
     block_network: bool = True
 
 
+class ChartJob(BaseModel):
+    """The report's charts of a backtest, drawn in its child from the result, the candle files it was given
+    and the indicators its strategy computed (matplotlib is loaded in the zygote, not in Dagster)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str
+    """Where to write the drawn charts (`BacktestCharts` as JSON); not written if drawing failed."""
+    candle_files: dict[str, str]
+    """Per pair, in the report's order, the Feather candle file the backtest read."""
+    trading_start: datetime
+    equity_title: str
+
+
 class BacktestJob(ChildJob):
     """One backtest (`backtest_child`)."""
 
@@ -59,6 +74,8 @@ class BacktestJob(ChildJob):
     indicators_path: str | None = None
     """Where to write, as Feather, the indicator columns the strategy's `populate_indicators` added during
     this very backtest (for the report's charts: the Dagster process never runs the strategy again)."""
+    charts: ChartJob | None = None
+    """Draw the report's charts in the child, once the result is written (`tradai_core.backtest_charts`)."""
 
 
 class HyperoptJob(ChildJob):

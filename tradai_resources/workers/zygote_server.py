@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from tradai_resources.workers.backtest_child import PRELOAD_MODULES, become_job
+from tradai_resources.workers.backtest_child import IDLE_PRELOADS, PRELOAD_MODULES, become_job
 from tradai_resources.workers.folder import (
     PrivateFolder,
     adopt_private_folder,
@@ -141,8 +141,9 @@ class _Forker:
         self.closers: list[Callable[[], None]] = []
         """What a forked child must close besides the forker's own descriptors (sources, the lock)."""
         self.preloaded_kinds: set[str] = set()
+        self.idle_preloaded = False
         self.loaded_more = False
-        """True once a job kind's own modules were imported after start (`jobs.KIND_PRELOADS`)."""
+        """True once modules were imported after start (`jobs.KIND_PRELOADS`, `IDLE_PRELOADS`)."""
 
     def add_source(self, source: socket.socket) -> None:
         """Watch `source`: `poll` returns it when it is readable."""
@@ -180,6 +181,14 @@ class _Forker:
         self.children[pid] = conn
         send_json(conn, {"pid": pid})
         self._selector.register(conn, selectors.EVENT_READ, pid)
+        self._preload_idle()
+
+    def _preload_idle(self) -> None:
+        """Once, right after the first fork (so while that child runs), import `IDLE_PRELOADS`: what only
+        some children need (the report's charts), kept off the zygote's start-up."""
+        if not self.idle_preloaded:
+            self.idle_preloaded = True
+            self._preload_more(IDLE_PRELOADS, "the report's charts")
 
     def _preload_kind(self, job_path: str) -> None:
         """Before the first job of a kind with modules of its own (`jobs.KIND_PRELOADS`), import them here,
@@ -190,10 +199,14 @@ class _Forker:
         if not modules or kind in self.preloaded_kinds:
             return
         self.preloaded_kinds.add(kind)
+        self._preload_more(modules, f"{kind} jobs")
+
+    def _preload_more(self, modules: tuple[str, ...], purpose: str) -> None:
+        """Import `modules` after start (a failure is reported: the child imports them itself)."""
         _, failed = _preload_and_freeze(modules)
         self.loaded_more = True
         if failed:
-            sys.stderr.write(f"zygote: could not preload {failed} for {kind} jobs\n")
+            sys.stderr.write(f"zygote: could not preload {failed} for {purpose}\n")
         if threading.active_count() != 1:
             sys.stderr.write(
                 f"zygote: {threading.active_count()} threads after preload; fork may be unsafe\n"
