@@ -80,7 +80,9 @@ def draw_backtest_charts(
         extra = indicators.get(pair, pd.DataFrame(index=frame.index)).reindex(traded.index)
         trades = chart_trades(result, pair)
         title = f"{result.strategy} {pair} {result.timerange}: {len(trades)} trades"
-        images[pair] = png_markdown(trade_chart_figure(traded, extra, trades, title), f"{pair} trades")
+        figure = trade_chart_figure(traded, extra, trades, title)
+        images[pair] = png_markdown(figure, f"{pair} trades", crop=False)
         pages[pair] = trade_chart_html(traded, extra, trades, title)
-    equity = png_markdown(equity_and_drawdown_figure(result.equity_frame()["equity"], equity_title), "equity")
+    figure = equity_and_drawdown_figure(result.equity_frame()["equity"], equity_title)
+    equity = png_markdown(figure, "equity", crop=False)
     return BacktestCharts(images=images, pages=pages, equity=equity)

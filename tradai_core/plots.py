@@ -42,16 +42,21 @@ ENTRY_COLOR = "#00b4d8"
 """Entry markers (cyan ▲): a colour no candle or indicator line uses, so a reader (or a test) finds them."""
 EXIT_COLOR = "#ff8c00"
 """Exit markers (orange ▼)."""
+FIXED_MARGINS = {"left": 0.1, "right": 0.985, "top": 0.93}
+"""Margins of the backtest charts (room for price labels and a rotated date axis: `autofmt_xdate` sets the
+bottom), so they render without `crop`."""
 _LINE_COLORS = ("#1f6feb", "#8250df", "#6e7781", "#d63384", "#116329", "#57606a")
 
 
-def png_bytes(figure: plt.Figure, max_bytes: int = MAX_PNG_BYTES) -> bytes:
-    """The figure as PNG bytes, at the highest of a few resolutions that fits in `max_bytes` (closes it)."""
+def png_bytes(figure: plt.Figure, max_bytes: int = MAX_PNG_BYTES, *, crop: bool = True) -> bytes:
+    """The figure as PNG bytes, at the highest of a few resolutions that fits in `max_bytes` (closes it).
+    `crop` trims the margins to what is drawn (`bbox_inches="tight"`: a second layout pass, about 40 % of
+    the rendering); figures laid out with fixed margins (`FIXED_MARGINS`) are rendered as they are."""
     try:
         image = b""
         for dpi in _DPI_STEPS:
             buffer = io.BytesIO()
-            figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+            figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight" if crop else None)
             image = buffer.getvalue()
             if len(image) <= max_bytes:
                 break
@@ -60,9 +65,9 @@ def png_bytes(figure: plt.Figure, max_bytes: int = MAX_PNG_BYTES) -> bytes:
         plt.close(figure)
 
 
-def png_markdown(figure: plt.Figure, alt: str, max_bytes: int = MAX_PNG_BYTES) -> str:
+def png_markdown(figure: plt.Figure, alt: str, max_bytes: int = MAX_PNG_BYTES, *, crop: bool = True) -> str:
     """A figure as a markdown image with the PNG inline (what Dagster's UI shows in metadata)."""
-    encoded = base64.b64encode(png_bytes(figure, max_bytes)).decode()
+    encoded = base64.b64encode(png_bytes(figure, max_bytes, crop=crop)).decode()
     return f"![{alt}](data:image/png;base64,{encoded})"
 
 
@@ -80,6 +85,7 @@ def equity_and_drawdown_figure(equity: pd.Series, title: str) -> plt.Figure:
     bottom.set_ylabel("drawdown %")
     bottom.grid(alpha=0.3)
     figure.autofmt_xdate()
+    figure.subplots_adjust(**FIXED_MARGINS)
     return figure
 
 
@@ -189,6 +195,7 @@ def trade_chart_figure(
         lower.grid(alpha=0.3)
         lower.legend(fontsize=7, loc="upper left", ncol=3)
     figure.autofmt_xdate()
+    figure.subplots_adjust(**FIXED_MARGINS)
     return figure
 
 
