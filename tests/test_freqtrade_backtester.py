@@ -497,7 +497,7 @@ def test_the_zygote_runs_the_entry_a_job_file_names_and_refuses_an_unknown_kind(
     )
     done = zygote.run(request, 60)
     assert done.returncode == EXIT_BAD_JOB
-    assert "names the kind 'nope'" in err.read_text()
+    assert "names the kind 'nope'; known kinds: backtest, hyperopt, strategy_check" in err.read_text()
     assert not (tmp_path / "r.json").exists() and not (tmp_path / "e.json").exists()
 
 

@@ -27,7 +27,7 @@ from tradai_core.errors import BacktestError
 from tradai_core.hyperopt import StudySpec
 from tradai_resources.freqtrade_backtester import FreqtradeResource
 from tradai_resources.freqtrade_hyperopt import HyperoptResource
-from tradai_resources.workers.jobs import EXIT_BAD_JOB, JOB_MODULES, BacktestJob, job_module
+from tradai_resources.workers.jobs import JOB_MODULES, BacktestJob, job_module
 from tradai_resources.workers.launch import ChildLauncher, child_env
 from tradai_resources.workers.processes import process_info
 from tradai_resources.workers.protocol import ForkRequest
@@ -200,21 +200,6 @@ def test_the_job_files_kind_names_the_module_that_runs_it(tmp_path: Path) -> Non
     path.write_text(json.dumps({"kind": "mine"}))
     with pytest.raises(ValueError, match="names the kind 'mine'; known kinds: backtest, hyperopt"):
         job_module(path)
-
-
-def test_a_job_of_an_unknown_kind_is_refused_by_the_forked_child(tmp_path: Path) -> None:
-    job = tmp_path / "job.json"
-    job.write_text(json.dumps({"kind": "mine"}))
-    request = ForkRequest(
-        job_path=str(job),
-        cwd=str(tmp_path),
-        stdout_path=str(tmp_path / "out"),
-        stderr_path=str(tmp_path / "err"),
-        env=child_env(),
-    )
-    zygote = ChildLauncher(python=sys.executable, start_method="prefork").zygote()
-    assert zygote.run(request, timeout=120).returncode == EXIT_BAD_JOB
-    assert "names the kind 'mine'; known kinds: backtest, hyperopt" in (tmp_path / "err").read_text()
 
 
 def test_a_forked_child_is_killed_when_its_requester_says_stop(tmp_path: Path) -> None:

@@ -298,7 +298,7 @@ def test_a_pid_a_forged_worker_reports_is_not_signalled(base: Path, caplog: pyte
     try:
         assert forger.stdout is not None and forger.stdout.readline().strip() == "ready"
         zygote = shared_zygote_for(sys.executable, _env(), PROJECT_ROOT, folder, idle_timeout=60)
-        with pytest.raises(ZygoteError, match="exited while a backtest ran"):
+        with pytest.raises(ZygoteError, match="exited while its child ran"):
             _probe(zygote, base)
         time.sleep(0.5)
         assert victim.poll() is None, "the client killed the process a forged worker named"

@@ -41,16 +41,14 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import pandas as pd
-from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
 from strategies.validation import Severity, StrategyCheck, StrategyValidationReport, ValidationIssue
@@ -65,14 +63,13 @@ from tradai_core.backtest_result import (
 )
 from tradai_core.errors import BacktestError, ConfigurationError
 from tradai_core.registry import ExportedModel
-from tradai_core.settings import DEFAULT_WORKER_MODE, PROJECT_ROOT, TradAISettings, WorkerMode
 from tradai_core.strategy_config import StrategyConfig
 from tradai_replay.markets import exchange_info_for, load_exchange_info, pair_to_symbol
+from tradai_resources.freqtrade_workers import DEFAULT_EXCHANGE_INFO, FreqtradeWorkerResource
 from tradai_resources.freqtrade_workspace import BacktestWorkspace, candle_file, prepare_workspace
 from tradai_resources.workers.backtest_child import SNAPSHOT_EXCHANGES
 from tradai_resources.workers.jobs import BacktestJob, ChartJob, StrategyCheckJob, write_job
 from tradai_resources.workers.launch import (
-    ChildLauncher,
     ChildLostError,
     ChildTimeoutError,
     InterpreterError,
@@ -82,6 +79,7 @@ from tradai_resources.workers.processes import log_tail
 from tradai_resources.workers.protocol import ForkRequest
 
 __all__ = [
+    "DEFAULT_EXCHANGE_INFO",
     "BacktestMetrics",
     "BacktestResult",
     "BacktestRunConfig",
@@ -94,7 +92,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_EXCHANGE_INFO = PROJECT_ROOT / "demo_data" / "exchange" / "binance_spot_exchangeInfo.json"
 STDERR_TAIL_LINES = 25
 CHECK_TIMEOUT_S = 300.0
 """A strategy check (importing its module, reading its class) running longer is killed."""
@@ -157,86 +154,17 @@ def backtest_exchange_info(
     return {**snapshot, "symbols": [*snapshot["symbols"], *added]}
 
 
-def work_root(configured: str | None, default_name: str) -> Path:
-    """The folder for temporary workspaces: `configured`, else `<data dir>/<default_name>` (created)."""
-    root = Path(configured) if configured else TradAISettings().resolved_data_dir / default_name
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-def snapshot_path(configured: str | None, owner: str) -> Path:
-    """The exchangeInfo snapshot that answers market requests offline: `configured`, else the bundled one."""
-    path = Path(configured) if configured else DEFAULT_EXCHANGE_INFO
-    if not path.is_file():
-        raise ConfigurationError(
-            f"exchangeInfo snapshot {path} does not exist",
-            f"set {owner}.exchange_info_path to a saved GET /api/v3/exchangeInfo response",
-        )
-    return path
-
-
-class FreqtradeResource(ConfigurableResource):
+class FreqtradeResource(FreqtradeWorkerResource):
     """Runs Freqtrade backtests (Freqtrade pinned by the project lock) on candles we hand it, offline."""
 
-    exchange_info_path: str | None = Field(
-        default=None,
-        description="Binance GET /api/v3/exchangeInfo snapshot answering market requests; "
-        "default: the one shipped in demo_data/exchange/.",
-    )
-    work_dir: str | None = Field(
-        default=None,
-        description="Folder for the temporary per-backtest workspaces (removed after each run); "
-        "default: <TRADAI_HOME>/data/backtests.",
-    )
+    WORK_FOLDER: ClassVar[str] = "backtests"
+
     timeout_seconds: float = Field(default=1800.0, gt=0, description="A backtest running longer is killed.")
-    python_executable: str | None = Field(
-        default=None, description="Interpreter for the child process; default: the current one."
-    )
     vectorized_tick_size: bool = Field(
         default=True,
         description="Estimate Freqtrade's historic price precision arithmetically instead of printing "
         "every price (identical results, ~3 s less per 12 pairs × 2 years); false: Freqtrade's own code.",
     )
-    start_method: WorkerMode = Field(
-        default=DEFAULT_WORKER_MODE,
-        description="shared: fork each backtest from one worker per user and checkout that imported "
-        "Freqtrade once, shared by every process on the machine (Dagster step processes and runs skip its "
-        "start-up); prefork: from such a worker of this process only; spawn: a fresh interpreter per "
-        "backtest (pays the import time every time).",
-    )
-    shared_worker_folder: str | None = Field(
-        default=None,
-        description="start_method=shared: private folder (0700) for the shared worker's socket, lock and "
-        "log; default: TRADAI_WORKER_DIR, else $XDG_RUNTIME_DIR/tradai, else <tmp>/tradai-<uid>.",
-    )
-    shared_worker_idle_seconds: float = Field(
-        default=600.0, gt=0, description="start_method=shared: the shared worker stops after this long idle."
-    )
-
-    def setup_for_execution(self, context: InitResourceContext) -> None:
-        """Dagster sets the resource up for a step: start the zygote now, so it loads while the step
-        reads candles (a step that declares this resource is about to backtest)."""
-        self.prestart()
-
-    def prestart(self) -> None:
-        """Start this process's zygote in the background if it is not running (prefork only). Never
-        raises: if the zygote cannot start, backtests say so in a warning and run in fresh interpreters."""
-        self._launcher().prestart()
-
-    def _launcher(self) -> ChildLauncher:
-        """How backtest children start (`workers.launch`): the same zygote the study-workers fork from."""
-        return ChildLauncher(
-            python=self.python_executable or sys.executable,
-            start_method=self.start_method,
-            shared_folder=self.shared_worker_folder,
-            shared_idle_seconds=self.shared_worker_idle_seconds,
-        )
-
-    def _work_root(self) -> Path:
-        return work_root(self.work_dir, "backtests")
-
-    def _snapshot_path(self) -> Path:
-        return snapshot_path(self.exchange_info_path, "FreqtradeResource")
 
     def backtest(
         self,

@@ -30,17 +30,15 @@ import hashlib
 import json
 import logging
 import shutil
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import pandas as pd
-from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
 from strategies.validation import find_strategy_file, load_strategy_class, validate_strategy
@@ -60,10 +58,11 @@ from tradai_core.hyperopt import (
 )
 from tradai_core.prescreen import PrescreenPlan, PrescreenSummary, searches_for
 from tradai_core.registry import ExportedModel
-from tradai_core.settings import DEFAULT_WORKER_MODE, TradAISettings, WorkerMode
+from tradai_core.settings import TradAISettings
 from tradai_core.strategy_config import StrategyConfig
 from tradai_replay.markets import load_exchange_info
-from tradai_resources.freqtrade_backtester import backtest_exchange_info, snapshot_path, work_root
+from tradai_resources.freqtrade_backtester import backtest_exchange_info
+from tradai_resources.freqtrade_workers import FreqtradeWorkerResource
 from tradai_resources.freqtrade_workspace import BacktestWorkspace, prepare_workspace
 from tradai_resources.hyperopt_space import search_space
 from tradai_resources.mlflow_tracking import redact_uri
@@ -71,7 +70,6 @@ from tradai_resources.workers.backtest_child import SNAPSHOT_EXCHANGES
 from tradai_resources.workers.hyperopt_child import make_storage
 from tradai_resources.workers.jobs import HyperoptJob, write_job
 from tradai_resources.workers.launch import (
-    ChildLauncher,
     ChildLostError,
     ChildTimeoutError,
     InterpreterError,
@@ -166,43 +164,17 @@ class _Worker(NamedTuple):
     error_path: Path
 
 
-class HyperoptResource(ConfigurableResource):
+class HyperoptResource(FreqtradeWorkerResource):
     """Runs Optuna studies whose trials are Freqtrade backtests, one process per core, offline."""
+
+    WORK_FOLDER: ClassVar[str] = "hyperopt"
 
     storage_url: str | None = Field(
         default=None,
         description="Optuna storage (SQLAlchemy URL); default sqlite:///<TRADAI_HOME>/optuna.db. Point "
         "several machines at one PostgreSQL URL (e.g. from an EnvVar) to share a study.",
     )
-    exchange_info_path: str | None = Field(
-        default=None, description="Binance exchangeInfo snapshot for markets; default the one in demo_data/."
-    )
-    work_dir: str | None = Field(
-        default=None,
-        description="Folder for per-study workspaces (removed after each run); default "
-        "<TRADAI_HOME>/data/hyperopt.",
-    )
     timeout_seconds: float = Field(default=6 * 3600.0, gt=0, description="A study run longer is killed.")
-    python_executable: str | None = Field(default=None, description="Interpreter for the workers.")
-    start_method: WorkerMode = Field(
-        default=DEFAULT_WORKER_MODE,
-        description="As FreqtradeResource's, and the same worker: shared: fork each study-worker from the "
-        "pre-loaded Freqtrade worker shared by every process of this user and checkout; prefork: from such a "
-        "worker of this process; spawn: a fresh interpreter per study-worker (pays the import time).",
-    )
-    shared_worker_folder: str | None = Field(
-        default=None,
-        description="start_method=shared: private folder (0700) for the shared worker's socket; default: "
-        "TRADAI_WORKER_DIR, else $XDG_RUNTIME_DIR/tradai, else <tmp>/tradai-<uid>.",
-    )
-    shared_worker_idle_seconds: float = Field(
-        default=600.0, gt=0, description="start_method=shared: the shared worker stops after this long idle."
-    )
-
-    def setup_for_execution(self, context: InitResourceContext) -> None:
-        """Dagster sets the resource up for a step: start the zygote now, so it loads Freqtrade while the
-        step reads candles (a step that declares this resource is about to run a study)."""
-        self._launcher().prestart()
 
     # -- plumbing
 
@@ -216,21 +188,6 @@ class HyperoptResource(ConfigurableResource):
     def redacted_storage_url(self) -> str:
         """Storage URL without user name or password, for logs and the UI."""
         return redact_uri(self.resolved_storage_url())
-
-    def _work_root(self) -> Path:
-        return work_root(self.work_dir, "hyperopt")
-
-    def _launcher(self) -> ChildLauncher:
-        """How study-workers start (`workers.launch`): forked from the zygote backtests fork from."""
-        return ChildLauncher(
-            python=self.python_executable or sys.executable,
-            start_method=self.start_method,
-            shared_folder=self.shared_worker_folder,
-            shared_idle_seconds=self.shared_worker_idle_seconds,
-        )
-
-    def _snapshot_path(self) -> Path:
-        return snapshot_path(self.exchange_info_path, "HyperoptResource")
 
     # -- studies
 

@@ -104,7 +104,7 @@ class ZygoteStaleError(ZygoteError):
 
 
 class ZygoteTimeoutError(TimeoutError):
-    """A forked backtest ran past its time limit and was killed."""
+    """A forked child (backtest, check or study-worker) ran past its time limit and was killed."""
 
 
 class ZygoteStoppedError(RuntimeError):
@@ -176,11 +176,11 @@ def _await_child(
     try:
         answer = lines.read(time.monotonic() + ANSWER_TIMEOUT_S)
     except TimeoutError:
-        raise fail("the zygote did not fork the backtest", False) from None
+        raise fail("the zygote did not fork the job", False) from None
     if answer is not None and answer.get("error") == STALE_ANSWER:
         raise ZygoteStaleError(f"the shared zygote runs outdated code ({answer.get('changed')} changed)")
     if answer is None or "pid" not in answer:
-        raise fail(f"the zygote did not fork the backtest: {answer}", False)
+        raise fail(f"the zygote did not fork the job: {answer}", False)
     try:
         pid = int(answer["pid"])
     except (TypeError, ValueError):
@@ -202,7 +202,7 @@ def _await_child(
                         raise ZygoteStoppedError("stopped on request") from None
                     raise ZygoteTimeoutError(f"killed after {timeout:g} s") from None
         if done is None:
-            raise fail("the zygote exited while a backtest ran", True)
+            raise fail("the zygote exited while its child ran", True)
         finished = True
         return ChildExit.from_message(done)
     finally:
