@@ -57,11 +57,6 @@ def _share(total: int, workers: int, index: int) -> int:
     return shares[index] if index < len(shares) else 0
 
 
-def _left(timeout: float | None, started: float) -> float | None:
-    """What is left of `timeout` seconds since `started` (perf_counter)."""
-    return None if timeout is None else max(timeout - (time.perf_counter() - started), 0.001)
-
-
 def _confirm(
     study: Any,
     objective: Any,
