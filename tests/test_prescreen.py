@@ -22,8 +22,10 @@ from tradai_core.backtest_config import BacktestRunConfig
 from tradai_core.hyperopt import Objective, StudySpec, daily_returns
 from tradai_core.prescreen import (
     MIN_SPEARMAN,
+    SAMPLERS_PER_SEARCH,
     agreement,
     fast_daily_returns,
+    sampler_seeds,
     search_seed,
     search_sizes,
     searches_for,
@@ -39,7 +41,7 @@ from tradai_resources.workers.hyperopt_child import make_sampler, trial_engine
 from tradai_resources.workers.jobs import HyperoptJob
 from tradai_resources.workers.prescreen_engine import PrescreenEngine
 from tradai_resources.workers.prescreen_exchange import WorkerExchange
-from tradai_resources.workers.prescreen_study import _distinct_finalists
+from tradai_resources.workers.prescreen_study import _distinct_finalists, run_search
 
 PAIRS = ("BTC/USDT", "ETH/USDT", "ADA/USDT")
 IN_SAMPLE = BacktestRunConfig(timerange="20210101-20210301", pairs=PAIRS)
@@ -185,6 +187,42 @@ def test_the_exploration_budget_is_split_into_seeded_searches() -> None:
     assert searches_for(3, workers=8) == 3
     assert search_sizes(1000, 4) == [250] * 4 and search_sizes(7, 3) == [3, 2, 2]
     assert search_seed(7, 0) == 7 and len({search_seed(7, i) for i in range(8)}) == 8
+
+
+def test_a_search_takes_turns_between_samplers_each_proposing_while_the_last_set_is_pending() -> None:
+    # one TPE sampler proposing one set at a time collapses onto the first good region it meets; a
+    # study's two workers do not: each proposes while the other's set is in flight (constant liar)
+    def objective(trial: optuna.Trial) -> float:
+        a = trial.suggest_int("a", 10, 40)
+        c = trial.suggest_float("c", -0.35, -0.02, step=0.001)
+        return -((a - 23) ** 2) / 100 + c
+
+    def search(seeds: list[int], seen: list | None = None) -> list[dict]:
+        samplers = [make_sampler(seed, 5) for seed in seeds]
+
+        def score(trial: optuna.Trial) -> float:
+            value = objective(trial)
+            if seen is not None:
+                running = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+                seen.append(([t.number for t in running], samplers.index(trial.study.sampler)))
+            return value
+
+        study = run_search(score, samplers, 30)
+        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+        return [t.params for t in study.trials]
+
+    assert SAMPLERS_PER_SEARCH == 2 and len(set(sampler_seeds(7, 0) + sampler_seeds(7, 1))) == 4
+    assert sampler_seeds(7, 0)[0] == search_seed(7, 0) == 7
+    seen: list = []
+    first = search(sampler_seeds(7, 0), seen)
+    assert len(first) == 30
+    # trial n is drawn by sampler n mod 2 while trial n - 1 is still pending (and nothing older is)
+    assert seen == [([n - 1, n] if n else [0], n % 2) for n in range(30)]
+    assert search(sampler_seeds(7, 0)) == first  # deterministic for given seeds
+    # and not what one sampler drawing one set at a time proposes
+    alone = optuna.create_study(direction="maximize", sampler=make_sampler(7, 5))
+    alone.optimize(objective, n_trials=30)
+    assert [t.params for t in alone.trials] != first
 
 
 def test_finalists_are_the_best_sets_one_per_simulated_outcome() -> None:

@@ -38,6 +38,13 @@ much on its seed, so a budget buys more as several seeded searches than as one l
 landscapes (RsiMeanReversion's) a search keeps improving for a few hundred sets, so searches are not
 shorter than this."""
 
+SAMPLERS_PER_SEARCH: Final[int] = 2
+"""Seeded TPE samplers taking turns within one search of the exploration (`sampler_seeds`), each proposing
+while the previous proposal is still pending, as a study's two workers do on its storage. One sampler
+proposing one set at a time collapses onto the first good region it meets (BollingerBreakout, seed 7: 587
+of 1000 explored sets had a stoploss within 0.05 of −0.30, 5 had one above −0.05, where the best sets are);
+a pending proposal counts as a bad result for the next one (constant liar), which keeps a search spread."""
+
 UNMODELLED_CALLBACKS: Final[dict[str, str]] = {
     "custom_exit": "custom_exit decides exits per trade",
     "custom_stoploss": "custom_stoploss moves the stop per trade",
@@ -117,6 +124,13 @@ def search_sizes(explore_trials: int, searches: int) -> list[int]:
 def search_seed(seed: int, search: int) -> int:
     """Sampler seed of search `search`: `seed` itself for the first, as a study-worker's sampler."""
     return (seed + 7919 * search) % 2**32
+
+
+def sampler_seeds(seed: int, search: int, samplers: int = SAMPLERS_PER_SEARCH) -> list[int]:
+    """Seeds of the samplers taking turns in search `search`: the first is `search_seed` (so the first
+    search's first sampler is the study's seed), the others far from every other search's seeds."""
+    first = search_seed(seed, search)
+    return [(first + 7_919_000 * k) % 2**32 for k in range(samplers)]
 
 
 class PrescreenSummary(BaseModel):

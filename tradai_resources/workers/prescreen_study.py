@@ -8,9 +8,9 @@ Freqtrade did not backtest is reported (its per-day Sharpe ratio) so the Deflate
 
 With several study-workers (`PrescreenPlan.workers`), all of them explore and all of them confirm:
 
-1. each explores its share of `explore_trials` with its own seeded TPE sampler, and adds every set the
-   others scored to its in-memory study as it arrives (`WorkerExchange`), so each sampler models the
-   whole exploration, as parallel workers on one Optuna storage do;
+1. each runs its share of the independent searches (`run_search`: two seeded TPE samplers taking turns on
+   one in-memory history, as a study's two workers do on its storage) and publishes every set it scored
+   (`WorkerExchange`), so no set is simulated twice and all workers end with the same explored sets;
 2. when all are done, every worker holds the same explored sets and draws the same agreement sample and,
    when the agreement holds, the same finalists; worker `i` backtests items `i, i + workers, …` of each
    list, and the agreement is computed once all sample backtests are known.
@@ -30,7 +30,7 @@ from tradai_core.prescreen import (
     PrescreenSummary,
     agreement,
     sample_indices,
-    search_seed,
+    sampler_seeds,
     search_sizes,
 )
 from tradai_resources.workers.fast_tpe import vectorized_log_ndtr
@@ -55,11 +55,6 @@ def _share(total: int, workers: int, index: int) -> int:
     """Worker `index`'s part of `total` (0 when there are fewer items than workers)."""
     shares = worker_shares(total, workers) if total > 0 else []
     return shares[index] if index < len(shares) else 0
-
-
-def _left(timeout: float | None, started: float) -> float | None:
-    """What is left of `timeout` seconds since `started` (perf_counter)."""
-    return None if timeout is None else max(timeout - (time.perf_counter() - started), 0.001)
 
 
 def _confirm(
@@ -93,6 +88,40 @@ def _confirm(
         if exchange is not None:
             exchange.publish({"confirmed": values, "value": value})
     return ran
+
+
+def run_search(
+    score: Callable[[Any], float],
+    samplers: list[Any],
+    n_trials: int,
+    timeout: float | None = None,
+    started: float | None = None,
+) -> Any:
+    """One search of the exploration: `samplers` take turns proposing `n_trials` sets on one in-memory
+    history, each proposing while the previous proposal is still pending (scored, not yet told), as a
+    study's workers do on its storage; returns the search's Optuna study.
+
+    With constant liar, a pending proposal counts as a bad result, so the next one is drawn elsewhere and
+    the search stays spread; one sampler proposing one set at a time collapses onto the first good region
+    it meets (`tradai_core.prescreen.SAMPLERS_PER_SEARCH`). Deterministic for given seeds: the proposals
+    are made and told in a fixed order."""
+    import optuna
+
+    started = time.perf_counter() if started is None else started
+    search = optuna.create_study(direction="maximize")
+    pending: tuple[Any, float] | None = None
+    for number in range(n_trials):
+        if timeout is not None and time.perf_counter() - started >= timeout:
+            break
+        search.sampler = samplers[number % len(samplers)]
+        trial = search.ask()
+        value = score(trial)  # draws the set (the previous one still pending) and scores it
+        if pending is not None:
+            search.tell(*pending)
+        pending = (trial, value)
+    if pending is not None:
+        search.tell(*pending)
+    return search
 
 
 def _distinct_finalists(explored: list[Explored], skip: set[str], top_k: int) -> list[dict[str, Any]]:
@@ -154,7 +183,6 @@ def _run(
     make_sampler: Callable[[int, int], Any],
     exchange: WorkerExchange | None,
 ) -> dict[str, Any]:
-    import optuna
 
     index, workers = job.worker_index, plan.workers
     space = job.search_space
@@ -189,10 +217,8 @@ def _run(
     sizes = search_sizes(plan.explore_trials, plan.searches)
     with vectorized_log_ndtr():
         for search in range(index, len(sizes), workers):  # search j runs on worker j mod workers
-            explore = optuna.create_study(
-                direction="maximize", sampler=make_sampler(search_seed(plan.seed, search), job.startup_trials)
-            )
-            explore.optimize(score, n_trials=sizes[search], timeout=_left(timeout, started))
+            samplers = [make_sampler(s, job.startup_trials) for s in sampler_seeds(plan.seed, search)]
+            run_search(score, samplers, sizes[search], timeout, started)
             absorb()
     done[index] = {"done": own["trials"], "signals": screen.signal_computations}
     if exchange is not None:
