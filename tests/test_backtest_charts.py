@@ -19,12 +19,12 @@ import pytest
 from strategies.validation import STRATEGIES_DIR
 from tests.backtest_fixtures import backtest_lab, run_backtest
 from tests.conftest import load_recorded
-from tradai_core.backtest_charts import draw_backtest_charts
+from tradai_core.backtest_charts import BacktestCharts, draw_backtest_charts
 from tradai_core.backtest_config import BacktestRunConfig
 from tradai_core.monthly_returns import monthly_returns
 from tradai_core.plots import ENTRY_COLOR, EXIT_COLOR, MAX_PNG_BYTES, png_bytes, trade_chart_figure
 from tradai_core.settings import TradAISettings
-from tradai_resources.freqtrade_backtester import ChartRequest, FreqtradeResource
+from tradai_resources.freqtrade_backtester import ChartRequest, FreqtradeResource, read_charts
 
 WINDOW = {"start": "2022-07-01", "end": "2022-09-01"}
 BACKTEST_ONLY = "InBacktestOnly"
@@ -169,3 +169,13 @@ def test_the_worker_draws_exactly_the_charts_the_report_would_draw_itself(
     assert charted.charts == here
     assert pixels_of(decode_png(charted.charts.images["BTC/USDT"]), ENTRY_COLOR) > 0
     assert decode_png(charted.charts.equity)
+
+
+def test_charts_the_worker_could_not_write_whole_are_drawn_by_the_report_instead(tmp_path: Path) -> None:
+    """A missing or unreadable charts file is no charts (the report draws them), never a failed report."""
+    assert read_charts(tmp_path / "charts.json") is None
+    (tmp_path / "charts.json").write_text('{"images": {"BTC/USDT": "![x](data:', encoding="utf-8")
+    assert read_charts(tmp_path / "charts.json") is None
+    drawn = BacktestCharts(images={"BTC/USDT": "![a](b)"}, pages={"BTC/USDT": "<html>"}, equity="![e](f)")
+    (tmp_path / "charts.json").write_text(drawn.model_dump_json(), encoding="utf-8")
+    assert read_charts(tmp_path / "charts.json") == drawn

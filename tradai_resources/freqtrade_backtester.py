@@ -124,11 +124,17 @@ def read_indicators(path: Path) -> dict[str, pd.DataFrame]:
 
 
 def read_charts(path: Path) -> BacktestCharts | None:
-    """The charts the worker child drew, or None (with a warning) when it could not."""
+    """The charts the worker child drew, or None (with a warning) when it could not or its file does not
+    read as charts: the report then draws them itself (they are a view of the result, never its reason
+    to fail)."""
     if not path.is_file():
         logger.warning("the backtest's worker did not draw the charts (see the engine's log)")
         return None
-    return BacktestCharts.model_validate_json(path.read_text(encoding="utf-8"))
+    try:
+        return BacktestCharts.model_validate_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        logger.warning("the charts the backtest's worker drew do not read (%s)", type(exc).__name__)
+        return None
 
 
 class _TimedOut(Exception):
