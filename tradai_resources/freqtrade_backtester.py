@@ -191,8 +191,8 @@ class FreqtradeResource(FreqtradeWorkerResource):
         Freqtrade's config; the child never sees a tracking URI. Raises StrategyValidationError for an
         invalid strategy, ValidationError/NotFoundError for unusable candles or a model file that is not the
         one exported, BacktestError when the engine fails (with the tail of its log)."""
-        return self._backtest(
-            strategy_name, strategy_dir, candles, run, strategy_config=strategy_config, model=model
+        return self.backtest_charted(
+            strategy_name, strategy_dir, candles, run, None, strategy_config=strategy_config, model=model
         ).result
 
     def backtest_charted(
@@ -201,36 +201,16 @@ class FreqtradeResource(FreqtradeWorkerResource):
         strategy_dir: Path,
         candles: Mapping[str, pd.DataFrame],
         run: BacktestRunConfig,
-        charts: ChartRequest,
+        charts: ChartRequest | None,
         *,
         strategy_config: StrategyConfig | None = None,
         model: ExportedModel | None = None,
     ) -> ChartedBacktest:
-        """`backtest`, plus per pair the indicator columns the strategy computed during that very backtest
-        (in the child, with the backtest's parameters; indexed by candle open time), and the report's charts
-        drawn by that child from them (`tradai_core.backtest_charts`: beside this process's own work, with
-        matplotlib loaded in the worker, not here)."""
-        return self._backtest(
-            strategy_name,
-            strategy_dir,
-            candles,
-            run,
-            strategy_config=strategy_config,
-            model=model,
-            charts=charts,
-        )
-
-    def _backtest(
-        self,
-        strategy_name: str,
-        strategy_dir: Path,
-        candles: Mapping[str, pd.DataFrame],
-        run: BacktestRunConfig,
-        *,
-        strategy_config: StrategyConfig | None,
-        model: ExportedModel | None,
-        charts: ChartRequest | None = None,
-    ) -> ChartedBacktest:
+        """`backtest`, plus — with `charts` — per pair the indicator columns the strategy computed during
+        that very backtest (in the child, with the backtest's parameters; indexed by candle open time), and
+        the report's charts drawn by that child from them (`tradai_core.backtest_charts`: beside this
+        process's own work, with matplotlib loaded in the worker, not here). Without `charts`, no indicators
+        and no charts."""
         strategy_dir = Path(strategy_dir)
         report = self.check_strategy(strategy_name, strategy_dir, config=strategy_config).report
         report.raise_for_errors()

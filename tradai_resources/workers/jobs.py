@@ -75,7 +75,8 @@ class BacktestJob(ChildJob):
     """Where to write, as Feather, the indicator columns the strategy's `populate_indicators` added during
     this very backtest (for the report's charts: the Dagster process never runs the strategy again)."""
     charts: ChartJob | None = None
-    """Draw the report's charts in the child, once the result is written (`tradai_core.backtest_charts`)."""
+    """Draw the report's charts in the child after the backtest, before its result file is written
+    (`tradai_core.backtest_charts`)."""
 
 
 class HyperoptJob(ChildJob):

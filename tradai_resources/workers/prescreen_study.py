@@ -183,7 +183,6 @@ def _run(
     make_sampler: Callable[[int, int], Any],
     exchange: WorkerExchange | None,
 ) -> dict[str, Any]:
-
     index, workers = job.worker_index, plan.workers
     space = job.search_space
     started = time.perf_counter()
