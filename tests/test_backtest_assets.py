@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from datetime import date
 from pathlib import Path
 
@@ -167,26 +166,6 @@ def test_an_engine_crash_leaves_no_report_and_no_temp_folders(lab: BacktestLab) 
     assert mlflow_contents(client) == before  # no experiment, no run (not even an unfinished one)
 
 
-def test_mlflow_is_set_up_beside_the_backtest_and_joined_before_the_step_ends(
-    lab: BacktestLab, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """MLflow's import and store set-up overlap the candle read and the backtest (issue #14), on a thread
-    that is gone when the step ends, whether the backtest succeeds or crashes."""
-    threads: list[str] = []
-    client = MLflowResource.client
-
-    def recording_client(self: MLflowResource) -> mlflow.MlflowClient:
-        threads.append(threading.current_thread().name)
-        return client(self)
-
-    monkeypatch.setattr(MLflowResource, "client", recording_client)
-    for strategy, succeeds in (("RsiMeanReversion", True), ("Crashing", False)):
-        threads.clear()
-        assert backtest(lab, strategy).success is succeeds
-        assert any(name.startswith("mlflow-warm-up") for name in threads), threads
-        assert not [t.name for t in threading.enumerate() if t.name.startswith("mlflow-warm-up")]
-
-
 def test_an_ml_strategy_without_its_model_is_stopped_by_its_gate(lab: BacktestLab) -> None:
     result = backtest(lab, "LgbmClassifier")
     gate = check(result, "model_ready")
@@ -275,7 +254,8 @@ resources = {
     "freqtrade": FreqtradeResource(work_dir=str(home / "backtests")),
     "mlflow": MLflowResource(tracking_uri=settings.resolved_mlflow_uri),
 }
-loaded = lambda: sorted({name.split(".")[0] for name in sys.modules} & {"freqtrade", "ccxt", "matplotlib"})
+heavy = {"freqtrade", "ccxt", "matplotlib", "mlflow"}
+loaded = lambda: sorted({name.split(".")[0] for name in sys.modules} & heavy)
 ops = {"ops": {"backtest_plan": {"config": window}, "backtest_report": {"config": window}}}
 assets = build_backtest_assets(settings, home / "strategies")
 out = {}
@@ -291,16 +271,22 @@ with DagsterInstance.from_config(instance_dir) as instance:
     reports = both.asset_materializations_for_node("backtest_report")
     charted = len(reports) == 1 and {"chart_BTC_USDT", "equity_and_drawdown"} <= set(reports[0].metadata)
     out["report"] = [both.success and charted, loaded()]
+    meta = reports[0].metadata
+    run = resources["mlflow"].get_run(meta["mlflow_run_id"].value)  # MLflow loaded from here on
+    trades = resources["mlflow"].load_dataframe(run.info.run_id, "backtest/trades.parquet")
+    out["run"] = [run.info.status, run.data.params["timerange"], len(trades), meta["trade_count"].value]
+    out["run_tags"] = [run.data.tags["dagster.run_id"] == both.run_id, run.data.tags["purpose"]]
 print(json.dumps(out))
 """
 
 
-def test_neither_backtest_step_imports_freqtrade_ccxt_or_matplotlib_in_the_dagster_process(
+def test_neither_backtest_step_imports_freqtrade_ccxt_matplotlib_or_mlflow_in_the_dagster_process(
     tmp_path: Path, demo_candles_dir: Path
 ) -> None:
-    """The strategy is validated in a child forked from the Freqtrade worker, and the report's charts are
-    drawn by the backtest's own child (issue #14): the Dagster process that runs the plan and the report
-    never imports Freqtrade's strategy API, ccxt with it, or matplotlib; the report still has its charts."""
+    """The strategy is validated in a child forked from the Freqtrade worker, the report's charts are drawn
+    by the backtest's own child, and its MLflow run is written by another (issue #14): the Dagster process
+    that runs the plan and the report never imports Freqtrade's strategy API, ccxt with it, matplotlib or
+    MLflow; the report still has its charts, and its run is in the store, finished, with its trades."""
     instance_dir = tmp_path / "dagster"
     instance_dir.mkdir()
     (tmp_path / "home").mkdir()
@@ -334,3 +320,8 @@ def test_neither_backtest_step_imports_freqtrade_ccxt_or_matplotlib_in_the_dagst
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["plan"] == [True, []], f"after backtest_plan: {out['plan']}"
     assert out["report"] == [True, []], f"after backtest_report: {out['report']}"
+    status, timerange, stored_trades, reported_trades = out["run"]
+    assert status == "FINISHED"
+    assert timerange.startswith(WINDOW["start"].replace("-", "") + "-")
+    assert stored_trades == reported_trades > 0
+    assert out["run_tags"] == [True, "report"]

@@ -248,7 +248,7 @@ def test_the_code_location_forks_backtests_from_the_shared_worker_unless_configu
     ):
         hyperopt = build_definitions(settings).resources["hyperopt"]
         assert isinstance(hyperopt, HyperoptResource)
-        assert hyperopt._launcher() == freqtrade(settings)._launcher()
+        assert hyperopt.launcher() == freqtrade(settings).launcher()
 
 
 def test_tradai_workers_stop_ends_the_shared_workers_of_the_configured_folder(

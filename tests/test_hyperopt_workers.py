@@ -154,7 +154,7 @@ def test_a_failing_study_worker_stops_the_other_forked_one(
     assert time.monotonic() - started < 300, "the hanging worker was waited for"
     workers = _processes(log)
     assert len(workers) == 2
-    zygote = resource._launcher().zygote()
+    zygote = resource.launcher().zygote()
     assert set(workers.values()) == {zygote.pid}  # forked children, not fresh interpreters
     assert all(_gone(pid) for pid in workers)  # the hanging one was killed
     assert list((tmp_path / "ho").iterdir()) == []
@@ -175,7 +175,7 @@ def test_a_forked_study_worker_over_the_time_limit_is_killed(
     with pytest.raises(BacktestError, match=r"timed out after 20 s and was stopped"):
         resource.optimize("RsiMeanReversion", strategies, candles, WEEK, one)
     ((pid, parent),) = _processes(log).items()
-    zygote = resource._launcher().zygote()
+    zygote = resource.launcher().zygote()
     assert parent == zygote.pid and _gone(pid)
     assert zygote.usable  # only the study-worker died
 

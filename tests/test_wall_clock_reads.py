@@ -29,7 +29,7 @@ ALLOWED: dict[tuple[str, str], str] = {
         "_log_to_mlflow",
     ): "when the study was recorded (no decision)",
     ("tradai_resources/notifier.py", "<lambda>"): "when a notification was sent",
-    ("tradai_resources/mlflow_tracking.py", "log_metrics"): "MLflow's own metric timestamp",
+    ("tradai_resources/mlflow_records.py", "log_metrics"): "MLflow's own metric timestamp",
     ("tradai/demo_output.py", "tick_log_key"): "a unique tick id for the demo's sensor ticks",
 }
 

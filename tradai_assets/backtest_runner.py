@@ -7,7 +7,8 @@ confirmation alike.
   training data (tag `tradai.holdout_start`), for a report's gate and for the validation window.
 - `execute`: candles from ArcticDB (or the caller's, when it already read them), Freqtrade's engine, the
   candle versions pinned, per-bar returns on the window's grid.
-- `record` writes a backtest into an MLflow run in one layout; `run_and_record` opens that run first:
+- `record` writes a backtest into an MLflow run in one layout; `run_and_record` describes that run whole,
+  then writes it:
 
       backtest/trades.parquet  equity.parquet  bar_returns.parquet  freqtrade_stats.json
       backtest/strategy_config.json  run_config.json  data_versions.json  source/<module>.py
@@ -51,7 +52,9 @@ from tradai_core.strategy_config import StrategyConfig
 from tradai_core.timeframes import timeframe_delta
 from tradai_resources.arcticdb_store import ArcticDBResource
 from tradai_resources.freqtrade_backtester import ChartedBacktest, ChartRequest, FreqtradeResource
+from tradai_resources.mlflow_records import RecordedRun, RunSheet
 from tradai_resources.mlflow_tracking import MLflowResource, ModelVersionInfo, TrackedRun
+from tradai_resources.workers.launch import ChildLauncher
 
 ARTIFACT_DIR = "backtest"
 """Where every backtest's artifacts sit in its MLflow run."""
@@ -340,7 +343,7 @@ def run_params(backtest: ExecutedBacktest) -> dict[str, object]:
 
 
 def record(
-    tracked: TrackedRun,
+    tracked: TrackedRun | RunSheet,
     backtest: ExecutedBacktest,
     *,
     chart_pages: Mapping[str, str] | None = None,
@@ -359,15 +362,6 @@ def record(
         tracked.log_text(page, artifact_file)
 
 
-class RecordedRun(BaseModel):
-    """Where a backtest's own MLflow run is."""
-
-    model_config = ConfigDict(frozen=True)
-
-    run_id: str
-    experiment_id: str
-
-
 def run_and_record(
     mlflow: MLflowResource,
     backtest: ExecutedBacktest,
@@ -380,28 +374,28 @@ def run_and_record(
     metrics: Mapping[str, float] | None = None,
     tags: Mapping[str, str] | None = None,
     chart_pages: Mapping[str, str] | None = None,
+    launcher: ChildLauncher | None = None,
 ) -> RecordedRun:
-    """Open a run for `backtest` in `experiment` and record it there: the layout, the params of
-    `run_params` (plus `params`), every defined metric (plus `metrics`), and the lineage tags
-    (strategy, version, source hash, purpose, ArcticDB pin, model; plus `tags`)."""
+    """Record `backtest` as a new run in `experiment`: the layout, the params of `run_params` (plus
+    `params`), every defined metric (plus `metrics`), and the lineage tags (strategy, version, source hash,
+    purpose, ArcticDB pin, model; plus `tags`). The run is described whole first, then written — by a child
+    of `launcher` when it forks, so this process need not load MLflow (`MLflowResource.write_run`)."""
     plan = backtest.plan
-    with mlflow.start_run(
-        experiment,
-        run_name,
-        dagster_run_id=dagster_run_id,
-        data_versions=backtest.data_versions,
-        tags={
-            "strategy": plan.strategy,
-            "strategy.version": plan.strategy_config.version,
-            "source_sha256": plan.source_sha256,
-            "purpose": purpose,
-            TAG_ARCTICDB_PIN: backtest.arcticdb_snapshot,
-            **{f"tradai.{key}": value for key, value in plan.lineage.items()},
-            **(tags or {}),
-        },
-    ) as tracked:
-        tracked.log_params({**run_params(backtest), **(params or {})})
-        tracked.log_metrics({**backtest.result.metrics.defined_numbers(), **(metrics or {})})
-        tracked.set_tags(undefined_tags(backtest.result.metrics))
-        record(tracked, backtest, chart_pages=chart_pages)
-        return RecordedRun(run_id=tracked.run_id, experiment_id=tracked.experiment_id)
+    lineage = {
+        "strategy": plan.strategy,
+        "strategy.version": plan.strategy_config.version,
+        "source_sha256": plan.source_sha256,
+        "purpose": purpose,
+        TAG_ARCTICDB_PIN: backtest.arcticdb_snapshot,
+        **{f"tradai.{key}": value for key, value in plan.lineage.items()},
+        **(tags or {}),
+    }
+    with tempfile.TemporaryDirectory(prefix="tradai-run-") as folder:
+        sheet = RunSheet(Path(folder))
+        sheet.log_params({**run_params(backtest), **(params or {})})
+        sheet.log_metrics({**backtest.result.metrics.defined_numbers(), **(metrics or {})})
+        sheet.set_tags(undefined_tags(backtest.result.metrics))
+        record(sheet, backtest, chart_pages=chart_pages)
+        name, location = mlflow.experiment_location(experiment)
+        run_tags = mlflow.run_tags(dagster_run_id, backtest.data_versions, lineage)
+        return mlflow.write_run(sheet.record(name, location, run_name, run_tags), launcher)

@@ -8,7 +8,6 @@ in MLflow's one layout), and shows metrics, plots and the best and worst pairs i
 module appears as a new partition when the code location reloads.
 """
 
-from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -373,64 +372,60 @@ def build_backtest_assets(settings: TradAISettings, folder: Path = STRATEGIES_DI
         selection = select_backtest_pairs(settings, config, strategy_config)
         if selection.dropped:
             context.log.warning("%s: backtesting %s", name, selection.describe())
-        # MLflow's import and store set-up (a second or more of CPU) run beside the candle read and the
-        # backtest (which waits on the worker child); the thread is joined before the step goes on or fails
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-warm-up") as warm_up:
-            ready = warm_up.submit(mlflow.client)
-            lineage: dict[str, str] = {}
-            if is_machine_learning(report):
-                problem, lineage = model_problem(mlflow, strategy_config, window)
-                if problem:
-                    raise ValidationError(problem, "see the backtest_plan check model_ready")
-            plan = plan_backtest(
-                report,
-                strategy_config,
-                window.start,
-                window.end,
-                selection.pairs,
-                config,
-                lineage=lineage,
-                startup=startup,
+        lineage: dict[str, str] = {}
+        if is_machine_learning(report):
+            problem, lineage = model_problem(mlflow, strategy_config, window)
+            if problem:
+                raise ValidationError(problem, "see the backtest_plan check model_ready")
+        plan = plan_backtest(
+            report,
+            strategy_config,
+            window.start,
+            window.end,
+            selection.pairs,
+            config,
+            lineage=lineage,
+            startup=startup,
+        )
+        # the charts are drawn by the backtest's own child, from the indicators it computed; drawn here only
+        # if that child could not
+        chart_request = ChartRequest(
+            trading_start=pd.Timestamp(window.start, tz="UTC"),
+            equity_title=f"{name} {window.timerange}",
+        )
+        backtest = execute(
+            plan,
+            exchange=exchange,
+            timeframe=tf,
+            candle_store=candle_store,
+            freqtrade=freqtrade,
+            mlflow=mlflow,
+            pin=(f"tradai.backtest.{context.run.run_id}.{name}", f"backtest {name}"),
+            charts=chart_request,
+        )
+        result, candles, versions = backtest.result, backtest.candles, backtest.data_versions
+        drawn = backtest.charts
+        if drawn is None:
+            context.log.warning(
+                "%s: the backtest's worker drew no charts (its log says why); drawing here", name
             )
-            # the charts are drawn by the backtest's own child, from the indicators it computed, while this
-            # process sets up MLflow; drawn here only if that child could not
-            chart_request = ChartRequest(
-                trading_start=pd.Timestamp(window.start, tz="UTC"),
-                equity_title=f"{name} {window.timerange}",
-            )
-            backtest = execute(
-                plan,
-                exchange=exchange,
-                timeframe=tf,
-                candle_store=candle_store,
-                freqtrade=freqtrade,
-                mlflow=mlflow,
-                pin=(f"tradai.backtest.{context.run.run_id}.{name}", f"backtest {name}"),
-                charts=chart_request,
-            )
-            result, candles, versions = backtest.result, backtest.candles, backtest.data_versions
-            drawn = backtest.charts
-            if drawn is None:
-                context.log.warning(
-                    "%s: the backtest's worker drew no charts (its log says why); drawing here", name
-                )
-                drawn = draw_backtest_charts(result, candles, backtest.indicators, *chart_request)
-            charts, chart_pages = trade_charts(drawn)
-            digest = plan.source_sha256
-            gaps = {pair: len(find_gaps(frame.index, timeframe_ms(tf))) for pair, frame in candles.items()}
-            metrics = result.metrics
-            ready.result()  # the store's set-up error, if any, fails the step here
-            recorded = run_and_record(
-                mlflow,
-                backtest,
-                experiment=MLFLOW_EXPERIMENT,
-                run_name=f"{name}-{window.timerange}",
-                purpose="report",
-                dagster_run_id=context.run.run_id,
-                params={"dropped_pairs": ",".join(selection.dropped) or "none"},
-                tags={"tradai.tuned_params_run_id": config.tuned_params_run_id or "none"},
-                chart_pages=chart_pages,
-            )
+            drawn = draw_backtest_charts(result, candles, backtest.indicators, *chart_request)
+        charts, chart_pages = trade_charts(drawn)
+        digest = plan.source_sha256
+        gaps = {pair: len(find_gaps(frame.index, timeframe_ms(tf))) for pair, frame in candles.items()}
+        metrics = result.metrics
+        recorded = run_and_record(
+            mlflow,
+            backtest,
+            experiment=MLFLOW_EXPERIMENT,
+            run_name=f"{name}-{window.timerange}",
+            purpose="report",
+            dagster_run_id=context.run.run_id,
+            params={"dropped_pairs": ",".join(selection.dropped) or "none"},
+            tags={"tradai.tuned_params_run_id": config.tuned_params_run_id or "none"},
+            chart_pages=chart_pages,
+            launcher=freqtrade.launcher(),  # written by a child that has MLflow loaded
+        )
         context.log.info(
             "%s %s on %s: %d trades, profit %.2f %%, Sharpe %s, max drawdown %.2f %%",
             name,

@@ -373,7 +373,7 @@ class FreqtradeResource(FreqtradeWorkerResource):
         """Run the job in a child (forked from the zygote, else a fresh interpreter), the module its kind
         names; its exit code. Raises _TimedOut past `timeout` s."""
         try:
-            done = self._launcher().run(request, timeout)
+            done = self.launcher().run(request, timeout)
         except ChildTimeoutError:
             raise _TimedOut from None
         except ChildLostError as exc:

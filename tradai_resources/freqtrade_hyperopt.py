@@ -278,7 +278,7 @@ class HyperoptResource(FreqtradeWorkerResource):
         a study whose settings changed, BacktestError when a worker fails or the run times out.
         """
         strategy_dir = Path(strategy_dir)
-        self._launcher().prestart()  # the zygote loads Freqtrade while the study and workspace are set up
+        self.launcher().prestart()  # the zygote loads Freqtrade while the study and workspace are set up
         report = validate_strategy(strategy_name, strategy_dir, config=strategy_config)
         report.raise_for_errors()
         config = strategy_config or report.config
@@ -450,7 +450,7 @@ class HyperoptResource(FreqtradeWorkerResource):
     def _launch(self, strategy: str, study_name: str, workers: list[_Worker]) -> list[dict[str, Any]]:
         """Run every study-worker at once, each a child process of its own forked from the zygote (else a
         fresh interpreter); return their summaries. The first that fails, or the time limit, stops all."""
-        launcher = self._launcher()
+        launcher = self.launcher()
         stop = threading.Event()
         summaries: dict[int, dict[str, Any]] = {}
         with ThreadPoolExecutor(max_workers=len(workers), thread_name_prefix="study-worker") as pool:

@@ -80,10 +80,11 @@ class FreqtradeWorkerResource(ConfigurableResource):
     def prestart(self) -> None:
         """Start the worker in the background if it is not running. Never raises: if it cannot start,
         children say so in a warning and run in fresh interpreters."""
-        self._launcher().prestart()
+        self.launcher().prestart()
 
-    def _launcher(self) -> ChildLauncher:
-        """How this resource's children start (`workers.launch`)."""
+    def launcher(self) -> ChildLauncher:
+        """How this resource's children start (`workers.launch`); the report's MLflow run is written by a
+        child started the same way (`MLflowResource.write_run`)."""
         return ChildLauncher(
             python=self.python_executable or sys.executable,
             start_method=self.start_method,

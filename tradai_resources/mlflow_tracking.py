@@ -14,7 +14,6 @@ runs. A process-wide lock serialises those blocks between threads.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib
 import importlib.metadata
@@ -22,6 +21,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -38,8 +38,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from tradai_core.errors import NotFoundError, ValidationError
-from tradai_core.lazy import LazyModule
+from tradai_core.errors import NotFoundError, TradAIError, ValidationError
 from tradai_core.model_lifecycle import AuditEntry
 from tradai_core.registry import (
     AUDIT_EXPERIMENT,
@@ -52,6 +51,19 @@ from tradai_core.registry import (
 )
 from tradai_core.settings import PROJECT_ROOT, TradAISettings
 from tradai_core.urls import redact_uri, scrub
+from tradai_resources import mlflow_records as records
+from tradai_resources.mlflow_records import RecordedRun, RunRecord
+from tradai_resources.workers.env import mlflow_client_environment
+from tradai_resources.workers.jobs import MLflowRunJob, write_job
+from tradai_resources.workers.launch import (
+    ChildLauncher,
+    ChildLostError,
+    ChildTimeoutError,
+    InterpreterError,
+    child_env,
+)
+from tradai_resources.workers.processes import log_tail
+from tradai_resources.workers.protocol import ForkRequest
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -59,23 +71,19 @@ if TYPE_CHECKING:
     from mlflow.models.model import ModelInfo
 
 
-def _offline_mlflow() -> None:
-    """Before MLflow is first imported: no usage telemetry, no links printed to stdout. MLflow 3 otherwise
-    fetches its telemetry config over the network and flushes a queue at interpreter exit, a delay every
-    run process pays (and a connection attempt from machines that must not make any); a deployment may
-    still set either."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    # Against a tracking server MLflow writes "View run … / View experiment …" links to stdout whenever a
-    # run ends: noise in every step's compute log and in the demo (the run's link is in its metadata).
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-
-
-# imported on first use: loading the code location must not pay for MLflow (seconds)
-mlflow = LazyModule("mlflow", setup=_offline_mlflow)
-_entities = LazyModule("mlflow.entities", setup=_offline_mlflow)
-_exceptions = LazyModule("mlflow.exceptions", setup=_offline_mlflow)
+mlflow = records.mlflow
+_entities = records.entities
+_exceptions = records.exceptions
 
 logger = logging.getLogger(__name__)
+
+WRITE_RUN_TIMEOUT_S = 1800.0
+"""How long the child writing a run may take (artifact uploads to a remote store included)."""
+
+
+class MLflowWriteError(TradAIError):
+    """A run could not be written by its child process."""
+
 
 # MLflow draws a tqdm bar on stderr for every artifact download (model loads, `load_dict`, ...): noise in
 # a log. Off unless the environment asks for it; set before any download, and inherited by the Freqtrade
@@ -88,7 +96,7 @@ _REQUIREMENT_LOGGERS = ("mlflow.utils.uv_utils", "mlflow.utils.environment")
 TAG_DAGSTER_RUN_ID = "dagster.run_id"
 TAG_GIT_COMMIT = "tradai.git_commit"
 TAG_DATA_VERSION_PREFIX = "tradai.data_version."
-TAG_ERROR = "tradai.error"
+TAG_ERROR = records.TAG_ERROR
 MLFLOW_GIT_COMMIT_TAG = "mlflow.source.git.commit"
 UNKNOWN_COMMIT = "unknown"
 OUTSIDE_DAGSTER = "outside-dagster"
@@ -96,7 +104,6 @@ OUTSIDE_DAGSTER = "outside-dagster"
 # Packages whose pinned version stands in for MLflow's requirement inference, which loads the model in
 # a subprocess and takes seconds.
 _FLAVOR_PACKAGES = {"lightgbm": "lightgbm", "sklearn": "scikit-learn", "xgboost": "xgboost"}
-_TAG_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
 _GLOBAL_STATE_LOCK = threading.RLock()
 
 
@@ -159,34 +166,6 @@ def _mlflow_globals(tracking_uri: str, registry_uri: str) -> Iterator[None]:
 
 def _is_http(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    prefix = "sqlite:///"
-    return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
-
-
-_CREATED_STORES: set[Path] = set()
-_CREATED_STORES_LOCK = threading.Lock()
-
-
-def _create_sqlite_store_once(path: Path, tracking_uri: str, registry_uri: str) -> None:
-    """Create the SQLite store at `path` (tables and migrations) under a file lock, once per process.
-
-    MLflow creates a SQLite store's schema on first use without a lock between processes: two runs started
-    at once on a fresh home both create it, and one fails with "table alembic_version already exists".
-    """
-    path = path.resolve()
-    with _CREATED_STORES_LOCK:
-        if path in _CREATED_STORES:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_name(path.name + ".create.lock"), "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-            # A client opens (and so creates or migrates) its stores when it is built.
-            client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
-            client.search_registered_models(max_results=1)
-        _CREATED_STORES.add(path)
 
 
 def _error_code(exc: MlflowException) -> str:
@@ -266,23 +245,18 @@ class TrackedRun:
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Record parameters (stringified; MLflow params are write-once per run)."""
         self._check_open()
-        items = [_entities.Param(str(key), str(value)) for key, value in params.items()]
-        for start in range(0, len(items), 100):
-            self._client.log_batch(self.run_id, params=items[start : start + 100], synchronous=True)
+        records.log_params(self._client, self.run_id, params)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Record metric values, optionally at a step (e.g. the walk-forward fold)."""
         self._check_open()
-        now = int(datetime.now(tz=UTC).timestamp() * 1000)
-        items = [_entities.Metric(str(key), float(value), now, step or 0) for key, value in metrics.items()]
-        for start in range(0, len(items), 1000):
-            self._client.log_batch(self.run_id, metrics=items[start : start + 1000], synchronous=True)
+        records.log_metrics(self._client, self.run_id, metrics, step or 0)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Add tags to the run."""
         self._check_open()
         for key, value in tags.items():
-            self._client.set_tag(self.run_id, _TAG_KEY_UNSAFE.sub("_", str(key)), str(value))
+            self._client.set_tag(self.run_id, records.safe_tag_key(key), str(value))
 
     def log_dict(self, data: Mapping[str, Any] | list[Any], artifact_file: str) -> None:
         """Store a dict or list as JSON (or YAML when `artifact_file` ends in .yaml/.yml)."""
@@ -399,11 +373,7 @@ class MLflowResource(dg.ConfigurableResource):
 
     def client(self) -> mlflow.MlflowClient:
         """An MLflow client bound to this resource's stores (no global state involved)."""
-        for uri in {self.tracking_uri, self.resolved_registry_uri}:
-            path = _sqlite_path(uri)
-            if path is not None:
-                _create_sqlite_store_once(path, self.tracking_uri, self.resolved_registry_uri)
-        return mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.resolved_registry_uri)
+        return records.open_client(self.tracking_uri, self.resolved_registry_uri)
 
     def resolved_artifact_root(self) -> str | None:
         """Artifact root URI for new experiments, or None to let a tracking server decide."""
@@ -412,7 +382,7 @@ class MLflowResource(dg.ConfigurableResource):
         elif _is_http(self.tracking_uri) or self.tracking_uri.startswith("databricks"):
             return None
         else:
-            sqlite = _sqlite_path(self.tracking_uri)
+            sqlite = records.sqlite_path(self.tracking_uri)
             home = TradAISettings().home
             root = str((sqlite.parent if sqlite is not None else home) / "mlartifacts")
         if "://" in root or root.startswith("file:"):
@@ -426,26 +396,14 @@ class MLflowResource(dg.ConfigurableResource):
     def ensure_experiment(self, experiment: str) -> str:
         """Id of the experiment, creating it (artifacts under the artifact root) or restoring it when
         deleted."""
-        client = self.client()
+        return records.experiment_id(self.client(), *self.experiment_location(experiment))
+
+    def experiment_location(self, experiment: str) -> tuple[str, str | None]:
+        """The experiment's full name, and where it keeps its artifacts if it is created (None: the server
+        decides)."""
         name = self.experiment_name(experiment)
-        existing = client.get_experiment_by_name(name)
-        if existing is not None:
-            if existing.lifecycle_stage == "deleted":
-                client.restore_experiment(existing.experiment_id)
-            return existing.experiment_id
         root = self.resolved_artifact_root()
-        location = None if root is None else f"{root}/{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}"
-        try:
-            experiment_id = client.create_experiment(name, artifact_location=location)
-        except _exceptions.MlflowException as exc:
-            if "ALREADY_EXISTS" not in _error_code(exc):
-                raise
-            found = client.get_experiment_by_name(name)
-            if found is None:
-                raise
-            return found.experiment_id
-        logger.info("created MLflow experiment %s (artifacts at %s)", name, location or "server default")
-        return experiment_id
+        return name, None if root is None else f"{root}/{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}"
 
     # -- runs
 
@@ -464,7 +422,7 @@ class MLflowResource(dg.ConfigurableResource):
             out[MLFLOW_GIT_COMMIT_TAG] = commit
         for key, value in (data_versions or {}).items():
             out[TAG_DATA_VERSION_PREFIX + str(key)] = str(value)
-        return {_TAG_KEY_UNSAFE.sub("_", key): value for key, value in out.items()}
+        return {records.safe_tag_key(key): value for key, value in out.items()}
 
     @contextmanager
     def start_run(
@@ -515,6 +473,59 @@ class MLflowResource(dg.ConfigurableResource):
                 raise
             finally:
                 self._end_run(client, run_id, status)
+
+    def write_run(self, record: RunRecord, launcher: ChildLauncher | None = None) -> RecordedRun:
+        """Write `record` as a new run of this store (`mlflow_records.write_run`: it ends FINISHED, or
+        FAILED with its error as a tag). With a `launcher` that forks, in a child forked from the Freqtrade
+        worker, which has MLflow loaded (this process then never imports MLflow); else here."""
+        if launcher is None or not launcher.forks:
+            secrets = (self.tracking_uri, self.resolved_registry_uri)
+            return records.write_run(self.client(), record, secrets=secrets)
+        root = Path(tempfile.mkdtemp(prefix="tradai-mlflow-run-"))  # this user's only
+        try:
+            return self._write_run_in_child(record, launcher, root)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+    def _write_run_in_child(self, record: RunRecord, launcher: ChildLauncher, root: Path) -> RecordedRun:
+        job = MLflowRunJob(
+            tracking_uri=self.tracking_uri,
+            registry_uri=self.resolved_registry_uri,
+            environment=mlflow_client_environment(os.environ),
+            record=record,
+            result_path=str(root / "result.json"),
+            error_path=str(root / "error.json"),
+        )
+        request = ForkRequest(
+            job_path=str(write_job(job, root / "job.json")),
+            cwd=str(root),
+            stdout_path=str(root / "run.stdout"),
+            stderr_path=str(root / "run.stderr"),
+            env=child_env(),
+        )
+        try:
+            done = launcher.run(request, WRITE_RUN_TIMEOUT_S)
+        except ChildTimeoutError:
+            raise MLflowWriteError(
+                f"writing the MLflow run {record.run_name!r} took longer than {WRITE_RUN_TIMEOUT_S:g} s",
+                f"check that {redact_uri(self.tracking_uri)} answers, then re-run",
+            ) from None
+        except (ChildLostError, InterpreterError) as exc:
+            raise MLflowWriteError(
+                f"the process writing the MLflow run {record.run_name!r} was lost: {exc}", "re-run"
+            ) from exc
+        if done.returncode == 0 and Path(job.result_path).is_file():
+            return RecordedRun.model_validate_json(Path(job.result_path).read_text(encoding="utf-8"))
+        reason = ""
+        if Path(job.error_path).is_file():
+            reason = ": " + str(json.loads(Path(job.error_path).read_text(encoding="utf-8")).get("message"))
+        tail = scrub(log_tail(Path(request.stderr_path), 15), *job.secrets())
+        raise MLflowWriteError(
+            f"writing the MLflow run {record.run_name!r} to {redact_uri(self.tracking_uri)} failed "
+            f"(exit code {done.returncode}){reason}"
+            + (f"\n--- last lines of its log ---\n{tail}" if tail else ""),
+            "fix what it says (is the tracking server up, are its credentials set?) and re-run",
+        )
 
     @staticmethod
     def _tag_failure(

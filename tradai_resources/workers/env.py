@@ -54,3 +54,23 @@ def allowed(name: str) -> bool:
 def child_environment(env: Mapping[str, str]) -> dict[str, str]:
     """The allowlisted part of `env`: what a Freqtrade child process is given (see the module doc)."""
     return {name: value for name, value in env.items() if allowed(name)}
+
+
+MLFLOW_CLIENT_NAMES: Final[frozenset[str]] = frozenset(
+    {"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"}
+    | {"REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "CURL_CA_BUNDLE"}
+)
+MLFLOW_CLIENT_PREFIXES: Final[tuple[str, ...]] = ("MLFLOW_", "AWS_", "AZURE_", "GOOGLE_", "GCS_")
+"""What an MLflow client reads from its environment: its own settings and credentials
+(`MLFLOW_TRACKING_USERNAME`/`_PASSWORD`/`_TOKEN`, `MLFLOW_S3_ENDPOINT_URL`, ...), the artifact store's
+cloud credentials, proxies and certificate bundles."""
+
+
+def mlflow_client_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The part of `env` an MLflow client reads. It may hold credentials: it travels to the child that
+    writes a report's run only inside its job file (`jobs.MLflowRunJob`), never as an environment."""
+    return {
+        name: value
+        for name, value in env.items()
+        if name in MLFLOW_CLIENT_NAMES or name.startswith(MLFLOW_CLIENT_PREFIXES)
+    }

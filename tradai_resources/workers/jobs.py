@@ -25,6 +25,7 @@ from tradai_core.hyperopt import Objective, SearchSpace
 from tradai_core.prescreen import PrescreenPlan
 from tradai_core.strategy_config import StrategyConfig
 from tradai_core.urls import redact_uris_in
+from tradai_resources.mlflow_records import RunRecord
 
 EXIT_OK: Final[int] = 0
 EXIT_FAILED: Final[int] = 1
@@ -110,10 +111,40 @@ class StrategyCheckJob(JobFile):
     """The config to check the class against; None: the YAML beside the module."""
 
 
+MLFLOW_RUN_KIND: Final[str] = "mlflow_run"
+
+
+class MLflowRunJob(JobFile):
+    """Write one MLflow run (`mlflow_run_child`): a report's run, described whole in the parent. The child
+    runs no strategy code; the store's URIs and the MLflow client's settings and credentials reach it only
+    in this file, readable by its user alone (`write_job`), never in its environment."""
+
+    kind: Literal["mlflow_run"] = "mlflow_run"
+    tracking_uri: str
+    registry_uri: str
+    environment: dict[str, str] = {}
+    """The parent's MLflow client settings (`env.mlflow_client_environment`), set before MLflow is used."""
+    record: RunRecord
+
+    def secrets(self) -> tuple[str, ...]:
+        """What must never appear in an error: the store URIs and every client setting that may be a
+        credential (all but flags and numbers)."""
+        settings = (
+            value
+            for value in self.environment.values()
+            if value.lower() not in _FLAGS and not value.replace(".", "", 1).isdigit()
+        )
+        return (self.tracking_uri, self.registry_uri, *settings)
+
+
+_FLAGS: Final[frozenset[str]] = frozenset({"", "true", "false", "yes", "no", "on", "off"})
+
+
 JOB_MODULES: Final[dict[str, str]] = {
     "backtest": "tradai_resources.workers.backtest_child",
     "hyperopt": "tradai_resources.workers.hyperopt_child",
     "strategy_check": "tradai_resources.workers.strategy_check_child",
+    MLFLOW_RUN_KIND: "tradai_resources.workers.mlflow_run_child",
 }
 """Job kind → the module running it; each has `main(argv) -> exit code` and runs as `python -m MODULE JOB`."""
 KIND_PRELOADS: Final[dict[str, tuple[str, ...]]] = {
@@ -128,11 +159,20 @@ KIND_PRELOADS: Final[dict[str, tuple[str, ...]]] = {
         "tradai_resources.workers.hyperopt_child",
         "tradai_core.prescreen_kernel",
     ),
+    MLFLOW_RUN_KIND: (
+        "tradai_resources.workers.mlflow_run_child",  # first: it turns MLflow's telemetry off
+        "sqlalchemy.orm",
+        "alembic",
+        "mlflow",
+        "mlflow.store.tracking.sqlalchemy_store",
+        "mlflow.store.model_registry.sqlalchemy_store",
+    ),
 }
 """What the zygote imports, once, before it forks the first job of a kind, beyond what it preloads at start
 (`backtest_child.PRELOAD_MODULES`: backtests and strategy checks). A study-worker's Optuna, Freqtrade's
 hyperopt helpers and the pre-screen's Numba kernel (≈ 3 s of LLVM) would otherwise delay every zygote's
-start — and so the first backtest of a launch — for studies that may never come."""
+start — and so the first backtest of a launch — for studies that may never come. MLflow's (≈ 2 s) is
+usually imported earlier, while the zygote is idle (`zygote_server.IDLE_MODULES`)."""
 DEFAULT_KIND: Final[str] = "backtest"
 """The kind of a job file that names none (or cannot be read: the backtest worker then says what is wrong)."""
 

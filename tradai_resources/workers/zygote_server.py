@@ -38,7 +38,7 @@ from tradai_resources.workers.folder import (
     open_own_file,
     open_private_folder,
 )
-from tradai_resources.workers.jobs import EXIT_BAD_JOB, EXIT_OK, KIND_PRELOADS, kind_named
+from tradai_resources.workers.jobs import EXIT_BAD_JOB, EXIT_OK, KIND_PRELOADS, MLFLOW_RUN_KIND, kind_named
 from tradai_resources.workers.processes import kill_group, peer_credentials
 from tradai_resources.workers.protocol import (
     KILL_COMMAND,
@@ -48,6 +48,11 @@ from tradai_resources.workers.protocol import (
     read_request,
     send_json,
 )
+
+IDLE_MODULES: tuple[str, ...] = (*IDLE_PRELOADS, *KIND_PRELOADS[MLFLOW_RUN_KIND])
+"""Imported one at a time while no job waits, once the first job forked: what most launches need later but
+none at first — the report's charts, drawn in the backtest's child, then MLflow, whose run the report
+records in a child of its own. Neither the zygote's start nor any Dagster process pays for them."""
 
 
 def preload(modules: tuple[str, ...] = PRELOAD_MODULES) -> tuple[list[str], dict[str, str]]:
@@ -141,9 +146,11 @@ class _Forker:
         self.closers: list[Callable[[], None]] = []
         """What a forked child must close besides the forker's own descriptors (sources, the lock)."""
         self.preloaded_kinds: set[str] = set()
-        self.idle_preloaded = False
+        self.idle_queue: list[str] = []
+        """Modules still to import while no job waits (`IDLE_MODULES`), queued once the first job forked."""
+        self.idle_queued = False
         self.loaded_more = False
-        """True once modules were imported after start (`jobs.KIND_PRELOADS`, `IDLE_PRELOADS`)."""
+        """True once modules were imported after start (`jobs.KIND_PRELOADS`, `IDLE_MODULES`)."""
 
     def add_source(self, source: socket.socket) -> None:
         """Watch `source`: `poll` returns it when it is readable."""
@@ -181,14 +188,19 @@ class _Forker:
         self.children[pid] = conn
         send_json(conn, {"pid": pid})
         self._selector.register(conn, selectors.EVENT_READ, pid)
-        self._preload_idle()
+        if not self.idle_queued:
+            self.idle_queued = True
+            self.idle_queue.extend(IDLE_MODULES)
 
-    def _preload_idle(self) -> None:
-        """Once, right after the first fork (so while that child runs), import `IDLE_PRELOADS`: what only
-        some children need (the report's charts), kept off the zygote's start-up."""
-        if not self.idle_preloaded:
-            self.idle_preloaded = True
-            self._preload_more(IDLE_PRELOADS, "the report's charts")
+    def idle_timeout(self, timeout: float | None) -> float | None:
+        """How long `poll` may wait: `timeout`, or not at all while idle modules are queued."""
+        return 0.0 if self.idle_queue else timeout
+
+    def preload_idle_step(self) -> None:
+        """Import the next queued idle module (`IDLE_MODULES`). One per pass of the loop, between polls:
+        a job that arrives meanwhile waits for one import at most, never for all of them."""
+        if self.idle_queue:
+            self._preload_more((self.idle_queue.pop(0),), "jobs to come")
 
     def _preload_kind(self, job_path: str) -> None:
         """Before the first job of a kind with modules of its own (`jobs.KIND_PRELOADS`), import them here,
@@ -293,7 +305,10 @@ def serve(control: socket.socket) -> int:
         sys.stderr.write(f"zygote: {threading.active_count()} threads after preload; fork may be unsafe\n")
     serving = True
     while serving or forker.children:
-        for _ in forker.poll(None if serving else 0.2):
+        ready = forker.poll(forker.idle_timeout(None) if serving else 0.2)
+        if serving and not ready:
+            forker.preload_idle_step()
+        for _ in ready:
             try:
                 message, fds, _, _ = socket.recv_fds(control, 1, 4)
             except OSError:
@@ -433,16 +448,23 @@ def serve_shared(
                 conn.close()
             else:
                 forker.fork_job(conn)
-                if forker.loaded_more:  # a job kind's own modules: watched from their import on
-                    forker.loaded_more = False
-                    for path, stamp in loaded_sources().items():
-                        sources.setdefault(path, stamp)
+                watch_loaded()
+
+    def watch_loaded() -> None:
+        """Watch the modules imported after start (a job kind's, idle ones) from their import on."""
+        if forker.loaded_more:
+            forker.loaded_more = False
+            for path, stamp in loaded_sources().items():
+                sources.setdefault(path, stamp)
 
     listening = True
     last_busy = time.monotonic()
     while listening or forker.children:
-        if forker.poll(1.0 if listening else 0.2):
+        if forker.poll(forker.idle_timeout(1.0) if listening else 0.2):
             accept_all()
+        elif listening:
+            forker.preload_idle_step()
+            watch_loaded()
         if forker.children:
             last_busy = time.monotonic()
         idle = time.monotonic() - last_busy > idle_timeout
