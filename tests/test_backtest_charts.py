@@ -19,7 +19,7 @@ import pytest
 from strategies.validation import STRATEGIES_DIR
 from tests.backtest_fixtures import backtest_lab, run_backtest
 from tests.conftest import load_recorded
-from tradai_core.backtest_charts import BacktestCharts, draw_backtest_charts
+from tradai_core.backtest_charts import BacktestCharts, draw_backtest_charts, split_for_two
 from tradai_core.backtest_config import BacktestRunConfig
 from tradai_core.monthly_returns import monthly_returns
 from tradai_core.plots import ENTRY_COLOR, EXIT_COLOR, MAX_PNG_BYTES, png_bytes, trade_chart_figure
@@ -148,9 +148,10 @@ def test_the_worker_draws_exactly_the_charts_the_report_would_draw_itself(
     demo_candles_dir: Path, tmp_path: Path
 ) -> None:
     """The report's charts are drawn in the backtest's worker child (matplotlib stays out of the Dagster
-    process); they are the very images and pages drawn here from the same result, candles and indicators,
-    which is also what the report falls back to when the worker could not draw them."""
-    pairs = ("BTC/USDT", "ETH/USDT")
+    process), half of them by a helper it forks; they are the very images and pages drawn here from the same
+    result, candles and indicators, which is also what the report falls back to when the worker could not
+    draw them."""
+    pairs = ("BTC/USDT", "ETH/USDT", "XRP/USDT")
     candles = {pair: load_recorded(demo_candles_dir, pair).loc["2022-06-20":"2022-08-01"] for pair in pairs}
     start = pd.Timestamp("2022-07-01", tz="UTC")
     request = ChartRequest(trading_start=start, equity_title="RsiMeanReversion 20220701-20220801")
@@ -179,3 +180,11 @@ def test_charts_the_worker_could_not_write_whole_are_drawn_by_the_report_instead
     drawn = BacktestCharts(images={"BTC/USDT": "![a](b)"}, pages={"BTC/USDT": "<html>"}, equity="![e](f)")
     (tmp_path / "charts.json").write_text(drawn.model_dump_json(), encoding="utf-8")
     assert read_charts(tmp_path / "charts.json") == drawn
+
+
+def test_a_helper_takes_about_half_of_the_drawing() -> None:
+    """The worker's forked helper draws the first ⌈n/2⌉ pair charts; the worker the rest and the equity."""
+    assert split_for_two(["A", "B", "C", "D", "E", "F"]) == (("A", "B", "C"), ("D", "E", "F"))
+    assert split_for_two(["A", "B", "C"]) == (("A", "B"), ("C",))
+    assert split_for_two(["A"]) == (("A",), ())
+    assert split_for_two([]) == ((), ())

@@ -9,7 +9,7 @@ Dagster process when that child could not draw them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
@@ -73,6 +73,17 @@ def draw_backtest_charts(
     """Every chart of the report on the traded window (startup candles left out): `candles` per pair (a UTC
     DatetimeIndex), `indicators` per pair as the strategy computed them during the backtest (a pair
     without gets candles and trades only)."""
+    images, pages = draw_pair_charts(result, candles, indicators, trading_start)
+    return BacktestCharts(images=images, pages=pages, equity=draw_equity_chart(result, equity_title))
+
+
+def draw_pair_charts(
+    result: BacktestResult,
+    candles: Mapping[str, pd.DataFrame],
+    indicators: Mapping[str, pd.DataFrame],
+    trading_start: pd.Timestamp,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Per pair of `candles`, in their order: the trade chart as a markdown PNG, and as an HTML page."""
     images: dict[str, str] = {}
     pages: dict[str, str] = {}
     for pair, frame in candles.items():
@@ -83,6 +94,17 @@ def draw_backtest_charts(
         figure = trade_chart_figure(traded, extra, trades, title)
         images[pair] = png_markdown(figure, f"{pair} trades", crop=False)
         pages[pair] = trade_chart_html(traded, extra, trades, title)
-    figure = equity_and_drawdown_figure(result.equity_frame()["equity"], equity_title)
-    equity = png_markdown(figure, "equity", crop=False)
-    return BacktestCharts(images=images, pages=pages, equity=equity)
+    return images, pages
+
+
+def draw_equity_chart(result: BacktestResult, title: str) -> str:
+    """The equity curve over its drawdown, as a markdown PNG."""
+    figure = equity_and_drawdown_figure(result.equity_frame()["equity"], title)
+    return png_markdown(figure, "equity", crop=False)
+
+
+def split_for_two(pairs: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The pairs a helper process charts, and those left with the equity chart, so that two processes
+    draw about as much: of n pair charts plus the equity chart, the helper takes ⌈n/2⌉ pairs."""
+    cut = (len(pairs) + 1) // 2
+    return tuple(pairs[:cut]), tuple(pairs[cut:])

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import io
 import json
 import logging
@@ -55,16 +56,23 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Final, NoReturn
+from typing import IO, TYPE_CHECKING, Any, Final, NoReturn
 from urllib.parse import urlsplit
 
 from tradai_resources.workers.jobs import BacktestJob, ChartJob, run_job_file, run_job_path, write_atomic
 from tradai_resources.workers.protocol import ForkRequest
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tradai_core.backtest_charts import BacktestCharts
+    from tradai_core.backtest_result import BacktestResult
 
 logger = logging.getLogger(__name__)
 
@@ -344,7 +352,7 @@ def _draw_charts(job: ChartJob, stats_json: str, strategy: str, indicators: Any)
     try:
         import pandas as pd
 
-        from tradai_core.backtest_charts import draw_backtest_charts, indicator_frames
+        from tradai_core.backtest_charts import indicator_frames
         from tradai_core.backtest_result import parse_backtest_stats
 
         payload = json.loads(stats_json)
@@ -354,13 +362,69 @@ def _draw_charts(job: ChartJob, stats_json: str, strategy: str, indicators: Any)
             for pair, path in job.candle_files.items()
         }
         frames = indicator_frames(indicators) if indicators is not None else {}
-        charts = draw_backtest_charts(
-            result, candles, frames, pd.Timestamp(job.trading_start), job.equity_title
-        )
+        charts = _draw_in_two(result, candles, frames, job, Path(job.path + ".helper"))
         write_atomic(Path(job.path), lambda handle: handle.write(charts.model_dump_json()))
     except Exception:
         sys.stderr.write("charts not drawn in the worker (the report draws them):\n")
         traceback.print_exc(file=sys.stderr)
+
+
+def _draw_in_two(
+    result: BacktestResult,
+    candles: dict[str, pd.DataFrame],
+    frames: dict[str, pd.DataFrame],
+    job: ChartJob,
+    helper_file: Path,
+) -> BacktestCharts:
+    """The charts, drawn by this process and a helper forked from it that takes half the pair charts
+    (`split_for_two`): the drawing is most of a report's worker time, and a launch often has a core to
+    spare. Drawn here alone when this process runs other threads (a fork copies only this one) or cannot
+    fork, and here too are the helper's pairs when it failed. The same charts either way."""
+    import pandas as pd
+
+    from tradai_core.backtest_charts import (
+        BacktestCharts,
+        draw_backtest_charts,
+        draw_equity_chart,
+        draw_pair_charts,
+        split_for_two,
+    )
+
+    start = pd.Timestamp(job.trading_start)
+    helped, kept = split_for_two(list(candles))
+    if not helped or threading.active_count() != 1 or not hasattr(os, "fork"):
+        return draw_backtest_charts(result, candles, frames, start, job.equity_title)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    gc.freeze()  # neither process's collector then walks (and so copies) the heap they share
+    pid = os.fork()
+    if pid == 0:  # the helper: its pairs to a file, then out without running this process's exit handlers
+        code = 1
+        try:
+            images, pages = draw_pair_charts(result, {p: candles[p] for p in helped}, frames, start)
+            helper_file.write_text(json.dumps({"images": images, "pages": pages}), encoding="utf-8")
+            code = 0
+        except BaseException:
+            traceback.print_exc(file=sys.stderr)
+        finally:
+            os._exit(code)
+    try:
+        images, pages = draw_pair_charts(result, {p: candles[p] for p in kept}, frames, start)
+        equity = draw_equity_chart(result, job.equity_title)
+    finally:
+        _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) == 0 and helper_file.is_file():
+        drawn = json.loads(helper_file.read_text(encoding="utf-8"))
+        helper_images, helper_pages = drawn["images"], drawn["pages"]
+    else:
+        sys.stderr.write("the chart helper failed; drawing its charts here\n")
+        helper_images, helper_pages = draw_pair_charts(result, {p: candles[p] for p in helped}, frames, start)
+    images, pages = {**helper_images, **images}, {**helper_pages, **pages}
+    return BacktestCharts(
+        images={pair: images[pair] for pair in candles},
+        pages={pair: pages[pair] for pair in candles},
+        equity=equity,
+    )
 
 
 @contextmanager
