@@ -1,6 +1,7 @@
 """The user-path benchmark (issue #14): a backtest launched by a person, against the stock CLI.
 
-`uv run python -m bench user_path` (or `python -m bench.user_path`). On the recorded 12-pair data:
+`uv run python -m bench user_path` (or `python -m bench.user_path [user_path] [daemon] [--repeats N]`). On the
+recorded 12-pair data:
 
 1. **Three backtests, two at a time** — RsiMeanReversion, EmaAdxTrend, BollingerBreakout on their 6 default
    pairs over the 120-day holdout, each launched exactly as a user launches it,
@@ -24,6 +25,7 @@ figure prints its minimum and median. Every timed process, ours and the CLI's, m
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -485,5 +487,8 @@ def run(repeats: int = REPEATS, parts: tuple[str, ...] = ("user_path", "daemon")
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    parts = tuple(sys.argv[1:]) or ("user_path", "daemon")
-    run(parts=parts)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("parts", nargs="*", choices=("user_path", "daemon"), default=["user_path", "daemon"])
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="interleaved repetitions of each side")
+    args = parser.parse_args()
+    run(args.repeats, tuple(args.parts))
