@@ -24,6 +24,7 @@ from tradai_core.backtest_plan import plan_window
 from tradai_core.registry import TAG_HOLDOUT_START
 from tradai_core.settings import TradAISettings
 from tradai_resources.mlflow_tracking import MLflowResource
+from tradai_resources.workers.zygote_client import stop_shared_zygotes
 
 WINDOW = {"start": "2022-08-01", "end": "2022-09-01"}
 BROKEN_IMPORT = """
@@ -299,23 +300,28 @@ def test_neither_backtest_step_imports_freqtrade_ccxt_matplotlib_or_mlflow_in_th
             instance=instance,
         )
     env = {key: value for key, value in os.environ.items() if not key.startswith("TRADAI_")}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            STEPS_PROBE,
-            str(tmp_path / "home"),
-            str(instance_dir),
-            json.dumps(WINDOW),
-            HISTORY_END.isoformat(),
-        ],
-        cwd=Path(__file__).resolve().parents[1],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    env["TRADAI_WORKER_DIR"] = str(tmp_path / "workers")  # its own worker, stopped below
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                STEPS_PROBE,
+                str(tmp_path / "home"),
+                str(instance_dir),
+                json.dumps(WINDOW),
+                HISTORY_END.isoformat(),
+            ],
+            cwd=Path(__file__).resolve().parents[1],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+    finally:
+        if (tmp_path / "workers").is_dir():
+            stop_shared_zygotes(tmp_path / "workers")
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["plan"] == [True, []], f"after backtest_plan: {out['plan']}"
