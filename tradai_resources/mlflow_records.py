@@ -4,8 +4,8 @@ A backtest's run is described first — params, metrics, tags, and its artifacts
 (`RunSheet`) — then written in one go (`write_run`). Nothing here imports Dagster, and MLflow only on first
 use, so the same `write_run` serves the Dagster process and a child forked from the Freqtrade worker, which
 has MLflow loaded already: a report's run then costs the Dagster process no MLflow import or store set-up
-(issue #14; `workers.mlflow_run_child`). A written run always ends: FINISHED, or FAILED with the error as
-its `tradai.error` tag.
+(issue #14; `workers.mlflow_run_child`). A written run ends FINISHED, or FAILED with the error as its
+`tradai.error` tag; one whose child was killed is ended by the parent (`MLflowResource.write_run`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -173,11 +173,20 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float],
         client.log_batch(run_id, metrics=items[start : start + _METRICS_PER_BATCH], synchronous=True)
 
 
-def write_run(client: MlflowClient, record: RunRecord, *, secrets: tuple[str, ...] = ()) -> RecordedRun:
+def write_run(
+    client: MlflowClient,
+    record: RunRecord,
+    *,
+    secrets: tuple[str, ...] = (),
+    on_created: Callable[[RecordedRun], None] | None = None,
+) -> RecordedRun:
     """Write `record` as a new run and end it: FINISHED, or FAILED — the error (with every one of `secrets`
-    scrubbed from it) kept as the `tradai.error` tag — and re-raised. KILLED on an interrupt."""
+    scrubbed from it) kept as the `tradai.error` tag — and re-raised; KILLED on an interrupt. `on_created`
+    hears of the run as soon as it exists (a process that may be killed says where the run it leaves is)."""
     experiment = experiment_id(client, record.experiment, record.artifact_location)
     run_id = client.create_run(experiment, run_name=record.run_name, tags=record.tags).info.run_id
+    if on_created is not None:
+        on_created(RecordedRun(run_id=run_id, experiment_id=experiment))
     status = "FAILED"
     try:
         log_params(client, run_id, record.params)

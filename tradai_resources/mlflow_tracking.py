@@ -489,6 +489,7 @@ class MLflowResource(dg.ConfigurableResource):
 
     def _write_run_in_child(self, record: RunRecord, launcher: ChildLauncher, root: Path) -> RecordedRun:
         job = MLflowRunJob(
+            created_path=str(root / "created.json"),
             tracking_uri=self.tracking_uri,
             registry_uri=self.resolved_registry_uri,
             environment=mlflow_client_environment(os.environ),
@@ -498,7 +499,7 @@ class MLflowResource(dg.ConfigurableResource):
         )
         request = ForkRequest(
             job_path=str(write_job(job, root / "job.json")),
-            cwd=str(root),
+            cwd=os.getcwd(),  # relative store paths (`sqlite:///.tradai/mlflow.db`) mean what they mean here
             stdout_path=str(root / "run.stdout"),
             stderr_path=str(root / "run.stderr"),
             env=child_env(),
@@ -506,26 +507,46 @@ class MLflowResource(dg.ConfigurableResource):
         try:
             done = launcher.run(request, WRITE_RUN_TIMEOUT_S)
         except ChildTimeoutError:
+            self._end_left_run(job, "KILLED")
             raise MLflowWriteError(
                 f"writing the MLflow run {record.run_name!r} took longer than {WRITE_RUN_TIMEOUT_S:g} s",
                 f"check that {redact_uri(self.tracking_uri)} answers, then re-run",
             ) from None
         except (ChildLostError, InterpreterError) as exc:
+            self._end_left_run(job, "FAILED")
             raise MLflowWriteError(
                 f"the process writing the MLflow run {record.run_name!r} was lost: {exc}", "re-run"
             ) from exc
+        except BaseException:  # stopped (the Dagster run terminated): the child was killed
+            self._end_left_run(job, "KILLED")
+            raise
         if done.returncode == 0 and Path(job.result_path).is_file():
             return RecordedRun.model_validate_json(Path(job.result_path).read_text(encoding="utf-8"))
+        self._end_left_run(job, "FAILED")
         reason = ""
         if Path(job.error_path).is_file():
             reason = ": " + str(json.loads(Path(job.error_path).read_text(encoding="utf-8")).get("message"))
         tail = scrub(log_tail(Path(request.stderr_path), 15), *job.secrets())
+        log = f"\n--- last lines of its log ---\n{tail}" if tail else ""
         raise MLflowWriteError(
             f"writing the MLflow run {record.run_name!r} to {redact_uri(self.tracking_uri)} failed "
-            f"(exit code {done.returncode}){reason}"
-            + (f"\n--- last lines of its log ---\n{tail}" if tail else ""),
+            f"(exit code {done.returncode}){reason}{log}",
             "fix what it says (is the tracking server up, are its credentials set?) and re-run",
         )
+
+    def _end_left_run(self, job: MLflowRunJob, status: str) -> None:
+        """End the run a child created but did not end (it was killed, or died): marked `status`, so no run
+        stays RUNNING. A child that ended its run, or never created one, leaves nothing to do."""
+        created = Path(job.created_path)
+        if not created.is_file():
+            return
+        run = RecordedRun.model_validate_json(created.read_text(encoding="utf-8"))
+        try:
+            client = self.client()
+            if client.get_run(run.run_id).info.status == "RUNNING":
+                client.set_terminated(run.run_id, status=status)
+        except Exception:  # the child's own failure is what the caller reports
+            logger.warning("could not mark MLflow run %s as %s", run.run_id, status, exc_info=True)
 
     @staticmethod
     def _tag_failure(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -120,6 +121,9 @@ class MLflowRunJob(JobFile):
     in this file, readable by its user alone (`write_job`), never in its environment."""
 
     kind: Literal["mlflow_run"] = "mlflow_run"
+    created_path: str
+    """Where the child writes the run's id once the run exists (`RecordedRun` as JSON): if the child is
+    killed before it ends the run, the parent ends it."""
     tracking_uri: str
     registry_uri: str
     environment: dict[str, str] = {}
@@ -127,17 +131,20 @@ class MLflowRunJob(JobFile):
     record: RunRecord
 
     def secrets(self) -> tuple[str, ...]:
-        """What must never appear in an error: the store URIs and every client setting that may be a
-        credential (all but flags and numbers)."""
+        """What must never appear in an error: the store URIs, every client setting named like a credential,
+        and any other long one (short settings such as `INFO` or `default` would garble the message)."""
         settings = (
             value
-            for value in self.environment.values()
-            if value.lower() not in _FLAGS and not value.replace(".", "", 1).isdigit()
+            for name, value in self.environment.items()
+            if value and (_CREDENTIAL_NAME.search(name) or len(value) >= _LONG_SETTING)
         )
         return (self.tracking_uri, self.registry_uri, *settings)
 
 
-_FLAGS: Final[frozenset[str]] = frozenset({"", "true", "false", "yes", "no", "on", "off"})
+_CREDENTIAL_NAME: Final = re.compile(
+    r"PASSWORD|SECRET|TOKEN|KEY|SESSION|CREDENTIAL|USER|AUTH|CONNECTION", re.I
+)
+_LONG_SETTING: Final[int] = 8
 
 
 JOB_MODULES: Final[dict[str, str]] = {

@@ -13,11 +13,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Any
 
 from tradai_core.urls import scrub
-from tradai_resources.mlflow_records import offline_mlflow, open_client, write_run
-from tradai_resources.workers.jobs import MLflowRunJob, run_job_file
+from tradai_resources.mlflow_records import RecordedRun, offline_mlflow, open_client, write_run
+from tradai_resources.workers.jobs import MLflowRunJob, run_job_file, write_atomic
 
 offline_mlflow()  # imported first by the zygote, before MLflow itself
 
@@ -29,9 +30,15 @@ class MLflowRunError(RuntimeError):
 def _write(job: MLflowRunJob) -> Callable[[IO[str]], Any]:
     """Write the job's run; the writer of its `RecordedRun` (JSON)."""
     os.environ.update(job.environment)
+    offline_mlflow()  # the environment was replaced when this child was forked
     secrets = job.secrets()
+
+    def created(run: RecordedRun) -> None:  # where the run is, should this process be killed mid-write
+        write_atomic(Path(job.created_path), lambda handle: handle.write(run.model_dump_json()))
+
     try:
-        recorded = write_run(open_client(job.tracking_uri, job.registry_uri), job.record, secrets=secrets)
+        client = open_client(job.tracking_uri, job.registry_uri)
+        recorded = write_run(client, job.record, secrets=secrets, on_created=created)
     except Exception as exc:
         raise MLflowRunError(scrub(f"{type(exc).__name__}: {exc}", *secrets)) from None
     return lambda handle: handle.write(recorded.model_dump_json())
