@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import io
+import pickle
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -170,6 +173,47 @@ def test_the_worker_draws_exactly_the_charts_the_report_would_draw_itself(
     assert charted.charts == here
     assert pixels_of(decode_png(charted.charts.images["BTC/USDT"]), ENTRY_COLOR) > 0
     assert decode_png(charted.charts.equity)
+    # the worker's way of drawing them, in a process of its own: one helper forked, the same charts; and
+    # a helper that fails leaves its pairs to the worker, still the same charts
+    data = tmp_path / "charts-input.pkl"
+    data.write_bytes(pickle.dumps((charted.result, candles, charted.indicators, request, here)))
+    done = subprocess.run(
+        [sys.executable, "-c", TWO_PROCESS_PROBE, str(data), str(tmp_path)],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["forks=1", "same=True", "failed-helper-forks=1", "same=True"]
+    assert "the chart helper failed; drawing its charts here" in done.stderr
+
+
+TWO_PROCESS_PROBE = """
+import os, pickle, sys
+from pathlib import Path
+import tradai_core.backtest_charts as charts
+from tradai_resources.workers.backtest_child import _draw_in_two
+from tradai_resources.workers.jobs import ChartJob
+
+result, candles, indicators, request, expected = pickle.loads(Path(sys.argv[1]).read_bytes())
+job = ChartJob(path=sys.argv[2] + "/charts.json", candle_files={}, trading_start=request.trading_start,
+               equity_title=request.equity_title)
+forks, fork, parent = [], os.fork, os.getpid()
+os.fork = lambda: forks.append(1) or fork()
+drawn = _draw_in_two(result, candles, indicators, job, Path(sys.argv[2]) / "helper.json")
+print(f"forks={len(forks)}", f"same={drawn == expected}")
+draw = charts.draw_pair_charts
+def failing_in_the_helper(*args):
+    if os.getpid() != parent:
+        raise RuntimeError("the helper fails")
+    return draw(*args)
+charts.draw_pair_charts = failing_in_the_helper
+forks.clear()
+drawn = _draw_in_two(result, candles, indicators, job, Path(sys.argv[2]) / "helper-2.json")
+print(f"failed-helper-forks={len(forks)}", f"same={drawn == expected}")
+"""
 
 
 def test_charts_the_worker_could_not_write_whole_are_drawn_by_the_report_instead(tmp_path: Path) -> None:
