@@ -494,7 +494,10 @@ def run(repeats: int = REPEATS, parts: tuple[str, ...] = ("user_path", "daemon")
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("parts", nargs="*", choices=("user_path", "daemon"), default=["user_path", "daemon"])
+    parser.add_argument("parts", nargs="*", help="user_path, daemon (default: both)")
     parser.add_argument("--repeats", type=int, default=REPEATS, help="interleaved repetitions of each side")
     args = parser.parse_args()
-    run(args.repeats, tuple(args.parts))
+    unknown = set(args.parts) - {"user_path", "daemon"}
+    if unknown:
+        parser.error(f"unknown parts {sorted(unknown)}; choose from user_path, daemon")
+    run(args.repeats, tuple(args.parts) or ("user_path", "daemon"))
