@@ -202,7 +202,7 @@ job = ChartJob(path=sys.argv[2] + "/charts.json", candle_files={}, trading_start
                equity_title=request.equity_title)
 forks, fork, parent = [], os.fork, os.getpid()
 os.fork = lambda: forks.append(1) or fork()
-drawn = _draw_in_two(result, candles, indicators, job, Path(sys.argv[2]) / "helper.json")
+drawn = _draw_in_two(result, candles, indicators, job)
 print(f"forks={len(forks)}", f"same={drawn == expected}")
 draw = charts.draw_pair_charts
 def failing_in_the_helper(*args):
@@ -211,7 +211,7 @@ def failing_in_the_helper(*args):
     return draw(*args)
 charts.draw_pair_charts = failing_in_the_helper
 forks.clear()
-drawn = _draw_in_two(result, candles, indicators, job, Path(sys.argv[2]) / "helper-2.json")
+drawn = _draw_in_two(result, candles, indicators, job)
 print(f"failed-helper-forks={len(forks)}", f"same={drawn == expected}")
 """
 

@@ -68,7 +68,7 @@ from tradai_replay.markets import exchange_info_for, load_exchange_info, pair_to
 from tradai_resources.freqtrade_workers import DEFAULT_EXCHANGE_INFO, FreqtradeWorkerResource
 from tradai_resources.freqtrade_workspace import BacktestWorkspace, candle_file, prepare_workspace
 from tradai_resources.workers.backtest_child import SNAPSHOT_EXCHANGES
-from tradai_resources.workers.jobs import BacktestJob, ChartJob, StrategyCheckJob, write_job
+from tradai_resources.workers.jobs import BacktestJob, ChartJob, StrategyCheckJob, job_error, write_job
 from tradai_resources.workers.launch import (
     ChildLostError,
     ChildTimeoutError,
@@ -272,10 +272,7 @@ class FreqtradeResource(FreqtradeWorkerResource):
                 )
             if returncode == 0 and result_path.is_file():
                 return StrategyCheck.model_validate_json(result_path.read_text(encoding="utf-8"))
-            reason = ""
-            if error_path.is_file():
-                error = json.loads(error_path.read_text(encoding="utf-8"))
-                reason = f": {error.get('type')}: {error.get('message')}"
+            reason = job_error(error_path)
             tail = log_tail(root / "check.stderr", STDERR_TAIL_LINES)
             return _failed_check(
                 strategy_name,
@@ -343,10 +340,7 @@ class FreqtradeResource(FreqtradeWorkerResource):
             ) from None
         elapsed = time.monotonic() - started
         if returncode != 0 or not result_path.is_file():
-            reason = ""
-            if error_path.is_file():
-                error = json.loads(error_path.read_text(encoding="utf-8"))
-                reason = f": {error.get('type')}: {error.get('message')}"
+            reason = job_error(error_path)
             raise BacktestError(
                 f"Freqtrade backtest of {config.name} failed (exit code {returncode}){reason}\n"
                 f"--- last lines of the engine's log ---\n{log_tail(stderr_path, STDERR_TAIL_LINES)}",

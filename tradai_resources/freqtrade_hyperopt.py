@@ -68,7 +68,7 @@ from tradai_resources.hyperopt_space import search_space
 from tradai_resources.mlflow_tracking import redact_uri
 from tradai_resources.workers.backtest_child import SNAPSHOT_EXCHANGES
 from tradai_resources.workers.hyperopt_child import make_storage
-from tradai_resources.workers.jobs import HyperoptJob, write_job
+from tradai_resources.workers.jobs import HyperoptJob, job_error, write_job
 from tradai_resources.workers.launch import (
     ChildLostError,
     ChildTimeoutError,
@@ -493,10 +493,7 @@ class HyperoptResource(FreqtradeWorkerResource):
 
     @staticmethod
     def _worker_error(strategy: str, code: int, error_path: Path, stderr_path: Path) -> BacktestError:
-        reason = ""
-        if error_path.is_file():
-            error = json.loads(error_path.read_text(encoding="utf-8"))
-            reason = f": {error.get('type')}: {error.get('message')}"
+        reason = job_error(error_path)
         return BacktestError(
             f"a hyperopt worker for {strategy} failed (exit code {code}){reason}\n"
             f"--- last lines of its log ---\n{log_tail(stderr_path, STDERR_TAIL_LINES)}",

@@ -173,6 +173,15 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float],
         client.log_batch(run_id, metrics=items[start : start + _METRICS_PER_BATCH], synchronous=True)
 
 
+def tag_error(client: MlflowClient, run_id: str, exc: Exception, secrets: tuple[str, ...]) -> None:
+    """Keep why a run failed as its `tradai.error` tag, every one of `secrets` scrubbed from it; a tag that
+    cannot be set is a warning (the original error matters more)."""
+    try:
+        client.set_tag(run_id, TAG_ERROR, scrub(f"{type(exc).__name__}: {exc}", *secrets)[:4000])
+    except Exception:
+        logger.warning("could not tag MLflow run %s with its error", run_id, exc_info=True)
+
+
 def write_run(
     client: MlflowClient,
     record: RunRecord,
@@ -197,10 +206,7 @@ def write_run(
             client.log_artifact(run_id, artifact.local_path, artifact.artifact_path)
         status = "FINISHED"
     except Exception as exc:
-        try:
-            client.set_tag(run_id, TAG_ERROR, scrub(f"{type(exc).__name__}: {exc}", *secrets)[:4000])
-        except Exception:  # the original error matters more than this tag
-            logger.warning("could not tag MLflow run %s with its error", run_id, exc_info=True)
+        tag_error(client, run_id, exc, secrets)
         raise
     except BaseException:
         status = "KILLED"

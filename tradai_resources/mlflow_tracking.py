@@ -54,7 +54,7 @@ from tradai_core.urls import redact_uri, scrub
 from tradai_resources import mlflow_records as records
 from tradai_resources.mlflow_records import RecordedRun, RunRecord
 from tradai_resources.workers.env import mlflow_client_environment
-from tradai_resources.workers.jobs import MLflowRunJob, write_job
+from tradai_resources.workers.jobs import MLflowRunJob, job_error, write_job
 from tradai_resources.workers.launch import (
     ChildLauncher,
     ChildLostError,
@@ -466,7 +466,7 @@ class MLflowResource(dg.ConfigurableResource):
                     handle._close()
                 status = _entities.RunStatus.to_string(_entities.RunStatus.FINISHED)
             except Exception as exc:
-                self._tag_failure(client, run_id, exc, (self.tracking_uri, self.resolved_registry_uri))
+                records.tag_error(client, run_id, exc, (self.tracking_uri, self.resolved_registry_uri))
                 raise
             except BaseException:
                 status = _entities.RunStatus.to_string(_entities.RunStatus.KILLED)
@@ -523,9 +523,7 @@ class MLflowResource(dg.ConfigurableResource):
         if done.returncode == 0 and Path(job.result_path).is_file():
             return RecordedRun.model_validate_json(Path(job.result_path).read_text(encoding="utf-8"))
         self._end_left_run(job, "FAILED")
-        reason = ""
-        if Path(job.error_path).is_file():
-            reason = ": " + str(json.loads(Path(job.error_path).read_text(encoding="utf-8")).get("message"))
+        reason = job_error(job.error_path)
         tail = scrub(log_tail(Path(request.stderr_path), 15), *job.secrets())
         log = f"\n--- last lines of its log ---\n{tail}" if tail else ""
         raise MLflowWriteError(
@@ -547,15 +545,6 @@ class MLflowResource(dg.ConfigurableResource):
                 client.set_terminated(run.run_id, status=status)
         except Exception:  # the child's own failure is what the caller reports
             logger.warning("could not mark MLflow run %s as %s", run.run_id, status, exc_info=True)
-
-    @staticmethod
-    def _tag_failure(
-        client: mlflow.MlflowClient, run_id: str, exc: Exception, secrets: tuple[str, ...]
-    ) -> None:
-        try:
-            client.set_tag(run_id, TAG_ERROR, scrub(f"{type(exc).__name__}: {exc}", *secrets)[:4000])
-        except Exception:  # the original error matters more than this tag
-            logger.warning("could not tag MLflow run %s with its error", run_id, exc_info=True)
 
     @staticmethod
     def _end_run(client: mlflow.MlflowClient, run_id: str, status: str) -> None:

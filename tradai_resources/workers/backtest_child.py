@@ -362,7 +362,7 @@ def _draw_charts(job: ChartJob, stats_json: str, strategy: str, indicators: Any)
             for pair, path in job.candle_files.items()
         }
         frames = indicator_frames(indicators) if indicators is not None else {}
-        charts = _draw_in_two(result, candles, frames, job, Path(job.path + ".helper"))
+        charts = _draw_in_two(result, candles, frames, job)
         write_atomic(Path(job.path), lambda handle: handle.write(charts.model_dump_json()))
     except Exception:
         sys.stderr.write("charts not drawn in the worker (the report draws them):\n")
@@ -374,7 +374,6 @@ def _draw_in_two(
     candles: dict[str, pd.DataFrame],
     frames: dict[str, pd.DataFrame],
     job: ChartJob,
-    helper_file: Path,
 ) -> BacktestCharts:
     """The charts, drawn by this process and a helper forked from it that takes half the pair charts
     (`split_for_two`): the drawing is most of a report's worker time, and a launch often has a core to
@@ -391,9 +390,11 @@ def _draw_in_two(
     )
 
     start = pd.Timestamp(job.trading_start)
-    helped, kept = split_for_two(list(candles))
+    helped, kept = ({pair: candles[pair] for pair in part} for part in split_for_two(list(candles)))
     if not helped or threading.active_count() != 1 or not hasattr(os, "fork"):
         return draw_backtest_charts(result, candles, frames, start, job.equity_title)
+    helper_file = Path(job.path + ".helper")
+    helper_file.unlink(missing_ok=True)  # only what this helper writes counts
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     gc.freeze()  # neither process's collector then walks (and so copies) the heap they share
@@ -401,7 +402,7 @@ def _draw_in_two(
     if pid == 0:  # the helper: its pairs to a file, then out without running this process's exit handlers
         code = 1
         try:
-            images, pages = draw_pair_charts(result, {p: candles[p] for p in helped}, frames, start)
+            images, pages = draw_pair_charts(result, helped, frames, start)
             helper_file.write_text(json.dumps({"images": images, "pages": pages}), encoding="utf-8")
             code = 0
         except BaseException:
@@ -409,7 +410,7 @@ def _draw_in_two(
         finally:
             os._exit(code)
     try:
-        images, pages = draw_pair_charts(result, {p: candles[p] for p in kept}, frames, start)
+        images, pages = draw_pair_charts(result, kept, frames, start)
         equity = draw_equity_chart(result, job.equity_title)
     finally:
         _, status = os.waitpid(pid, 0)
@@ -418,7 +419,7 @@ def _draw_in_two(
         helper_images, helper_pages = drawn["images"], drawn["pages"]
     else:
         sys.stderr.write("the chart helper failed; drawing its charts here\n")
-        helper_images, helper_pages = draw_pair_charts(result, {p: candles[p] for p in helped}, frames, start)
+        helper_images, helper_pages = draw_pair_charts(result, helped, frames, start)
     images, pages = {**helper_images, **images}, {**helper_pages, **pages}
     return BacktestCharts(
         images={pair: images[pair] for pair in candles},

@@ -244,6 +244,16 @@ def write_atomic(path: Path, write: Callable[[IO[str]], Any]) -> None:
     os.replace(partial, path)
 
 
+def job_error(path: str | Path) -> str:
+    """`": TYPE: message"` of the error a child wrote to its job's error path (`run_job_file`), or "" if it
+    wrote none: for the parent's message about a failed child."""
+    try:
+        error = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    return f": {error.get('type')}: {error.get('message')}"
+
+
 def job_file_problem(exc: Exception) -> str:
     """Why a job file was refused, without any of its values: pydantic's message quotes the input (the
     whole job when a field is missing, storage URL and its password included), so only the locations and
